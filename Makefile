@@ -30,3 +30,21 @@ bench: $(BIN)/.installed
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info src/*.egg-info
+
+.PHONY: lock standin-base container-test
+
+## Regenerate requirements.lock (the image's runtime dependencies, hashed) from pyproject.toml.
+## Resolved against PyPI alone, ignoring local find-links and file:// indexes in the pip config.
+lock: $(BIN)/.installed
+	env -u PIP_FIND_LINKS -u PIP_EXTRA_INDEX_URL PIP_CONFIG_FILE=/dev/null \
+	  CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --generate-hashes \
+	  --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links \
+	  --output-file requirements.lock pyproject.toml
+
+## Build (or reuse) the local stand-in for python:3.12-slim; needs root and a Docker daemon.
+standin-base:
+	scripts/build-standin-base.sh
+
+## Build the action's image and run it the way the runner does, against the simulator.
+container-test: $(BIN)/.installed
+	$(BIN)/python -m pytest -m container tests/container

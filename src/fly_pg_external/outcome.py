@@ -87,8 +87,8 @@ class Outcome:
         for ip in self.ips:
             if ip.family != family:
                 continue
-            if ip.action == "keep" or (ip.action == "allocate" and ip.done):
-                out.extend(ip.addresses)
-            elif ip.action == "release" and not ip.done:
+            exists = ip.action == "keep" or (ip.action == "allocate") == ip.done
+            # allocate+done: made by this run; release+not done: still there (plan or failure)
+            if exists and ip.action != "absent":
                 out.extend(ip.addresses)
         return out

@@ -1,0 +1,31 @@
+# The action's runtime image: the entrypoint, the fly_pg_external package and its locked
+# dependencies. Built by the runner (`image: Dockerfile` on main) or by the release workflow,
+# which pushes a multi-arch image that release commits of action.yml pin by digest.
+#
+# Rules the GitHub runner imposes (docs "Dockerfile support for GitHub Actions"):
+# - no USER: the runner writes $GITHUB_OUTPUT and friends as root and the step must too;
+# - no WORKDIR reliance: the runner mounts the workspace and passes its own --workdir;
+# - no BuildKit-only syntax: self-hosted and GHES runners may build with the classic builder.
+
+# python:3.12-slim pinned by the digest of its multi-arch index (amd64, arm64). Dependabot
+# (.github/dependabot.yml) proposes the new digest when the tag moves. Overridable so the
+# container test can build this same file on a local stand-in base.
+ARG BASE_IMAGE=python:3.12-slim@sha256:78387bc3881b8273120a12ebe6c1ab22b018ccc2c9adf565ae1ac9b536e184ea
+FROM ${BASE_IMAGE}
+
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONPATH=/app/src
+
+# Wheels only, every file checked against the hashes in the lock (regenerate with `make lock`).
+COPY requirements.lock /app/requirements.lock
+RUN python -m pip install --no-cache-dir --disable-pip-version-check --root-user-action=ignore \
+        --no-deps --require-hashes --only-binary=:all: -r /app/requirements.lock
+
+# Only the action's runtime code (see .dockerignore): no simulator, tests or docs.
+COPY entrypoint.py /app/entrypoint.py
+COPY src/fly_pg_external /app/src/fly_pg_external
+# Bytecode compiled once here, since PYTHONDONTWRITEBYTECODE keeps each run from writing it.
+RUN python -m compileall -q --invalidation-mode unchecked-hash /app/src
+
+ENTRYPOINT ["/usr/local/bin/python", "/app/entrypoint.py"]

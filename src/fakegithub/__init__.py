@@ -1,0 +1,7 @@
+"""A local fake of the GitHub REST API for tests (never shipped in the action's image)."""
+
+from __future__ import annotations
+
+from .server import ACTIONS_BOT, BODY_LIMIT, Comment, FakeGitHub, PullRequest, Request
+
+__all__ = ["ACTIONS_BOT", "BODY_LIMIT", "Comment", "FakeGitHub", "PullRequest", "Request"]

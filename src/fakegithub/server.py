@@ -1,0 +1,644 @@
+"""A local stand-in for the GitHub REST API: the few endpoints the PR comment upsert uses.
+
+It is a real HTTP server on 127.0.0.1, so PyGithub runs unmodified against it (through
+`base_url`), with its own pagination, URL checks and error mapping. Two GitHub behaviours matter
+to PyGithub and are reproduced exactly:
+
+- every `url` in a response, and every `Link` header, is absolute and built from the request's own
+  `Host` header (PyGithub refuses to follow a URL on another host or port);
+- the `Link` header has GitHub's exact shape (`<url>; rel="next", <url>; rel="last"`), because
+  PyGithub's parser splits on ", " and "; ".
+
+State lives in memory behind one lock; tests program it (`add_pr`, `add_comment`, `forbid_writes`,
+`fail_next`) and inspect it (`comments`, `requests`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import parse_qs, quote, urlsplit
+
+ACTIONS_BOT = "github-actions[bot]"
+BODY_LIMIT = 65_536
+DOCS = "https://docs.github.com/rest"
+_EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
+
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Comment:
+    id: int
+    repo: str
+    issue: int
+    body: str
+    login: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass
+class PullRequest:
+    repo: str
+    number: int
+    state: str = "open"  # open / closed
+    merged: bool = False
+    merge_commit_sha: str | None = None
+    head_sha: str = "0" * 40
+    head_repo: str | None = None  # a fork's full name; None means the base repository
+    title: str = "Update fly.toml"
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request as the server saw it (the path includes any `/api/v3` prefix)."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    body: Any
+    authorization: str | None
+
+
+@dataclass
+class _Failure:
+    method: str
+    path: re.Pattern[str]
+    status: int
+    message: str
+    remaining: int | None  # None: every matching request fails
+
+
+@dataclass
+class _State:
+    repos: set[str] = field(default_factory=set)
+    pulls: dict[tuple[str, int], PullRequest] = field(default_factory=dict)
+    comments: dict[int, Comment] = field(default_factory=dict)
+    requests: list[Request] = field(default_factory=list)
+    failures: list[_Failure] = field(default_factory=list)
+    writes_forbidden: str | None = None
+
+
+class FakeGitHub:
+    """A fake GitHub API for one token's identity.
+
+    `login` is who the token acts as: comments it creates are written by that login.
+    `user_endpoint_forbidden=True` mimics the Actions `GITHUB_TOKEN`, for which `GET /user`
+    answers 403. `api_prefix="/api/v3"` mimics GitHub Enterprise Server. With `token` set, a
+    request carrying another token gets 401 "Bad credentials".
+    """
+
+    def __init__(
+        self,
+        *,
+        login: str = ACTIONS_BOT,
+        user_endpoint_forbidden: bool = False,
+        api_prefix: str = "",
+        token: str | None = None,
+        body_limit: int = BODY_LIMIT,
+        port: int = 0,
+    ) -> None:
+        if api_prefix and (not api_prefix.startswith("/") or api_prefix.endswith("/")):
+            raise ValueError(f"api_prefix must look like '/api/v3', got {api_prefix!r}")
+        self.login = login
+        self.user_endpoint_forbidden = user_endpoint_forbidden
+        self.api_prefix = api_prefix
+        self.token = token
+        self.body_limit = body_limit
+        self._port = port
+        self._lock = threading.Lock()
+        self._state = _State()
+        self._ids = itertools.count(1001)
+        self._clock = itertools.count(1)
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> Self:
+        if self._server is not None:
+            return self
+        handler = _make_handler(self)
+        server = ThreadingHTTPServer(("127.0.0.1", self._port), handler)
+        server.daemon_threads = True
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("FakeGitHub is not started; call start() first")
+        return int(self._server.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        """What to pass as PyGithub's `base_url` (and as GITHUB_API_URL)."""
+        return f"http://127.0.0.1:{self.port}{self.api_prefix}"
+
+    @property
+    def server_url(self) -> str:
+        """The web host (GITHUB_SERVER_URL): html_url links point here."""
+        return f"http://127.0.0.1:{self.port}"
+
+    # -- programming the state ------------------------------------------------------------
+    def add_repo(self, repo: str) -> None:
+        _check_repo(repo)
+        with self._lock:
+            self._state.repos.add(repo)
+
+    def add_pr(
+        self,
+        repo: str,
+        number: int,
+        *,
+        merge_commit_sha: str | None = None,
+        merged: bool = False,
+        head_sha: str | None = None,
+        head_repo: str | None = None,
+        state: str | None = None,
+    ) -> PullRequest:
+        """A pull request. `merged=True` closes it; `head_repo` names a fork it comes from."""
+        _check_repo(repo)
+        pr = PullRequest(
+            repo=repo,
+            number=number,
+            state=state or ("closed" if merged else "open"),
+            merged=merged,
+            merge_commit_sha=merge_commit_sha,
+            head_sha=head_sha or f"{number:040x}",
+            head_repo=head_repo,
+        )
+        with self._lock:
+            self._state.repos.add(repo)
+            self._state.pulls[(repo, number)] = pr
+        return pr
+
+    def add_comment(self, repo: str, number: int, body: str, login: str) -> Comment:
+        """A comment written by `login` (anyone: the token's identity or somebody else)."""
+        with self._lock:
+            if (repo, number) not in self._state.pulls:
+                raise KeyError(f"no pull request #{number} in {repo}; call add_pr first")
+            return self._create_comment(repo, number, body, login)
+
+    def comments(self, repo: str, number: int) -> list[Comment]:
+        with self._lock:
+            return sorted(
+                (c for c in self._state.comments.values() if (c.repo, c.issue) == (repo, number)),
+                key=lambda c: c.id,
+            )
+
+    def comment(self, comment_id: int) -> Comment:
+        with self._lock:
+            return self._state.comments[comment_id]
+
+    @property
+    def requests(self) -> list[Request]:
+        with self._lock:
+            return list(self._state.requests)
+
+    def clear_requests(self) -> None:
+        with self._lock:
+            self._state.requests.clear()
+
+    def forbid_writes(self, message: str = "Resource not accessible by integration") -> None:
+        """Every POST/PATCH/DELETE answers 403, like a read-only token (fork pull requests)."""
+        with self._lock:
+            self._state.writes_forbidden = message
+
+    def allow_writes(self) -> None:
+        with self._lock:
+            self._state.writes_forbidden = None
+
+    def fail_next(
+        self,
+        method: str,
+        path_pattern: str,
+        *,
+        status: int,
+        message: str = "Server Error",
+        times: int | None = 1,
+    ) -> None:
+        """Answer `status` to the next `times` requests (None: all) whose path (after the API
+        prefix) fully matches `path_pattern`."""
+        with self._lock:
+            self._state.failures.append(
+                _Failure(method.upper(), re.compile(path_pattern), status, message, times)
+            )
+
+    # -- internals used by the handler (called with the lock held) ------------------------
+    def _tick(self) -> datetime:
+        return _EPOCH + timedelta(seconds=next(self._clock))
+
+    def _create_comment(self, repo: str, number: int, body: str, login: str) -> Comment:
+        now = self._tick()
+        c = Comment(next(self._ids), repo, number, body, login, now, now)
+        self._state.comments[c.id] = c
+        return c
+
+    def _edit_comment(self, comment_id: int, body: str) -> Comment:
+        c = replace(self._state.comments[comment_id], body=body, updated_at=self._tick())
+        self._state.comments[comment_id] = c
+        return c
+
+
+def _check_repo(repo: str) -> None:
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo):
+        raise ValueError(f"repository must be 'owner/name', got {repo!r}")
+
+
+def _iso(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class _Reply(Exception):
+    """Raised by a route to answer with an error status and GitHub's error JSON."""
+
+    def __init__(self, status: int, message: str, extra: Json | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.payload: Json = {"message": message, "documentation_url": DOCS, **(extra or {})}
+
+
+_Route = Callable[["_Ctx", re.Match[str]], tuple[int, Any, dict[str, str]]]
+
+
+@dataclass
+class _Ctx:
+    fake: FakeGitHub
+    method: str
+    path: str  # without the API prefix
+    query: dict[str, str]
+    body: Any
+    api: str  # absolute API root as seen by the client: http://host[:port][prefix]
+    web: str  # absolute web root: http://host[:port]
+
+    # JSON shapes ---------------------------------------------------------------------------
+    def user_json(self, login: str) -> Json:
+        bot = login.endswith("[bot]")
+        return {
+            "login": login,
+            "id": abs(hash(login)) % 10_000_000,
+            "type": "Bot" if bot else "User",
+            "url": f"{self.api}/users/{quote(login)}",
+            "html_url": f"{self.web}/{quote(login)}",
+        }
+
+    def repo_json(self, repo: str) -> Json:
+        owner, name = repo.split("/")
+        return {
+            "id": abs(hash(repo)) % 10_000_000,
+            "name": name,
+            "full_name": repo,
+            "owner": self.user_json(owner),
+            "private": False,
+            "url": f"{self.api}/repos/{repo}",
+            "html_url": f"{self.web}/{repo}",
+        }
+
+    def pull_json(self, pr: PullRequest) -> Json:
+        base = f"{self.api}/repos/{pr.repo}"
+        merged_at = _iso(_EPOCH + timedelta(days=1)) if pr.merged else None
+        head_repo = pr.head_repo or pr.repo
+        return {
+            "id": pr.number * 7919,
+            "number": pr.number,
+            "title": pr.title,
+            "state": pr.state,
+            "merged": pr.merged,
+            "merged_at": merged_at,
+            "merge_commit_sha": pr.merge_commit_sha,
+            "url": f"{base}/pulls/{pr.number}",
+            "html_url": f"{self.web}/{pr.repo}/pull/{pr.number}",
+            "issue_url": f"{base}/issues/{pr.number}",
+            "comments_url": f"{base}/issues/{pr.number}/comments",
+            "head": {"sha": pr.head_sha, "ref": "feature", "repo": self.repo_json(head_repo)},
+            "base": {"sha": "b" * 40, "ref": "main", "repo": self.repo_json(pr.repo)},
+        }
+
+    def issue_json(self, pr: PullRequest) -> Json:
+        base = f"{self.api}/repos/{pr.repo}"
+        return {
+            "id": pr.number * 7919,
+            "number": pr.number,
+            "title": pr.title,
+            "state": pr.state,
+            "url": f"{base}/issues/{pr.number}",
+            "html_url": f"{self.web}/{pr.repo}/pull/{pr.number}",
+            "comments_url": f"{base}/issues/{pr.number}/comments",
+            "pull_request": {"url": f"{base}/pulls/{pr.number}"},
+        }
+
+    def comment_json(self, c: Comment) -> Json:
+        base = f"{self.api}/repos/{c.repo}"
+        return {
+            "id": c.id,
+            "node_id": f"IC_{c.id}",
+            "url": f"{base}/issues/comments/{c.id}",
+            "html_url": f"{self.web}/{c.repo}/pull/{c.issue}#issuecomment-{c.id}",
+            "issue_url": f"{base}/issues/{c.issue}",
+            "body": c.body,
+            "user": self.user_json(c.login),
+            "created_at": _iso(c.created_at),
+            "updated_at": _iso(c.updated_at),
+            "author_association": "NONE" if c.login.endswith("[bot]") else "MEMBER",
+        }
+
+    # helpers -------------------------------------------------------------------------------
+    def repo(self, m: re.Match[str]) -> str:
+        repo = f"{m['owner']}/{m['name']}"
+        if repo not in self.fake._state.repos:
+            raise _Reply(404, "Not Found")
+        return repo
+
+    def pull(self, m: re.Match[str]) -> PullRequest:
+        pr = self.fake._state.pulls.get((self.repo(m), int(m["number"])))
+        if pr is None:
+            raise _Reply(404, "Not Found")
+        return pr
+
+    def comment_body(self) -> str:
+        body = self.body.get("body") if isinstance(self.body, dict) else None
+        if not isinstance(body, str):
+            raise _Reply(422, 'Invalid request.\n\n"body" wasn\'t supplied.')
+        if len(body) > self.fake.body_limit:
+            raise _Reply(
+                422,
+                "Validation Failed",
+                {
+                    "errors": [
+                        {
+                            "resource": "IssueComment",
+                            "code": "unprocessable",
+                            "field": "data",
+                            "message": (
+                                f"Body is too long (maximum is {self.fake.body_limit} characters)"
+                            ),
+                        }
+                    ]
+                },
+            )
+        return body
+
+    def paginate(self, items: list[Json]) -> tuple[int, Any, dict[str, str]]:
+        """GitHub's page/per_page pagination with its exact Link header."""
+        try:
+            per_page = min(max(int(self.query.get("per_page", "30")), 1), 100)
+            page = max(int(self.query.get("page", "1")), 1)
+        except ValueError as e:
+            raise _Reply(422, "Invalid page or per_page") from e
+        last = max((len(items) + per_page - 1) // per_page, 1)
+        chunk = items[(page - 1) * per_page : page * per_page]
+        url = f"{self.api}{self.path}"
+
+        def link(p: int, rel: str) -> str:
+            return f'<{url}?per_page={per_page}&page={p}>; rel="{rel}"'
+
+        links: list[str] = []
+        if page > 1:
+            links.append(link(page - 1, "prev"))
+        if page < last:
+            links += [link(page + 1, "next"), link(last, "last")]
+        if page > 1:
+            links.append(link(1, "first"))
+        headers = {"Link": ", ".join(links)} if links else {}
+        return 200, chunk, headers
+
+
+def _get_user(ctx: _Ctx, m: re.Match[str]) -> tuple[int, Any, dict[str, str]]:
+    if ctx.fake.user_endpoint_forbidden:
+        raise _Reply(403, "Resource not accessible by integration")
+    return 200, ctx.user_json(ctx.fake.login), {}
+
+
+def _get_repo(ctx: _Ctx, m: re.Match[str]) -> tuple[int, Any, dict[str, str]]:
+    return 200, ctx.repo_json(ctx.repo(m)), {}
+
+
+def _get_pull(ctx: _Ctx, m: re.Match[str]) -> tuple[int, Any, dict[str, str]]:
+    return 200, ctx.pull_json(ctx.pull(m)), {}
+
+
+def _get_issue(ctx: _Ctx, m: re.Match[str]) -> tuple[int, Any, dict[str, str]]:
+    return 200, ctx.issue_json(ctx.pull(m)), {}
+
+
+def _list_comments(ctx: _Ctx, m: re.Match[str]) -> tuple[int, Any, dict[str, str]]:
+    pr = ctx.pull(m)
+    items = [
+        ctx.comment_json(c)
+        for c in sorted(ctx.fake._state.comments.values(), key=lambda c: c.id)
+        if (c.repo, c.issue) == (pr.repo, pr.number)
+    ]
+    return ctx.paginate(items)
+
+
+def _create_comment(ctx: _Ctx, m: re.Match[str]) -> tuple[int, Any, dict[str, str]]:
+    pr = ctx.pull(m)
+    c = ctx.fake._create_comment(pr.repo, pr.number, ctx.comment_body(), ctx.fake.login)
+    return 201, ctx.comment_json(c), {"Location": ctx.comment_json(c)["url"]}
+
+
+def _one_comment(ctx: _Ctx, m: re.Match[str]) -> Comment:
+    repo = ctx.repo(m)
+    c = ctx.fake._state.comments.get(int(m["id"]))
+    if c is None or c.repo != repo:
+        raise _Reply(404, "Not Found")
+    return c
+
+
+def _get_comment(ctx: _Ctx, m: re.Match[str]) -> tuple[int, Any, dict[str, str]]:
+    return 200, ctx.comment_json(_one_comment(ctx, m)), {}
+
+
+def _edit_comment(ctx: _Ctx, m: re.Match[str]) -> tuple[int, Any, dict[str, str]]:
+    # Like GitHub for a token with write access, any comment may be edited, not only the
+    # token's own: the client is the one that must not touch other people's comments.
+    c = _one_comment(ctx, m)
+    return 200, ctx.comment_json(ctx.fake._edit_comment(c.id, ctx.comment_body())), {}
+
+
+def _delete_comment(ctx: _Ctx, m: re.Match[str]) -> tuple[int, Any, dict[str, str]]:
+    c = _one_comment(ctx, m)
+    del ctx.fake._state.comments[c.id]
+    return 204, None, {}
+
+
+def _commit_pulls(ctx: _Ctx, m: re.Match[str]) -> tuple[int, Any, dict[str, str]]:
+    repo = ctx.repo(m)
+    sha = m["sha"]
+    prs = sorted(
+        (
+            pr
+            for pr in ctx.fake._state.pulls.values()
+            if pr.repo == repo and sha in (pr.merge_commit_sha, pr.head_sha)
+        ),
+        key=lambda pr: pr.number,
+    )
+    items = []
+    for pr in prs:
+        item = ctx.pull_json(pr)
+        # The list endpoint leaves out `merged`; clients must read `merged_at`.
+        item.pop("merged")
+        items.append(item)
+    return ctx.paginate(items)
+
+
+_REPO = r"/repos/(?P<owner>[\w.-]+)/(?P<name>[\w.-]+)"
+_ROUTES: list[tuple[str, re.Pattern[str], _Route]] = [
+    ("GET", re.compile(r"/user"), _get_user),
+    ("GET", re.compile(_REPO), _get_repo),
+    ("GET", re.compile(_REPO + r"/pulls/(?P<number>\d+)"), _get_pull),
+    ("GET", re.compile(_REPO + r"/issues/(?P<number>\d+)"), _get_issue),
+    ("GET", re.compile(_REPO + r"/issues/(?P<number>\d+)/comments"), _list_comments),
+    ("POST", re.compile(_REPO + r"/issues/(?P<number>\d+)/comments"), _create_comment),
+    ("GET", re.compile(_REPO + r"/issues/comments/(?P<id>\d+)"), _get_comment),
+    ("PATCH", re.compile(_REPO + r"/issues/comments/(?P<id>\d+)"), _edit_comment),
+    ("DELETE", re.compile(_REPO + r"/issues/comments/(?P<id>\d+)"), _delete_comment),
+    ("GET", re.compile(_REPO + r"/commits/(?P<sha>[0-9A-Za-z._-]+)/pulls"), _commit_pulls),
+]
+
+
+def _make_handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        # Keep-alive like GitHub: PyGithub reuses its connection pool.
+        protocol_version = "HTTP/1.1"
+        server_version = "FakeGitHub/1.0"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # the request log is `fake.requests`; stderr noise would drown test output
+
+        def do_GET(self) -> None:
+            self._handle("GET")
+
+        def do_POST(self) -> None:
+            self._handle("POST")
+
+        def do_PATCH(self) -> None:
+            self._handle("PATCH")
+
+        def do_DELETE(self) -> None:
+            self._handle("DELETE")
+
+        def _handle(self, method: str) -> None:
+            split = urlsplit(self.path)
+            query = {k: v[-1] for k, v in parse_qs(split.query).items()}
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            body: Any = None
+            bad_json = False
+            if raw:
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    body, bad_json = raw.decode("utf-8", "replace"), True
+            auth = self.headers.get("Authorization")
+            host = self.headers.get("Host") or f"127.0.0.1:{fake.port}"
+            with fake._lock:
+                fake._state.requests.append(Request(method, split.path, query, body, auth))
+                status, payload, headers = self._dispatch(
+                    method,
+                    split.path,
+                    query=query,
+                    body=body,
+                    bad_json=bad_json,
+                    auth=auth,
+                    host=host,
+                )
+            self._send(status, payload, headers)
+
+        def _dispatch(
+            self,
+            method: str,
+            path: str,
+            *,
+            query: dict[str, str],
+            body: Any,
+            bad_json: bool,
+            auth: str | None,
+            host: str,
+        ) -> tuple[int, Any, dict[str, str]]:
+            prefix = fake.api_prefix
+            if prefix and not (path == prefix or path.startswith(prefix + "/")):
+                return 404, {"message": "Not Found", "documentation_url": DOCS}, {}
+            route_path = path[len(prefix) :] or "/"
+            ctx = _Ctx(
+                fake=fake,
+                method=method,
+                path=route_path,
+                query=query,
+                body=body,
+                api=f"http://{host}{prefix}",
+                web=f"http://{host}",
+            )
+            try:
+                if fake.token is not None and auth not in (
+                    f"token {fake.token}",
+                    f"Bearer {fake.token}",
+                ):
+                    raise _Reply(401, "Bad credentials")
+                for failure in list(fake._state.failures):
+                    if failure.method == method and failure.path.fullmatch(route_path):
+                        if failure.remaining is not None:
+                            failure.remaining -= 1
+                            if failure.remaining <= 0:
+                                fake._state.failures.remove(failure)
+                        raise _Reply(failure.status, failure.message)
+                if bad_json:
+                    raise _Reply(400, "Problems parsing JSON")
+                if method != "GET" and fake._state.writes_forbidden is not None:
+                    raise _Reply(403, fake._state.writes_forbidden)
+                for route_method, pattern, route in _ROUTES:
+                    m = pattern.fullmatch(route_path)
+                    if m is not None and route_method == method:
+                        return route(ctx, m)
+                # GitHub answers 404 to an unknown path and to a known path with another method.
+                raise _Reply(404, "Not Found")
+            except _Reply as r:
+                return r.status, r.payload, {}
+
+        def _send(self, status: int, payload: Any, headers: dict[str, str]) -> None:
+            data = b"" if status == 204 else json.dumps(payload).encode()
+            self.send_response(status)
+            if data:
+                self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.end_headers()
+            if data:
+                self.wfile.write(data)
+
+    return Handler

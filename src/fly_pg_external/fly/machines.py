@@ -1,0 +1,135 @@
+"""Fly's Machines REST API ("flaps"): machines, leases and the wait endpoint.
+
+Paths and bodies follow fly-go's `flaps` package. Machine IDs are not escaped (fly-go does not);
+app names are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from .auth import FlyAuth
+from .errors import FlyAuthError, FlyError
+from .http import FlyHttp
+
+NONCE_HEADER = "fly-machine-lease-nonce"
+# The wait endpoint caps `timeout` at 60 s (a proxy limit; fly-go clamps to [1, 60]).
+WAIT_SLICE_MAX = 60
+
+
+@dataclass(frozen=True)
+class Lease:
+    nonce: str
+    expires_at: int
+    owner: str
+    version: str
+
+
+class Machines:
+    def __init__(self, http: FlyHttp, base_url: str, auth: FlyAuth) -> None:
+        self._http = http
+        self._base = f"{base_url}/v1"
+        self._auth = {"Authorization": auth.flaps_header}
+
+    def _app(self, app: str) -> str:
+        return f"{self._base}/apps/{quote(app, safe='')}"
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        idempotent: bool,
+        nonce: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        headers = dict(self._auth)
+        if nonce:
+            headers[NONCE_HEADER] = nonce
+        try:
+            response = self._http.request(
+                method, url, idempotent=idempotent, headers=headers, **kwargs
+            )
+        except FlyAuthError as exc:
+            raise FlyAuthError(
+                "Fly refused the API token (Machines API): " + exc.message, status=exc.status
+            ) from None
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+    def list(self, app: str) -> list[dict[str, Any]]:
+        data = self._send("GET", f"{self._app(app)}/machines", idempotent=True)
+        if not isinstance(data, list):
+            raise FlyError("machines list: unexpected response shape")
+        return [m for m in data if isinstance(m, dict)]
+
+    def get(self, app: str, machine_id: str) -> dict[str, Any]:
+        data = self._send("GET", f"{self._app(app)}/machines/{machine_id}", idempotent=True)
+        if not isinstance(data, dict):
+            raise FlyError(f"machine {machine_id}: unexpected response shape")
+        return data
+
+    def acquire_lease(
+        self, app: str, machine_id: str, ttl: int, *, nonce: str | None = None
+    ) -> Lease:
+        """Take a lease, or refresh ours (same nonce) when `nonce` is given."""
+        data = self._send(
+            "POST",
+            f"{self._app(app)}/machines/{machine_id}/lease",
+            # A refresh with our nonce can be repeated safely; a first acquire cannot (a lost
+            # response would leave a lease we do not know the nonce of).
+            idempotent=nonce is not None,
+            nonce=nonce,
+            params={"ttl": ttl},
+            json={"ttl": ttl, "description": "fly-pg-external"},
+        )
+        if not isinstance(data, dict) or data.get("status") != "success" or "data" not in data:
+            message = (data or {}).get("message") if isinstance(data, dict) else None
+            raise FlyError(f"lease on machine {machine_id} refused: {message or data}")
+        d = data["data"]
+        return Lease(
+            nonce=str(d.get("nonce", "")),
+            expires_at=int(d.get("expires_at") or 0),
+            owner=str(d.get("owner", "")),
+            version=str(d.get("version", "")),
+        )
+
+    def release_lease(self, app: str, machine_id: str, nonce: str) -> None:
+        self._send(
+            "DELETE", f"{self._app(app)}/machines/{machine_id}/lease", idempotent=True, nonce=nonce
+        )
+
+    def update(
+        self, app: str, machine_id: str, body: dict[str, Any], *, nonce: str | None
+    ) -> dict[str, Any]:
+        data = self._send(
+            "POST",
+            f"{self._app(app)}/machines/{machine_id}",
+            idempotent=False,
+            nonce=nonce,
+            json=body,
+        )
+        if not isinstance(data, dict):
+            raise FlyError(f"update of machine {machine_id}: unexpected response shape")
+        return data
+
+    def wait(
+        self, app: str, machine_id: str, *, state: str, version: str | None, timeout: int
+    ) -> None:
+        """One call of the wait endpoint; raises FlyTimeout (408) when the state is not reached."""
+        params: dict[str, Any] = {"state": state, "timeout": max(1, min(WAIT_SLICE_MAX, timeout))}
+        if version:
+            params["version"] = version
+        self._send(
+            "GET",
+            f"{self._app(app)}/machines/{machine_id}/wait",
+            idempotent=True,
+            params=params,
+            # The server holds the request up to `timeout`; give it room before our own timeout.
+            timeout=params["timeout"] + 15,
+            # A 408 here is the answer ("not yet"), not a failure to retry blindly.
+            retry_statuses=frozenset({429, 502, 503, 504}),
+        )

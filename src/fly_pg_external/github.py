@@ -1,0 +1,438 @@
+"""Publish the report: the job summary on every run, and one PR comment per app.
+
+The comment is found again by its hidden marker line (it names the app and carries a digest of the
+content), and only among comments written by the token's own identity, so another app's comment or
+someone else's comment that quotes the marker is never touched. Nothing here can change the step's
+result: every GitHub problem becomes a warning that says how to fix it.
+
+PyGithub is imported inside the functions that use it: it pulls in requests, urllib3 and
+cryptography, a noticeable share of the action's start-up for runs that never comment.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .report import (
+    GITHUB_COMMENT_LIMIT,
+    COMMENT_SAFETY_MARGIN,
+    comment_body,
+    marker_digest,
+    parse_marker,
+    render_markdown,
+)
+
+if TYPE_CHECKING:
+    from github import Github
+    from github.IssueComment import IssueComment
+    from github.Repository import Repository
+
+    from .outcome import Outcome
+    from .redact import Redactor
+
+DEFAULT_API_URL = "https://api.github.com"
+DEFAULT_SERVER_URL = "https://github.com"
+# Who writes the comments of the Actions GITHUB_TOKEN; that token may not read GET /user.
+ACTIONS_BOT_LOGIN = "github-actions[bot]"
+PR_EVENTS = frozenset({"pull_request", "pull_request_target"})
+# The runner refuses a step summary over 1 MiB per step. The report stays well below, leaving
+# room for whatever else the step appends.
+SUMMARY_MAX_BYTES = 1024 * 1024 - 64 * 1024
+FORK_PATTERN_URL = "https://securitylab.github.com/resources/github-actions-preventing-pwn-requests/"
+
+
+class GhaLike(Protocol):
+    """The workflow-command surface publish needs (implemented by `gha.Actions`)."""
+
+    def info(self, message: str, /) -> None: ...
+    def notice(self, message: str, /) -> None: ...
+    def warning(self, message: str, /) -> None: ...
+    def append_summary(self, markdown: str, /) -> None: ...
+
+
+@dataclass(frozen=True)
+class ClientTuning:
+    """How the PyGithub client paces and retries.
+
+    The defaults are for real GitHub: retry server errors and rate limits a few times, but never
+    wait long (a report is not worth holding a runner for an hour). Tests use `fast()`.
+    """
+
+    retry_total: int = 3
+    backoff_factor: float = 1.0
+    secondary_rate_wait: float = 30.0
+    max_rate_limit_wait: float = 60.0
+    seconds_between_requests: float | None = 0.25
+    seconds_between_writes: float | None = 1.0
+    timeout: int = 15
+    per_page: int = 100
+
+    @classmethod
+    def fast(cls, *, per_page: int = 100) -> ClientTuning:
+        """No retries and no pacing: for a local fake server."""
+        return cls(
+            retry_total=0,
+            seconds_between_requests=None,
+            seconds_between_writes=None,
+            timeout=5,
+            per_page=per_page,
+        )
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What publish needs to know about the run, read once from the runner's environment."""
+
+    event_name: str
+    repository: str
+    api_url: str
+    commit: str | None
+    run_url: str | None
+    pr_number: int | None
+    # The fork a pull request comes from (None for a PR from the repository itself).
+    fork: str | None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> RunContext:
+        event_name = env.get("GITHUB_EVENT_NAME", "")
+        repository = env.get("GITHUB_REPOSITORY", "")
+        api_url = (env.get("GITHUB_API_URL") or DEFAULT_API_URL).rstrip("/")
+        server_url = (env.get("GITHUB_SERVER_URL") or DEFAULT_SERVER_URL).rstrip("/")
+        run_id = env.get("GITHUB_RUN_ID", "")
+        run_url = f"{server_url}/{repository}/actions/runs/{run_id}" if repository and run_id else None
+        payload = _read_event(env.get("GITHUB_EVENT_PATH", ""))
+        commit = env.get("GITHUB_SHA") or None
+        pr_number: int | None = None
+        fork: str | None = None
+        pr = payload.get("pull_request")
+        if event_name in PR_EVENTS and isinstance(pr, dict):
+            number = pr.get("number", payload.get("number"))
+            pr_number = number if isinstance(number, int) and number > 0 else None
+            # GITHUB_SHA of a PR run is a merge commit nobody has seen; the head is what was
+            # pushed.
+            head = pr.get("head") if isinstance(pr.get("head"), dict) else {}
+            if isinstance(head.get("sha"), str) and head["sha"]:
+                commit = head["sha"]
+            head_repo = _full_name(head.get("repo"))
+            base = pr.get("base") if isinstance(pr.get("base"), dict) else {}
+            base_repo = _full_name(base.get("repo")) or repository
+            if head_repo and base_repo and head_repo != base_repo:
+                fork = head_repo
+        return cls(
+            event_name=event_name,
+            repository=repository,
+            api_url=api_url,
+            commit=commit,
+            run_url=run_url,
+            pr_number=pr_number,
+            fork=fork,
+        )
+
+
+def _read_event(path: str) -> dict[str, Any]:
+    if not path:
+        return {}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _full_name(repo: object) -> str | None:
+    if isinstance(repo, dict) and isinstance(repo.get("full_name"), str):
+        return str(repo["full_name"])
+    return None
+
+
+# -- entry point ----------------------------------------------------------------------------
+
+
+def publish(
+    outcome: Outcome,
+    *,
+    token: str,
+    pr_comment: bool,
+    env: Mapping[str, str],
+    gha: GhaLike,
+    redactor: Redactor,
+    tuning: ClientTuning | None = None,
+) -> str:
+    """Write the job summary (always), upsert the PR comment when applicable; return the comment
+    URL or ''.
+
+    Never raises for a GitHub problem and never fails the step: a report that cannot be posted is
+    a warning, the run's result stays what the Fly work made it.
+    """
+    ctx = RunContext.from_env(env)
+    write_summary(outcome, ctx=ctx, gha=gha, redactor=redactor)
+    if not pr_comment:
+        gha.info("PR comment: off (`pr-comment: false`); the report is in the job summary.")
+        return ""
+    if ctx.event_name not in PR_EVENTS and ctx.event_name != "push":
+        gha.info(
+            f"PR comment: none, a `{ctx.event_name or 'unknown'}` run has no pull request; "
+            "the report is in the job summary."
+        )
+        return ""
+    if ctx.event_name in PR_EVENTS and ctx.pr_number is None:
+        gha.info(
+            "PR comment: none, the event payload names no pull request number; "
+            "the report is in the job summary."
+        )
+        return ""
+    if not token:
+        gha.warning(
+            "PR comment: skipped, the `github-token` input is empty. Pass "
+            "`github-token: ${{ github.token }}` (the default) or another token that may write "
+            "pull request comments. The report is in the job summary."
+        )
+        return ""
+    if not ctx.repository:
+        gha.warning("PR comment: skipped, GITHUB_REPOSITORY is not set (not running in Actions?).")
+        return ""
+    try:
+        return _upsert(outcome, ctx=ctx, token=token, gha=gha, redactor=redactor, tuning=tuning)
+    except Exception as e:  # a report must never turn a finished run into a failed step
+        gha.warning(redactor.redact(_explain(e, ctx)))
+        return ""
+
+
+def write_summary(outcome: Outcome, *, ctx: RunContext, gha: GhaLike, redactor: Redactor) -> None:
+    """The full report into the job summary, cut with a notice only above the runner's limit."""
+    text = redactor.redact(render_markdown(outcome, commit=ctx.commit, run_url=ctx.run_url))
+    note = "The job summary of a step holds at most 1 MiB; the rest of the diff is left out."
+    max_chars = len(text)
+    while len(text.encode("utf-8")) > SUMMARY_MAX_BYTES and max_chars > 0:
+        overflow = len(text.encode("utf-8")) - SUMMARY_MAX_BYTES
+        # Characters can take up to 4 bytes; shrink by at least the byte overflow each round.
+        max_chars = min(max_chars, len(text)) - overflow - 256
+        text = redactor.redact(
+            render_markdown(
+                outcome,
+                commit=ctx.commit,
+                run_url=ctx.run_url,
+                max_chars=max(max_chars, 0),
+                truncation_note=note,
+            )
+        )
+    try:
+        gha.append_summary(text)
+    except OSError as e:
+        gha.warning(f"Could not write the job summary ({e.strerror or e}); the report is lost.")
+
+
+# -- the upsert -----------------------------------------------------------------------------
+
+
+def _client(token: str, api_url: str, tuning: ClientTuning) -> Github:
+    from github import Auth, Github, GithubRetry
+
+    retry: GithubRetry | None = None
+    if tuning.retry_total > 0:
+        retry = GithubRetry(
+            total=tuning.retry_total,
+            backoff_factor=tuning.backoff_factor,
+            secondary_rate_wait=tuning.secondary_rate_wait,
+            max_rate_limit_wait=tuning.max_rate_limit_wait,
+        )
+    return Github(
+        auth=Auth.Token(token),
+        base_url=api_url,
+        per_page=tuning.per_page,
+        lazy=True,
+        timeout=tuning.timeout,
+        retry=retry,
+        seconds_between_requests=tuning.seconds_between_requests,
+        seconds_between_writes=tuning.seconds_between_writes,
+    )
+
+
+class _Stage:
+    """What the upsert is doing, so an error message can say which request failed."""
+
+    def __init__(self) -> None:
+        self.doing = "prepare the pull request comment"
+        self.pr_number: int | None = None
+
+
+def _upsert(
+    outcome: Outcome,
+    *,
+    ctx: RunContext,
+    token: str,
+    gha: GhaLike,
+    redactor: Redactor,
+    tuning: ClientTuning | None,
+) -> str:
+    from github import GithubException
+
+    stage = _Stage()
+    gh = _client(token, ctx.api_url, tuning or ClientTuning())
+    try:
+        repo = gh.get_repo(ctx.repository)
+        number = ctx.pr_number
+        if ctx.event_name == "push":
+            stage.doing = "find the pull request merged as this commit"
+            number = _merged_pr_number(repo, ctx.commit or "")
+            if number is None:
+                gha.info(
+                    f"PR comment: none, no merged pull request has commit {ctx.commit} as its "
+                    "merge commit; the report is in the job summary."
+                )
+                return ""
+        assert number is not None
+        stage.pr_number = number
+        stage.doing = "find out which account the token acts as"
+        login = _token_login(gh)
+        stage.doing = "read the comments of"
+        issue = repo.get_issue(number)
+        existing = _find_own_comment(issue.get_comments(), app=outcome.app, login=login)
+        body = comment_body(
+            outcome,
+            commit=ctx.commit,
+            run_url=ctx.run_url,
+            max_chars=GITHUB_COMMENT_LIMIT - COMMENT_SAFETY_MARGIN,
+            redact=redactor.redact,
+        )
+        # Belt and braces: the body was redacted piecewise while rendering; a secret split
+        # across two pieces would only show up in the whole.
+        body = redactor.redact(body)
+        where = f"pull request #{number}"
+        if existing is not None:
+            url = str(existing.html_url)
+            if outcome.status == "no-change":
+                gha.info(
+                    f"PR comment: left as is on {where}, this run changed nothing and the comment "
+                    f"still tells what was last done: {url}"
+                )
+                return url
+            if marker_digest(existing.body or "") == marker_digest(body):
+                gha.info(f"PR comment: unchanged on {where}: {url}")
+                return url
+            stage.doing = "edit the comment on"
+            existing.edit(body)
+            gha.info(f"PR comment: updated on {where}: {url}")
+            return url
+        if ctx.event_name == "push":
+            gha.info(
+                f"PR comment: none, {where} (merged as {ctx.commit}) has no comment for app "
+                f"{outcome.app} to update; a push run does not start a new one."
+            )
+            return ""
+        stage.doing = "create a comment on"
+        created = issue.create_comment(body)
+        url = str(created.html_url)
+        gha.info(f"PR comment: created on {where}: {url}")
+        return url
+    except GithubException as e:
+        gha.warning(redactor.redact(_explain_github_error(e, ctx, stage)))
+        return ""
+    finally:
+        gh.close()
+
+
+def _token_login(gh: Github) -> str:
+    """The login the token writes comments as."""
+    from github import GithubException
+
+    try:
+        return str(gh.get_user().login)
+    except GithubException as e:
+        # The Actions GITHUB_TOKEN (and a GitHub App installation token) may not read /user:
+        # 403 "Resource not accessible by integration". Its comments are by github-actions[bot].
+        if e.status in (403, 404):
+            return ACTIONS_BOT_LOGIN
+        raise
+
+
+def _find_own_comment(comments: Any, *, app: str, login: str) -> IssueComment | None:
+    """The oldest comment by `login` whose marker names `app`, reading every page."""
+    for c in comments:
+        author = c.user.login if c.user is not None else None
+        if author != login:
+            continue
+        marker = parse_marker(c.body)
+        if marker is not None and marker.app == app:
+            return c  # type: ignore[no-any-return]
+    return None
+
+
+def _merged_pr_number(repo: Repository, sha: str) -> int | None:
+    """The pull request this commit merged (GET /repos/{o}/{r}/commits/{sha}/pulls)."""
+    if not sha:
+        return None
+    first_closed: int | None = None
+    for pr in repo.get_commit(sha).get_pulls():
+        merged = pr.merged_at is not None
+        if merged and pr.merge_commit_sha == sha:
+            return int(pr.number)
+        if first_closed is None and (merged or pr.state == "closed"):
+            first_closed = int(pr.number)
+    return first_closed
+
+
+# -- messages -------------------------------------------------------------------------------
+
+
+def _github_message(e: Any) -> str:
+    data = getattr(e, "data", None)
+    if isinstance(data, dict):
+        message = str(data.get("message") or "")
+        errors = data.get("errors")
+        if isinstance(errors, list):
+            details = [str(x.get("message")) for x in errors if isinstance(x, dict)]
+            details = [d for d in details if d and d != "None"]
+            if details:
+                message = f"{message}: {'; '.join(details)}" if message else "; ".join(details)
+        return message
+    return str(data or "")
+
+
+def _explain_github_error(e: Any, ctx: RunContext, stage: _Stage) -> str:
+    status = getattr(e, "status", None)
+    message = _github_message(e)
+    target = f"pull request #{stage.pr_number} in {ctx.repository}" if stage.pr_number else ""
+    what = f"{stage.doing} {target}".strip() if stage.doing.endswith(" on") or stage.doing.endswith(
+        " of"
+    ) else stage.doing
+    answer = f"GitHub answered {status}" + (f" ({message})" if message else "")
+    lead = f"PR comment: could not {what}: {answer}."
+    tail = " The report is in the job summary; the step's result is unchanged."
+    if status == 401:
+        return (
+            f"{lead} The token in `github-token` was refused: pass a valid token "
+            f"(`${{{{ github.token }}}}` by default).{tail}"
+        )
+    if status in (403, 404) and not _is_rate_limit(message):
+        fix = (
+            " The token may not write pull request comments. Give the job "
+            "`permissions: pull-requests: write` (with `contents: read`), or pass a token that "
+            "may, in `github-token`."
+        )
+        if ctx.fork and ctx.event_name == "pull_request":
+            fix += (
+                f" This pull request comes from the fork {ctx.fork}: GitHub gives such runs a "
+                "read-only token, whatever `permissions:` asks. To comment on pull requests from "
+                "forks, upload the report as an artifact and post it from a separate workflow "
+                f"triggered by `workflow_run` (see {FORK_PATTERN_URL})."
+            )
+        return lead + fix + tail
+    if _is_rate_limit(message):
+        return f"{lead} The token hit GitHub's rate limit; the next run will update it.{tail}"
+    return lead + tail
+
+
+def _is_rate_limit(message: str) -> bool:
+    return "rate limit" in message.lower()
+
+
+def _explain(e: Exception, ctx: RunContext) -> str:
+    return (
+        f"PR comment: could not be posted ({type(e).__name__}: {e}) while talking to "
+        f"{ctx.api_url}. The report is in the job summary; the step's result is unchanged."
+    )

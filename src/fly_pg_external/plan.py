@@ -1,0 +1,332 @@
+"""The planning core: every decision of a run, computed from data, with no I/O.
+
+Given the validated Settings and the ClusterState read from Fly, `make_plan` decides which IP
+families to allocate (or release), which machines need a new config and in which order (machines
+whose role check is failing first, then replicas, the primary last), what their new configs
+are, the fly.toml before/after and the external URL.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import flytoml
+from .cluster import ClusterState, Machine
+from .fly.graphql import IpAddress
+from .outcome import IpChange, MachineChange, Outcome, Status
+from .settings import IpFamily, Settings
+
+PG_INTERNAL_PORT = 5432
+PG_TLS = ["pg_tls"]
+_TAG_RE = re.compile(r"^(?P<major>\d+)(?:\.\d+)*(?:[-.].*)?$")
+
+
+class PlanError(Exception):
+    """The cluster cannot be exposed as asked; nothing has been changed."""
+
+    def __init__(self, message: str, input_name: str | None = None) -> None:
+        prefix = f'Input "{input_name}": ' if input_name else ""
+        super().__init__(prefix + message)
+        self.input_name = input_name
+
+
+@dataclass(frozen=True)
+class MachineUpdate:
+    machine: Machine
+    new_config: dict[str, Any] = field(repr=False)
+    services_change: bool
+    image_after: str
+
+    @property
+    def skip_launch(self) -> bool:
+        # As `fly deploy` does: a machine that was not running stays stopped after the update
+        # (scale-to-zero clusters keep sleeping).
+        return self.machine.state not in ("started", "starting", "failed")
+
+    def request_body(self) -> dict[str, Any]:
+        return {
+            "config": self.new_config,
+            "region": self.machine.region,
+            "skip_launch": self.skip_launch,
+            "skip_secrets": False,
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    app: str
+    mode: str
+    read_only: bool
+    requested: tuple[IpFamily, ...]
+    allocate: tuple[IpFamily, ...]
+    existing: dict[IpFamily, tuple[str, ...]]
+    release: tuple[IpAddress, ...]
+    updates: tuple[MachineUpdate, ...]
+    untouched: tuple[Machine, ...]
+    fly_toml_before: str
+    fly_toml_after: str
+    config_diff: str
+    host: str
+    port: int
+    image_policy: str
+    external_url: str | None = field(repr=False)
+    redacted_url: str | None
+    warnings: tuple[str, ...]
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.allocate or self.release or self.updates)
+
+    def outcome(self, status: Status | None = None) -> Outcome:
+        """The Outcome this plan describes before anything is applied."""
+        if status is None:
+            status = "no-change" if not self.changed else ("plan" if self.read_only else "applied")
+        ips: list[IpChange] = []
+        families: list[IpFamily] = ["v4", "v6"]
+        for fam in families:
+            if self.mode == "unexpose" and fam in self.requested:
+                rel = tuple(ip.address for ip in self.release if ip.type == fam)
+                ips.append(IpChange(fam, "release", rel) if rel else IpChange(fam, "absent"))
+            elif fam in self.allocate:
+                ips.append(IpChange(fam, "allocate"))
+            elif fam in self.existing:
+                ips.append(IpChange(fam, "keep", self.existing[fam]))
+        machines = [
+            MachineChange(
+                id=u.machine.id,
+                region=u.machine.region,
+                role=u.machine.role,
+                state=u.machine.state,
+                services_change=u.services_change,
+                image_before=u.machine.image,
+                image_after=u.image_after,
+            )
+            for u in self.updates
+        ] + [
+            MachineChange(
+                id=m.id,
+                region=m.region,
+                role=m.role,
+                state=m.state,
+                services_change=False,
+                image_before=m.image,
+                image_after=m.image,
+                result="untouched",
+            )
+            for m in self.untouched
+        ]
+        return Outcome(
+            app=self.app,
+            mode=self.mode,  # type: ignore[arg-type]  # Settings.mode is the same Literal
+            status=status,
+            changed=self.changed,
+            ips=ips,
+            machines=machines,
+            service_port=self.port,
+            image_policy=self.image_policy,  # type: ignore[arg-type]
+            fly_toml_before=self.fly_toml_before,
+            fly_toml_after=self.fly_toml_after,
+            config_diff=self.config_diff,
+            redacted_url=self.redacted_url,
+            host=self.host,
+            warnings=list(self.warnings),
+        )
+
+
+def rollout_order(machine: Machine) -> tuple[int, str]:
+    """Failing role checks first, then replicas, the primary last; by ID within a group."""
+    role = machine.role
+    rank = 2 if role in ("primary", "leader") else (0 if role in ("error", "unknown") else 1)
+    return (rank, machine.id)
+
+
+def has_pg_tls_port(config: dict[str, Any], port: int) -> bool:
+    for service in config.get("services") or []:
+        if service.get("protocol", "tcp") != "tcp":
+            continue
+        if service.get("internal_port") != PG_INTERNAL_PORT:
+            continue
+        for p in service.get("ports") or []:
+            if p.get("port") == port and list(p.get("handlers") or []) == PG_TLS:
+                return True
+    return False
+
+
+def port_conflict(config: dict[str, Any], port: int) -> dict[str, Any] | None:
+    """Another service already answering on the external `port` (e.g. 5433 → Postgres)."""
+    for service in config.get("services") or []:
+        for p in service.get("ports") or []:
+            covers = p.get("port") == port or (
+                p.get("start_port") is not None
+                and p.get("end_port") is not None
+                and p["start_port"] <= port <= p["end_port"]
+            )
+            if covers and service.get("internal_port") != PG_INTERNAL_PORT:
+                return dict(service)
+    return None
+
+
+def with_pg_tls_service(config: dict[str, Any], port: int) -> dict[str, Any]:
+    """A copy of `config` whose 5432 service carries `port` with pg_tls; all else unchanged."""
+    new = copy.deepcopy(config)
+    services: list[dict[str, Any]] = new.setdefault("services", []) or []
+    new["services"] = services
+    target = next(
+        (
+            s
+            for s in services
+            if s.get("protocol", "tcp") == "tcp" and s.get("internal_port") == PG_INTERNAL_PORT
+        ),
+        None,
+    )
+    if target is None:
+        scale_to_zero = bool((new.get("env") or {}).get("FLY_SCALE_TO_ZERO"))
+        # The service `fly pg create` writes (flyctl flypg/launcher.go).
+        services.append(
+            {
+                "protocol": "tcp",
+                "internal_port": PG_INTERNAL_PORT,
+                "autostart": scale_to_zero,
+                "ports": [{"port": port, "handlers": list(PG_TLS)}],
+                "concurrency": {"type": "connections", "hard_limit": 1000, "soft_limit": 1000},
+            }
+        )
+        return new
+    ports: list[dict[str, Any]] = target.setdefault("ports", []) or []
+    target["ports"] = ports
+    for p in ports:
+        if p.get("port") == port:
+            p["handlers"] = list(PG_TLS)
+            return new
+    ports.append({"port": port, "handlers": list(PG_TLS)})
+    return new
+
+
+def major_image(image: str) -> str:
+    """`flyio/postgres-flex:16.4@sha256:…` → `flyio/postgres-flex:16` (same major, never other)."""
+    name = image.split("@", 1)[0]
+    repo, sep, tag = name.rpartition(":")
+    if not sep or "/" in tag:
+        raise PlanError(
+            f"the image {image!r} has no version tag, so its major version is unknown; "
+            "use image: keep.",
+            "image",
+        )
+    m = _TAG_RE.match(tag)
+    if not m:
+        raise PlanError(
+            f"cannot read a Postgres major version from the tag {tag!r} of {image!r}; "
+            "use image: keep.",
+            "image",
+        )
+    return f"{repo}:{m.group('major')}"
+
+
+def _same_image(current: str, wanted: str) -> bool:
+    return current.split("@", 1)[0] == wanted
+
+
+def make_plan(settings: Settings, cluster: ClusterState) -> Plan:
+    app = cluster.app
+    warnings: list[str] = []
+    if not cluster.machines:
+        raise PlanError(f"app {settings.app!r} has no active machines to serve Postgres.")
+
+    existing: dict[IpFamily, tuple[str, ...]] = {}
+    families: tuple[IpFamily, ...] = ("v4", "v6")
+    for fam in families:
+        addrs = tuple(ip.address for ip in cluster.public_ips(fam))
+        if addrs:
+            existing[fam] = addrs
+    if app.shared_ipv4 and settings.mode != "unexpose":
+        warnings.append(
+            f"The app has a shared IPv4 ({app.shared_ipv4}); it cannot carry pg_tls, so it is "
+            "not counted as external access."
+        )
+
+    allocate: tuple[IpFamily, ...] = ()
+    release: tuple[IpAddress, ...] = ()
+    updates: list[MachineUpdate] = []
+    untouched: list[Machine] = []
+
+    if settings.mode == "unexpose":
+        release = tuple(ip for fam in settings.ip_versions for ip in cluster.public_ips(fam))
+        untouched = list(cluster.machines)
+    else:
+        allocate = tuple(f for f in settings.ip_versions if f not in existing)
+        for machine in cluster.machines:
+            conflict = port_conflict(machine.config, settings.port)
+            if conflict is not None:
+                raise PlanError(
+                    f"port {settings.port} is already used on machine {machine.id} by the service "
+                    f"to internal port {conflict.get('internal_port')}; choose another port "
+                    "(5432 is the default and reaches the primary through HAProxy).",
+                    "port",
+                )
+        for machine in sorted(cluster.machines, key=rollout_order):
+            services_change = not has_pg_tls_port(machine.config, settings.port)
+            image_after = machine.image
+            if settings.image == "major":
+                wanted = major_image(machine.image)
+                if not _same_image(machine.image, wanted):
+                    image_after = wanted
+            if not services_change and image_after == machine.image:
+                untouched.append(machine)
+                continue
+            new_config = (
+                with_pg_tls_service(machine.config, settings.port)
+                if services_change
+                else copy.deepcopy(machine.config)
+            )
+            new_config["image"] = image_after
+            updates.append(MachineUpdate(machine, new_config, services_change, image_after))
+        if "v6" in settings.ip_versions and "v4" not in settings.ip_versions:
+            warnings.append(
+                "Only IPv6 is requested: GitHub-hosted runners have no IPv6, so jobs there cannot "
+                "reach the database. Add v4 to ip-versions for CI access."
+            )
+
+    before_configs = [m.config for m in cluster.machines]
+    new_by_id = {u.machine.id: u.new_config for u in updates}
+    after_configs = [new_by_id.get(m.id, m.config) for m in cluster.machines]
+    before = flytoml.render_most_common(settings.app, before_configs)
+    after = flytoml.render_most_common(settings.app, after_configs)
+
+    external_url = redacted = None
+    if settings.database_url is not None and settings.mode != "unexpose":
+        external_url = settings.database_url.external(
+            settings.host, settings.port, settings.sslmode
+        )
+        redacted = settings.database_url.redacted(settings.host, settings.port, settings.sslmode)
+
+    if updates:
+        warnings.append(
+            f"{len(updates)} machine(s) will restart, one at a time, the primary last: "
+            "connections through the primary drop while it restarts."
+        )
+    if "v4" in allocate:
+        warnings.append("A dedicated IPv4 is billed by Fly (about $2/month).")
+
+    return Plan(
+        app=settings.app,
+        mode=settings.mode,
+        read_only=settings.read_only,
+        requested=settings.ip_versions,
+        allocate=allocate,
+        existing=existing,
+        release=release,
+        updates=tuple(updates),
+        untouched=tuple(untouched),
+        fly_toml_before=before,
+        fly_toml_after=after,
+        config_diff=flytoml.unified_diff(before, after),
+        host=settings.host,
+        port=settings.port,
+        image_policy=settings.image,
+        external_url=external_url,
+        redacted_url=redacted,
+        warnings=tuple(warnings),
+    )

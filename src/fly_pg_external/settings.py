@@ -1,0 +1,257 @@
+"""Inputs and environment → validated, typed Settings. Nothing here talks to the network.
+
+Every problem is an `InputError` whose message names the input and says what is accepted, so the
+run can stop before its first request. Secrets are `repr=False`: a Settings printed in a
+traceback or a debug line shows no token and no password.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+from urllib.parse import urlsplit
+
+from .connstr import ConnString, ConnStringError, parse_conn_string
+from .fly.auth import FlyAuth, TokenError, parse_token
+
+IpFamily = Literal["v4", "v6"]
+Mode = Literal["expose", "plan", "unexpose"]
+
+DEFAULT_API_BASE_URL = "https://api.fly.io"
+DEFAULT_FLAPS_BASE_URL = "https://api.machines.dev"
+
+# Fly app names are DNS labels: lower-case letters, digits and hyphens.
+_APP_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_HOST_LABEL_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_MAX_INPUT_LEN = 4096
+_TRUE = {"true"}
+_FALSE = {"false"}
+
+
+class InputError(ValueError):
+    """A bad input or environment value; the message is written for the workflow author."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f'Input "{name}": {message}')
+        self.input_name = name
+
+
+@dataclass(frozen=True)
+class Settings:
+    app: str
+    ip_versions: tuple[IpFamily, ...]
+    host: str
+    port: int
+    sslmode: str
+    mode: Mode
+    dry_run: bool
+    image: Literal["keep", "major"]
+    wait_timeout: float
+    verify: bool
+    pr_comment: bool
+    api_base_url: str
+    flaps_base_url: str
+    fly_auth: FlyAuth = field(repr=False)
+    github_token: str = field(repr=False, default="")
+    database_url: ConnString | None = field(repr=False, default=None)
+
+    @property
+    def read_only(self) -> bool:
+        """plan, or a dry run of expose/unexpose: no lease, no allocation, no update."""
+        return self.mode == "plan" or self.dry_run
+
+    @property
+    def secrets(self) -> list[str]:
+        """Every value that must be masked, in the spellings the runner and our redactor need."""
+        out = [*self.fly_auth.secrets]
+        if self.github_token:
+            out.append(self.github_token)
+        if self.database_url is not None:
+            out.extend(self.database_url.secrets)
+        return out
+
+
+def _clean_text(name: str, raw: str) -> str:
+    if len(raw) > _MAX_INPUT_LEN:
+        raise InputError(name, f"is {len(raw)} characters long; at most {_MAX_INPUT_LEN} accepted.")
+    value = raw.strip()
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise InputError(name, "contains a control character (e.g. a newline); not accepted.")
+    return value
+
+
+def clean_app(raw: str) -> str:
+    value = _clean_text("app", raw)
+    if not value:
+        raise InputError("app", "is required: the name of the Fly Postgres app (fly pg create).")
+    if not _APP_RE.match(value):
+        raise InputError(
+            "app",
+            f"{value[:80]!r} is not a Fly app name: lower-case letters, digits and hyphens, "
+            "1-63 characters, not starting or ending with a hyphen.",
+        )
+    return value
+
+
+def clean_ip_versions(raw: str) -> tuple[IpFamily, ...]:
+    value = _clean_text("ip-versions", raw)
+    items = [i.lower() for i in re.split(r"[,\s]+", value) if i]
+    out: list[IpFamily] = []
+    for item in items:
+        if item in ("shared-v4", "shared_v4", "sharedv4"):
+            raise InputError(
+                "ip-versions",
+                f"{item!r} is not accepted: a shared IPv4 routes by TLS SNI or HTTP Host and "
+                "cannot carry raw TCP or pg_tls. Use v4 (a dedicated IPv4, billed by Fly) "
+                "and/or v6.",
+            )
+        if item not in ("v4", "v6"):
+            raise InputError(
+                "ip-versions", f"{item[:40]!r} is not accepted; use v4, v6 or both (e.g. v4,v6)."
+            )
+        if item not in out:
+            out.append(item)  # type: ignore[arg-type]  # narrowed by the check above
+    if not out:
+        raise InputError("ip-versions", "is empty; name at least one of v4, v6.")
+    return tuple(sorted(out))
+
+
+def clean_host(raw: str, app: str) -> str:
+    value = _clean_text("host", raw).lower().rstrip(".")
+    if not value:
+        return f"{app}.fly.dev"
+    labels = value.split(".")
+    if len(value) > 253 or not all(_HOST_LABEL_RE.match(label) for label in labels):
+        raise InputError(
+            "host",
+            f"{value[:80]!r} is not a hostname: dot-separated labels of letters, digits and "
+            "hyphens (no scheme, port, path or IP literal). Empty means <app>.fly.dev.",
+        )
+    return value
+
+
+def clean_port(raw: str) -> int:
+    value = _clean_text("port", raw)
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise InputError(
+            "port", f"{value[:40]!r} is not a port number; use 1-65535 (default 5432)."
+        )
+    return int(value)
+
+
+def clean_choice(name: str, raw: str, choices: tuple[str, ...], why: str = "") -> str:
+    value = _clean_text(name, raw).lower()
+    if value not in choices:
+        accepted = ", ".join(choices)
+        raise InputError(name, f"{value[:40]!r} is not accepted; use one of: {accepted}.{why}")
+    return value
+
+
+def clean_bool(name: str, raw: str) -> bool:
+    value = _clean_text(name, raw).lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise InputError(name, f"{value[:40]!r} is not a boolean; use true or false.")
+
+
+def clean_wait_timeout(raw: str) -> float:
+    value = _clean_text("wait-timeout", raw)
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 1 <= seconds <= 3600:
+        raise InputError(
+            "wait-timeout", f"{value[:40]!r} is not accepted; use a number of seconds, 1-3600."
+        )
+    return seconds
+
+
+def clean_base_url(name: str, raw: str) -> str:
+    value = _clean_text(name, raw).rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InputError(name, f"{value[:80]!r} is not an http(s) URL.")
+    return value
+
+
+def from_environ(env: Mapping[str, str], read_input: Callable[[str], str | None]) -> Settings:
+    """Build Settings from the runner's environment. Raises InputError on the first bad value."""
+
+    def inp(name: str, default: str = "") -> str:
+        value = read_input(name)
+        return default if value is None else value
+
+    app = clean_app(inp("app"))
+    ip_versions = clean_ip_versions(inp("ip-versions", "v4,v6"))
+    host = clean_host(inp("host"), app)
+    port = clean_port(inp("port", "5432"))
+    sslmode = clean_choice(
+        "sslmode",
+        inp("sslmode", "require"),
+        ("require", "verify-ca", "verify-full"),
+        " pg_tls only accepts TLS, so disable/allow/prefer cannot work.",
+    )
+    mode = clean_choice("mode", inp("mode", "expose"), ("expose", "plan", "unexpose"))
+    dry_run = clean_bool("dry-run", inp("dry-run", "false"))
+    image = clean_choice("image", inp("image", "keep"), ("keep", "major"))
+    wait_timeout = clean_wait_timeout(inp("wait-timeout", "300"))
+    verify = clean_bool("verify", inp("verify", "true"))
+    pr_comment = clean_bool("pr-comment", inp("pr-comment", "true"))
+    github_token = _clean_text("github-token", inp("github-token"))
+
+    raw_url = inp("database-url")
+    if len(raw_url) > _MAX_INPUT_LEN:
+        raise InputError("database-url", f"is longer than {_MAX_INPUT_LEN} characters.")
+    database_url: ConnString | None = None
+    if raw_url.strip():
+        try:
+            database_url = parse_conn_string(raw_url.strip(), app=app, external_host=host)
+        except ConnStringError as exc:
+            raise InputError("database-url", str(exc)) from None
+
+    token_name = "fly-api-token"
+    raw_token = inp("fly-api-token")
+    if not raw_token.strip():
+        for var in ("FLY_API_TOKEN", "FLY_ACCESS_TOKEN"):
+            if env.get(var, "").strip():
+                raw_token, token_name = env[var], var
+                break
+    if not raw_token.strip():
+        raise InputError(
+            "fly-api-token",
+            "no Fly API token: set the fly-api-token input (or the FLY_API_TOKEN environment "
+            "variable) from a secret holding a deploy token for the Postgres app "
+            "(fly tokens create deploy -a <app>).",
+        )
+    try:
+        fly_auth = parse_token(raw_token)
+    except TokenError as exc:
+        raise InputError(token_name, str(exc)) from None
+
+    return Settings(
+        app=app,
+        ip_versions=ip_versions,
+        host=host,
+        port=port,
+        sslmode=sslmode,
+        mode=mode,  # type: ignore[arg-type]  # checked by clean_choice
+        dry_run=dry_run,
+        image=image,  # type: ignore[arg-type]
+        wait_timeout=wait_timeout,
+        verify=verify,
+        pr_comment=pr_comment,
+        api_base_url=clean_base_url(
+            "FLY_API_BASE_URL", env.get("FLY_API_BASE_URL") or DEFAULT_API_BASE_URL
+        ),
+        flaps_base_url=clean_base_url(
+            "FLY_FLAPS_BASE_URL", env.get("FLY_FLAPS_BASE_URL") or DEFAULT_FLAPS_BASE_URL
+        ),
+        fly_auth=fly_auth,
+        github_token=github_token,
+        database_url=database_url,
+    )

@@ -1,0 +1,415 @@
+"""The simulator's state: apps, machines, leases and IP addresses, plus realistic seed configs.
+
+Every object here is guarded by the simulator's lock; tests may read them freely, but should change
+state only through the :class:`~flysim.Simulator` methods or the HTTP APIs.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from flysim import _ids
+
+POSTGRES_ROLE = "postgres_cluster"
+
+# Machine states (fly-api.md §3.8). `settled` in the wait endpoint means "not transient".
+TRANSIENT_STATES = frozenset(
+    {
+        "creating",
+        "starting",
+        "stopping",
+        "restarting",
+        "suspending",
+        "destroying",
+        "launch_failed",
+        "updating",
+        "replacing",
+    }
+)
+WAITABLE_STATES = frozenset({"started", "stopped", "suspended", "destroyed", "failed", "settled"})
+
+# The two services `fly pg create` writes onto every flex machine (fly-api.md §5.1), verbatim.
+PG_TLS_SERVICES: list[dict[str, Any]] = [
+    {
+        "protocol": "tcp",
+        "internal_port": 5432,
+        "autostart": False,
+        "ports": [{"port": 5432, "handlers": ["pg_tls"]}],
+        "concurrency": {"type": "connections", "hard_limit": 1000, "soft_limit": 1000},
+    },
+    {
+        "protocol": "tcp",
+        "internal_port": 5433,
+        "autostart": False,
+        "ports": [{"port": 5433, "handlers": ["pg_tls"]}],
+        "concurrency": {"type": "connections", "hard_limit": 1000, "soft_limit": 1000},
+    },
+]
+
+_PG_CHECKS: dict[str, Any] = {
+    name: {
+        "port": 5500,
+        "type": "http",
+        "path": f"/flycheck/{name}",
+        "interval": "15s",
+        "timeout": "10s",
+    }
+    for name in ("pg", "role", "vm")
+}
+
+# What the check endpoints of postgres-flex print when healthy (the role output is set per machine).
+_PASSING_OUTPUT = {
+    "pg": "[✓] connections: 8 used, 3 reserved, 300 max (4.21ms)\n"
+    "[✓] cluster-locks: No active locks detected (14.1µs)",
+    "vm": "[✓] checkDisk: 912.3 MB (93.5%) free space on /data/ (41.2µs)\n"
+    "[✓] checkLoad: load averages: 0.02 0.03 0.01 (62.8µs)",
+}
+_CRITICAL_OUTPUT = 'Get "http://[::1]:5500/flycheck": dial tcp [::1]:5500: connect: connection refused'
+
+_FLEX_VERSIONS = {"16": "v0.0.62", "15": "v0.0.51"}
+
+
+@dataclass
+class Lease:
+    nonce: str
+    owner: str
+    description: str
+    expires_at: float  # wall clock (time.time()), fractional so tests can use short TTLs
+    version: str
+
+    def data(self) -> dict[str, Any]:
+        # expires_at is unix seconds on the wire; round up so a client never sees it expire early.
+        return {
+            "nonce": self.nonce,
+            "expires_at": int(-(-self.expires_at // 1)),
+            "owner": self.owner,
+            "description": self.description,
+            "version": self.version,
+        }
+
+    def envelope(self) -> dict[str, Any]:
+        return {"status": "success", "data": self.data()}
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # passing | warning | critical
+    output: str
+    updated_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "output": self.output,
+            "updated_at": _ids.rfc3339(self.updated_at),
+        }
+
+
+@dataclass
+class Machine:
+    id: str
+    name: str
+    region: str
+    private_ip: str
+    config: dict[str, Any]
+    image_ref: dict[str, Any]
+    state: str
+    instance_id: str
+    created_at: float
+    updated_at: float
+    role: str = ""  # "primary" / "replica" for Postgres apps, "" otherwise
+    checks: list[Check] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    lease: Lease | None = None
+    previous_versions: list[str] = field(default_factory=list)
+    # Bumped by every update so that a stale timer from an earlier update does nothing.
+    generation: int = 0
+    update_count: int = 0
+
+    def active_lease(self, now: float | None = None) -> Lease | None:
+        """The lease, or None once it is past ``expires_at`` (an expired lease no longer exists)."""
+        if self.lease is not None and self.lease.expires_at <= (time.time() if now is None else now):
+            self.lease = None
+        return self.lease
+
+    @property
+    def checks_passing(self) -> bool:
+        return all(check.status == "passing" for check in self.checks)
+
+    @property
+    def healthy(self) -> bool:
+        """Started with every check passing: what a rolling update waits for."""
+        return self.state == "started" and self.checks_passing
+
+    def check(self, name: str) -> Check | None:
+        return next((c for c in self.checks if c.name == name), None)
+
+    def add_event(self, type_: str, status: str, source: str = "flyd") -> None:
+        event = {
+            "type": type_,
+            "status": status,
+            "source": source,
+            "timestamp": int(time.time() * 1000),
+            "id": _ids.ulid(),
+        }
+        # Newest first, and only the recent ones, as the API returns them.
+        self.events.insert(0, event)
+        del self.events[10:]
+
+    def reset_checks(self, now: float) -> None:
+        self.checks = [
+            Check(name, "critical", _CRITICAL_OUTPUT, now)
+            for name in sorted(self.config.get("checks") or {})
+        ]
+
+    def pass_checks(self, now: float) -> None:
+        self.checks = [
+            Check(name, "passing", self._passing_output(name), now)
+            for name in sorted(self.config.get("checks") or {})
+        ]
+
+    def refresh_role_output(self, now: float) -> None:
+        check = self.check("role")
+        if check is not None and check.status == "passing":
+            check.output = self.role or "unknown"
+            check.updated_at = now
+
+    def _passing_output(self, name: str) -> str:
+        if name == "role":
+            return self.role or "unknown"
+        return _PASSING_OUTPUT.get(name, "OK")
+
+    def has_pg_tls_port(self, port: int) -> bool:
+        return any(svc_port == port for svc_port, _ in pg_tls_ports(self.config))
+
+    def to_json(self, *, include_lease: bool = False) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "id": self.id,
+            "name": self.name,
+            "state": self.state,
+            "region": self.region,
+            "instance_id": self.instance_id,
+            "private_ip": self.private_ip,
+            "created_at": _ids.rfc3339(self.created_at),
+            "updated_at": _ids.rfc3339(self.updated_at),
+            "config": copy.deepcopy(self.config),
+            "incomplete_config": None,
+            "image_ref": copy.deepcopy(self.image_ref),
+            "events": copy.deepcopy(self.events),
+            "checks": [check.to_json() for check in self.checks],
+            "host_status": "ok",
+        }
+        if include_lease:
+            lease = self.active_lease()
+            if lease is not None:
+                body["lease"] = {
+                    "description": lease.description,
+                    "expires_at": lease.data()["expires_at"],
+                    "owner": lease.owner,
+                    "nonce": lease.nonce,
+                    "version": lease.version,
+                }
+        return body
+
+
+@dataclass
+class IPAddress:
+    id: str
+    address: str
+    type: str  # v4 | v6 | private_v6 (shared_v4 lives in App.shared_ip)
+    region: str
+    created_at: float
+    org_slug: str
+    network: str | None = None
+    service_name: str | None = None
+
+    def to_graphql(self) -> dict[str, Any]:
+        network = None
+        if self.type == "private_v6":
+            network = {"name": self.network or "default", "organization": {"slug": self.org_slug}}
+        return {
+            "id": self.id,
+            "address": self.address,
+            "type": self.type,
+            "region": self.region,
+            "createdAt": _ids.rfc3339(self.created_at),
+            "network": network,
+            "serviceName": self.service_name,
+        }
+
+    def to_assignment(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "ip": self.address,
+            "region": self.region,
+            "service_name": self.service_name or "",
+            "shared": False,
+            "created_at": _ids.rfc3339(self.created_at),
+        }
+        if self.type == "private_v6":
+            body["network"] = {"name": self.network or "default", "org_slug": self.org_slug}
+        return body
+
+
+@dataclass
+class App:
+    name: str
+    org_slug: str
+    role: str | None  # "postgres_cluster" or None
+    internal_numeric_id: int
+    region: str
+    machines: list[Machine] = field(default_factory=list)
+    ips: list[IPAddress] = field(default_factory=list)
+    shared_ip: str | None = None
+    shared_ip_created_at: float = 0.0
+    primary_id: str | None = None
+    # Failover fault: after this many completed machine updates the primary moves.
+    failover_after: int | None = None
+    updates_completed: int = 0
+    updated_since_armed: set[str] = field(default_factory=set)
+
+    def machine(self, machine_id: str) -> Machine | None:
+        return next((m for m in self.machines if m.id == machine_id), None)
+
+    @property
+    def primary(self) -> Machine | None:
+        return None if self.primary_id is None else self.machine(self.primary_id)
+
+    @property
+    def app_role(self) -> str:
+        return self.role or ""
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.role == POSTGRES_ROLE
+
+    @property
+    def public_v4(self) -> list[IPAddress]:
+        return [ip for ip in self.ips if ip.type == "v4"]
+
+    @property
+    def public_v6(self) -> list[IPAddress]:
+        return [ip for ip in self.ips if ip.type == "v6"]
+
+    def ip_by_address(self, address: str) -> IPAddress | None:
+        return next((ip for ip in self.ips if ip.address == address), None)
+
+
+def pg_tls_ports(config: dict[str, Any]) -> list[tuple[int, int]]:
+    """``(public port, internal_port)`` of every tcp service port whose handlers are exactly pg_tls."""
+    found: list[tuple[int, int]] = []
+    for service in config.get("services") or []:
+        if not isinstance(service, dict) or service.get("protocol") != "tcp":
+            continue
+        internal = service.get("internal_port")
+        for port in service.get("ports") or []:
+            if (
+                isinstance(port, dict)
+                and port.get("handlers") == ["pg_tls"]
+                and isinstance(port.get("port"), int)
+                and isinstance(internal, int)
+            ):
+                found.append((port["port"], internal))
+    return found
+
+
+def parse_image(image: str) -> tuple[str, str, str, str | None]:
+    """Split an image reference into registry, repository, tag and digest (Docker's rules)."""
+    ref, _, digest = image.partition("@")
+    first, sep, rest = ref.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        registry, remainder = first, rest
+    else:
+        registry, remainder = "registry-1.docker.io", ref
+    last = remainder.rsplit("/", 1)[-1]
+    if ":" in last:
+        repository, tag = remainder.rsplit(":", 1)
+    else:
+        repository, tag = remainder, "latest"
+    if registry == "registry-1.docker.io" and "/" not in repository:
+        repository = f"library/{repository}"
+    return registry, repository, tag, digest or None
+
+
+def image_ref_for(image: str, labels: dict[str, str]) -> dict[str, Any]:
+    registry, repository, tag, digest = parse_image(image)
+    if digest is None:
+        # The platform resolves a tag to a digest; a stable fake is enough for comparisons.
+        digest = "sha256:" + hashlib.sha256(image.encode()).hexdigest()
+    return {
+        "registry": registry,
+        "repository": repository,
+        "tag": tag,
+        "digest": digest,
+        "labels": dict(labels),
+    }
+
+
+def postgres_image(rng: random.Random, pg_version: str) -> tuple[str, dict[str, str]]:
+    image = f"flyio/postgres-flex:{pg_version}@{_ids.sha256_digest(rng)}"
+    labels = {
+        "fly.app_role": POSTGRES_ROLE,
+        "fly.pg-manager": "repmgr",
+        "fly.pg-version": pg_version,
+        "fly.version": _FLEX_VERSIONS.get(pg_version.split(".")[0], "v0.0.62"),
+    }
+    return image, labels
+
+
+def postgres_config(
+    *, image: str, region: str, volume: str, services: list[dict[str, Any]] | None
+) -> dict[str, Any]:
+    """A machine config as `fly pg create` writes it (fly-api.md §5.1)."""
+    config: dict[str, Any] = {
+        "init": {},
+        "image": image,
+        "env": {"PRIMARY_REGION": region},
+        "guest": {"cpu_kind": "shared", "cpus": 1, "memory_mb": 256},
+        "metrics": {"port": 9187, "path": "/metrics"},
+        "checks": copy.deepcopy(_PG_CHECKS),
+        "metadata": {
+            "fly_flyctl_version": "0.3.45",
+            "fly_platform_version": "v2",
+            "fly-managed-postgres": "true",
+            "managed-by-fly-deploy": "true",
+        },
+        "restart": {"policy": "always"},
+        "mounts": [
+            {"volume": volume, "path": "/data", "name": "pg_data", "encrypted": True, "size_gb": 1}
+        ],
+    }
+    if services is not None:
+        config["services"] = copy.deepcopy(services)
+    return config
+
+
+def web_config(*, image: str, region: str) -> dict[str, Any]:
+    """A plain HTTP app, for the "this is not a Postgres app" paths."""
+    return {
+        "init": {},
+        "image": image,
+        "env": {"PRIMARY_REGION": region},
+        "guest": {"cpu_kind": "shared", "cpus": 1, "memory_mb": 256},
+        "metadata": {"fly_platform_version": "v2", "fly_process_group": "app"},
+        "restart": {"policy": "on-failure", "max_retries": 10},
+        "services": [
+            {
+                "protocol": "tcp",
+                "internal_port": 8080,
+                "autostop": "stop",
+                "autostart": True,
+                "min_machines_running": 0,
+                "ports": [
+                    {"port": 80, "handlers": ["http"], "force_https": True},
+                    {"port": 443, "handlers": ["http", "tls"]},
+                ],
+                "force_instance_key": None,
+            }
+        ],
+    }

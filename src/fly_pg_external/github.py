@@ -12,13 +12,13 @@ cryptography, a noticeable share of the action's start-up for runs that never co
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .report import (
-    GITHUB_COMMENT_LIMIT,
     COMMENT_SAFETY_MARGIN,
+    GITHUB_COMMENT_LIMIT,
     comment_body,
     marker_digest,
     parse_marker,
@@ -26,7 +26,7 @@ from .report import (
 )
 
 if TYPE_CHECKING:
-    from github import Github
+    from github import Github, GithubException
     from github.IssueComment import IssueComment
     from github.Repository import Repository
 
@@ -41,7 +41,9 @@ PR_EVENTS = frozenset({"pull_request", "pull_request_target"})
 # The runner refuses a step summary over 1 MiB per step. The report stays well below, leaving
 # room for whatever else the step appends.
 SUMMARY_MAX_BYTES = 1024 * 1024 - 64 * 1024
-FORK_PATTERN_URL = "https://securitylab.github.com/resources/github-actions-preventing-pwn-requests/"
+FORK_PATTERN_URL = (
+    "https://securitylab.github.com/resources/github-actions-preventing-pwn-requests/"
+)
 
 
 class GhaLike(Protocol):
@@ -102,23 +104,27 @@ class RunContext:
         api_url = (env.get("GITHUB_API_URL") or DEFAULT_API_URL).rstrip("/")
         server_url = (env.get("GITHUB_SERVER_URL") or DEFAULT_SERVER_URL).rstrip("/")
         run_id = env.get("GITHUB_RUN_ID", "")
-        run_url = f"{server_url}/{repository}/actions/runs/{run_id}" if repository and run_id else None
+        run_url = (
+            f"{server_url}/{repository}/actions/runs/{run_id}" if repository and run_id else None
+        )
         payload = _read_event(env.get("GITHUB_EVENT_PATH", ""))
         commit = env.get("GITHUB_SHA") or None
         pr_number: int | None = None
         fork: str | None = None
-        pr = payload.get("pull_request")
-        if event_name in PR_EVENTS and isinstance(pr, dict):
+        pr = _obj(payload.get("pull_request"))
+        if event_name in PR_EVENTS and pr:
             number = pr.get("number", payload.get("number"))
-            pr_number = number if isinstance(number, int) and number > 0 else None
+            # bool is an int too; a payload saying `"number": true` names no pull request.
+            if isinstance(number, int) and not isinstance(number, bool) and number > 0:
+                pr_number = number
             # GITHUB_SHA of a PR run is a merge commit nobody has seen; the head is what was
             # pushed.
-            head = pr.get("head") if isinstance(pr.get("head"), dict) else {}
-            if isinstance(head.get("sha"), str) and head["sha"]:
-                commit = head["sha"]
+            head = _obj(pr.get("head"))
+            head_sha = head.get("sha")
+            if isinstance(head_sha, str) and head_sha:
+                commit = head_sha
             head_repo = _full_name(head.get("repo"))
-            base = pr.get("base") if isinstance(pr.get("base"), dict) else {}
-            base_repo = _full_name(base.get("repo")) or repository
+            base_repo = _full_name(_obj(pr.get("base")).get("repo")) or repository
             if head_repo and base_repo and head_repo != base_repo:
                 fork = head_repo
         return cls(
@@ -141,6 +147,10 @@ def _read_event(path: str) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def _obj(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _full_name(repo: object) -> str | None:
@@ -252,12 +262,12 @@ def _client(token: str, api_url: str, tuning: ClientTuning) -> Github:
     )
 
 
+@dataclass
 class _Stage:
-    """What the upsert is doing, so an error message can say which request failed."""
+    """What the upsert is doing, so a failure message can say which request failed."""
 
-    def __init__(self) -> None:
-        self.doing = "prepare the pull request comment"
-        self.pr_number: int | None = None
+    doing: str = "connect to GitHub"
+    writing: bool = False
 
 
 def _upsert(
@@ -277,19 +287,18 @@ def _upsert(
         repo = gh.get_repo(ctx.repository)
         number = ctx.pr_number
         if ctx.event_name == "push":
-            stage.doing = "find the pull request merged as this commit"
+            stage.doing = f"find the pull request merged as commit {ctx.commit} in {ctx.repository}"
             number = _merged_pr_number(repo, ctx.commit or "")
-            if number is None:
-                gha.info(
-                    f"PR comment: none, no merged pull request has commit {ctx.commit} as its "
-                    "merge commit; the report is in the job summary."
-                )
-                return ""
-        assert number is not None
-        stage.pr_number = number
+        if number is None:
+            gha.info(
+                f"PR comment: none, no merged pull request has commit {ctx.commit} as its merge "
+                "commit; the report is in the job summary."
+            )
+            return ""
+        where = f"pull request #{number} in {ctx.repository}"
         stage.doing = "find out which account the token acts as"
         login = _token_login(gh)
-        stage.doing = "read the comments of"
+        stage.doing = f"read the comments of {where}"
         issue = repo.get_issue(number)
         existing = _find_own_comment(issue.get_comments(), app=outcome.app, login=login)
         body = comment_body(
@@ -299,32 +308,31 @@ def _upsert(
             max_chars=GITHUB_COMMENT_LIMIT - COMMENT_SAFETY_MARGIN,
             redact=redactor.redact,
         )
-        # Belt and braces: the body was redacted piecewise while rendering; a secret split
-        # across two pieces would only show up in the whole.
+        # The body was redacted piece by piece while rendering; a secret spanning two pieces
+        # would only show in the whole.
         body = redactor.redact(body)
-        where = f"pull request #{number}"
         if existing is not None:
             url = str(existing.html_url)
             if outcome.status == "no-change":
                 gha.info(
-                    f"PR comment: left as is on {where}, this run changed nothing and the comment "
-                    f"still tells what was last done: {url}"
+                    f"PR comment: left as is on {where}; this run changed nothing, so the comment "
+                    f"keeps telling what was last done: {url}"
                 )
                 return url
             if marker_digest(existing.body or "") == marker_digest(body):
-                gha.info(f"PR comment: unchanged on {where}: {url}")
+                gha.info(f"PR comment: already up to date on {where}: {url}")
                 return url
-            stage.doing = "edit the comment on"
+            stage.doing, stage.writing = f"edit the comment of app {outcome.app} on {where}", True
             existing.edit(body)
             gha.info(f"PR comment: updated on {where}: {url}")
             return url
         if ctx.event_name == "push":
             gha.info(
                 f"PR comment: none, {where} (merged as {ctx.commit}) has no comment for app "
-                f"{outcome.app} to update; a push run does not start a new one."
+                f"{outcome.app} to update, and a push run does not start one."
             )
             return ""
-        stage.doing = "create a comment on"
+        stage.doing, stage.writing = f"comment on {where}", True
         created = issue.create_comment(body)
         url = str(created.html_url)
         gha.info(f"PR comment: created on {where}: {url}")
@@ -350,7 +358,9 @@ def _token_login(gh: Github) -> str:
         raise
 
 
-def _find_own_comment(comments: Any, *, app: str, login: str) -> IssueComment | None:
+def _find_own_comment(
+    comments: Iterable[IssueComment], *, app: str, login: str
+) -> IssueComment | None:
     """The oldest comment by `login` whose marker names `app`, reading every page."""
     for c in comments:
         author = c.user.login if c.user is not None else None
@@ -358,7 +368,7 @@ def _find_own_comment(comments: Any, *, app: str, login: str) -> IssueComment | 
             continue
         marker = parse_marker(c.body)
         if marker is not None and marker.app == app:
-            return c  # type: ignore[no-any-return]
+            return c
     return None
 
 
@@ -379,8 +389,8 @@ def _merged_pr_number(repo: Repository, sha: str) -> int | None:
 # -- messages -------------------------------------------------------------------------------
 
 
-def _github_message(e: Any) -> str:
-    data = getattr(e, "data", None)
+def _github_message(e: GithubException) -> str:
+    data: object = e.data
     if isinstance(data, dict):
         message = str(data.get("message") or "")
         errors = data.get("errors")
@@ -393,37 +403,39 @@ def _github_message(e: Any) -> str:
     return str(data or "")
 
 
-def _explain_github_error(e: Any, ctx: RunContext, stage: _Stage) -> str:
-    status = getattr(e, "status", None)
+def _explain_github_error(e: GithubException, ctx: RunContext, stage: _Stage) -> str:
+    status = e.status
     message = _github_message(e)
-    target = f"pull request #{stage.pr_number} in {ctx.repository}" if stage.pr_number else ""
-    what = f"{stage.doing} {target}".strip() if stage.doing.endswith(" on") or stage.doing.endswith(
-        " of"
-    ) else stage.doing
     answer = f"GitHub answered {status}" + (f" ({message})" if message else "")
-    lead = f"PR comment: could not {what}: {answer}."
+    lead = f"PR comment: could not {stage.doing}: {answer}."
     tail = " The report is in the job summary; the step's result is unchanged."
     if status == 401:
         return (
-            f"{lead} The token in `github-token` was refused: pass a valid token "
-            f"(`${{{{ github.token }}}}` by default).{tail}"
+            f"{lead} GitHub refused the token in `github-token`: pass a valid one "
+            "(`${{ github.token }}` is the default)." + tail
         )
-    if status in (403, 404) and not _is_rate_limit(message):
+    if _is_rate_limit(message):
+        return f"{lead} The token hit GitHub's API rate limit; a later run will catch up.{tail}"
+    if status in (403, 404) and stage.writing:
         fix = (
-            " The token may not write pull request comments. Give the job "
-            "`permissions: pull-requests: write` (with `contents: read`), or pass a token that "
+            " The token may not write pull request comments: give the job "
+            "`permissions: pull-requests: write` (and `contents: read`), or pass a token that "
             "may, in `github-token`."
         )
         if ctx.fork and ctx.event_name == "pull_request":
             fix += (
-                f" This pull request comes from the fork {ctx.fork}: GitHub gives such runs a "
-                "read-only token, whatever `permissions:` asks. To comment on pull requests from "
+                f" This pull request comes from the fork {ctx.fork}, and GitHub gives such runs a "
+                "read-only token whatever `permissions:` asks. To comment on pull requests from "
                 "forks, upload the report as an artifact and post it from a separate workflow "
                 f"triggered by `workflow_run` (see {FORK_PATTERN_URL})."
             )
         return lead + fix + tail
-    if _is_rate_limit(message):
-        return f"{lead} The token hit GitHub's rate limit; the next run will update it.{tail}"
+    if status in (403, 404):
+        return (
+            f"{lead} The token may not read this pull request: give the job "
+            "`permissions: pull-requests: write` (and `contents: read`), and check that the "
+            f"repository {ctx.repository} and the pull request exist." + tail
+        )
     return lead + tail
 
 

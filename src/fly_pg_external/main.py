@@ -202,6 +202,11 @@ def run(
             cluster = read_cluster(fly, settings.app)
             _describe_state(cluster, gha)
         plan = make_plan(settings, cluster)
+        if settings.database_url is None and settings.mode != "unexpose":
+            gha.notice(
+                "No database-url input: the database-url output stays empty. Pass the app's "
+                "internal DATABASE_URL (from fly pg attach) to get the external one."
+            )
         if plan.external_url:
             gha.add_mask(plan.external_url)
         title = "Plan (read only)" if plan.read_only else "Plan"

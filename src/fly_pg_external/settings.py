@@ -73,11 +73,12 @@ class Settings:
         return out
 
 
-def _clean_text(name: str, raw: str) -> str:
+def _clean_text(name: str, raw: str, *, whitespace_ok: bool = False) -> str:
     if len(raw) > _MAX_INPUT_LEN:
         raise InputError(name, f"is {len(raw)} characters long; at most {_MAX_INPUT_LEN} accepted.")
     value = raw.strip()
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+    allowed = "\t\n\r" if whitespace_ok else ""
+    if any((ord(c) < 32 or ord(c) == 127) and c not in allowed for c in value):
         raise InputError(name, "contains a control character (e.g. a newline); not accepted.")
     return value
 
@@ -96,7 +97,8 @@ def clean_app(raw: str) -> str:
 
 
 def clean_ip_versions(raw: str) -> tuple[IpFamily, ...]:
-    value = _clean_text("ip-versions", raw)
+    # A YAML block scalar gives newlines between items: they are separators here.
+    value = _clean_text("ip-versions", raw, whitespace_ok=True)
     items = [i.lower() for i in re.split(r"[,\s]+", value) if i]
     out: list[IpFamily] = []
     for item in items:

@@ -1,0 +1,123 @@
+"""Run the action the way the runner does and read back what it wrote."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import subprocess
+import sys
+from contextlib import redirect_stdout
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+ENTRYPOINT = ROOT / "entrypoint.py"
+TOKEN = "fo1_simulatortoken_0123456789"
+
+_HEREDOC = re.compile(
+    r"^(?P<name>[^\n<]+)<<(?P<delim>ghadelimiter_[0-9a-f-]+)\n(?P<value>.*?)\n(?P=delim)\n",
+    re.S | re.M,
+)
+
+
+def parse_outputs(text: str) -> dict[str, str]:
+    return {m["name"]: m["value"] for m in _HEREDOC.finditer(text)}
+
+
+@dataclass
+class ActionResult:
+    code: int
+    stdout: str
+    stderr: str
+    outputs: dict[str, str]
+    summary: str
+    workdir: Path
+    files: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def log(self) -> str:
+        return self.stdout + self.stderr
+
+    def errors(self) -> list[str]:
+        return [line for line in self.log.splitlines() if line.startswith("::error")]
+
+
+def action_env(sim: Any, tmp_path: Path, inputs: dict[str, str]) -> dict[str, str]:
+    """Environment of a run: INPUT_* names with hyphens kept, as the runner exports them."""
+    files = tmp_path / "file_commands"
+    files.mkdir(parents=True, exist_ok=True)
+    (files / "output").touch()
+    (files / "summary").touch()
+    env = {
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_OUTPUT": str(files / "output"),
+        "GITHUB_STEP_SUMMARY": str(files / "summary"),
+        "RUNNER_TEMP": str(tmp_path / "runner_temp"),
+        "GITHUB_EVENT_NAME": "workflow_dispatch",
+        "GITHUB_REPOSITORY": "acme/infra",
+        "GITHUB_SHA": "0123456789abcdef0123456789abcdef01234567",
+        "FLY_API_BASE_URL": sim.api_base_url,
+        "FLY_FLAPS_BASE_URL": sim.flaps_base_url,
+        "FLY_PG_EXTERNAL_VERIFY_TIMEOUT": "10",
+        "INPUT_FLY-API-TOKEN": TOKEN,
+        "INPUT_VERIFY": "false",
+        "INPUT_PR-COMMENT": "false",
+        "INPUT_GITHUB-TOKEN": "",
+    }
+    for key, value in inputs.items():
+        env["INPUT_" + key.upper()] = value
+    return env
+
+
+def _result(code: int, out: str, err: str, env: dict[str, str], tmp_path: Path) -> ActionResult:
+    outputs = parse_outputs(Path(env["GITHUB_OUTPUT"]).read_text())
+    summary = Path(env["GITHUB_STEP_SUMMARY"]).read_text()
+    files: dict[str, str] = {}
+    temp = Path(env["RUNNER_TEMP"])
+    if temp.exists():
+        for p in temp.rglob("*"):
+            if p.is_file():
+                files[str(p)] = p.read_text()
+    return ActionResult(code, out, err, outputs, summary, tmp_path, files)
+
+
+def run_subprocess(
+    sim: Any,
+    tmp_path: Path,
+    inputs: dict[str, str],
+    extra_env: dict[str, str] | None = None,
+    timeout: float = 240,
+) -> ActionResult:
+    """`python entrypoint.py` in a fresh process, from an unrelated working directory."""
+    env = action_env(sim, tmp_path, inputs)
+    env.update(extra_env or {})
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("INPUT_", "GITHUB_", "FLY_"))}
+    full.update(env)
+    workspace = tmp_path / "workspace"
+    workspace.mkdir(exist_ok=True)
+    proc = subprocess.run(
+        [sys.executable, str(ENTRYPOINT)],
+        env=full,
+        cwd=workspace,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return _result(proc.returncode, proc.stdout, proc.stderr, env, tmp_path)
+
+
+def run_inprocess(
+    sim: Any, tmp_path: Path, inputs: dict[str, str], extra_env: dict[str, str] | None = None
+) -> ActionResult:
+    """`main(env)` in this process: faster, and lets a test inspect the simulator meanwhile."""
+    from fly_pg_external.main import main
+
+    env = action_env(sim, tmp_path, inputs)
+    env.update(extra_env or {})
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        code = main(env)
+    return _result(code, buf.getvalue(), "", env, tmp_path)

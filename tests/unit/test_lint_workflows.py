@@ -1,0 +1,176 @@
+"""Static checks of what only the runner reads: action.yml, the workflows and the Dockerfile.
+
+All offline: check-jsonschema's bundled GitHub schemas, actionlint (the wheel-shipped binary),
+zizmor --offline and hadolint, plus the runner rules for container actions that no linter knows
+(no USER, no WORKDIR reliance, exec-form ENTRYPOINT with absolute paths, no BuildKit-only syntax).
+Any finding fails the test, with the tool's own report in the message.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+DEPENDABOT = ROOT / ".github" / "dependabot.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+ACTION_YML = ROOT / "action.yml"
+SHA_PIN = re.compile(r"^[^@\s]+@[0-9a-f]{40}$")
+
+
+def tool(name: str) -> str:
+    """The linter installed next to this interpreter (the dev extra), else one on PATH."""
+    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    if found is None:
+        pytest.fail(
+            f"{name} is not installed; it comes with the dev extra: pip install -e '.[dev]'"
+        )
+    return found
+
+
+def run_tool(*args: str | Path) -> None:
+    proc = subprocess.run(
+        [str(a) for a in args], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+    if proc.returncode != 0:
+        report = (proc.stdout + proc.stderr).strip()
+        pytest.fail(f"{Path(str(args[0])).name} reported findings:\n{report}", pytrace=False)
+
+
+def load_yaml(path: Path) -> dict[Any, Any]:
+    data = yaml.safe_load(path.read_text())
+    assert isinstance(data, dict), f"{path.name} is not a YAML mapping"
+    return data
+
+
+def test_there_are_workflows() -> None:
+    names = {p.name for p in WORKFLOWS}
+    assert {"ci.yml", "self-test.yml", "release.yml"} <= names
+
+
+def test_action_yml_matches_the_github_actions_schema() -> None:
+    run_tool(tool("check-jsonschema"), "--builtin-schema", "vendor.github-actions", ACTION_YML)
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.name)
+def test_workflow_matches_the_github_workflows_schema(workflow: Path) -> None:
+    run_tool(tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", workflow)
+
+
+def test_dependabot_config_matches_its_schema() -> None:
+    run_tool(tool("check-jsonschema"), "--builtin-schema", "vendor.dependabot", DEPENDABOT)
+
+
+def test_actionlint_finds_nothing() -> None:
+    # actionlint also reads action.yml for `uses: ./` and checks the inputs the self-test passes.
+    run_tool(tool("actionlint"), "-no-color", *WORKFLOWS)
+
+
+def test_zizmor_finds_nothing() -> None:
+    # --strict-collection: a file zizmor cannot parse is a failure, not a skipped warning.
+    run_tool(
+        tool("zizmor"),
+        "--offline",
+        "--no-progress",
+        "--strict-collection",
+        "--persona",
+        "pedantic",
+        ACTION_YML,
+        DEPENDABOT,
+        *WORKFLOWS,
+    )
+
+
+def test_hadolint_finds_nothing() -> None:
+    run_tool(tool("hadolint"), "--no-color", "--failure-threshold", "style", DOCKERFILE)
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.name)
+def test_workflow_pins_every_action_by_commit_sha(workflow: Path) -> None:
+    uses = re.findall(r"^\s*(?:-\s+)?uses:\s*([^\s#]+)", workflow.read_text(), flags=re.M)
+    unpinned = [u for u in uses if not u.startswith("./") and not SHA_PIN.match(u)]
+    assert not unpinned, f"{workflow.name}: pin these by full commit SHA: {unpinned}"
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.name)
+def test_workflow_grants_no_permission_by_default(workflow: Path) -> None:
+    data = load_yaml(workflow)
+    assert data.get("permissions") == {}, (
+        f"{workflow.name}: set `permissions: {{}}` at the top and grant each job only what it needs"
+    )
+    for name, job in data["jobs"].items():
+        assert "permissions" in job, f"{workflow.name}: job {name} declares no permissions"
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    out = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            keyword, _, args = stripped.partition(" ")
+            out.append((keyword.upper(), args.strip()))
+    return out
+
+
+def test_dockerfile_follows_the_runner_rules_for_container_actions() -> None:
+    instructions = dockerfile_instructions()
+    keywords = [k for k, _ in instructions]
+    # The runner writes $GITHUB_OUTPUT as root and mounts the workspace over any WORKDIR.
+    assert "USER" not in keywords, "no USER: the step must run as root to write file commands"
+    assert "WORKDIR" not in keywords, "no WORKDIR: the runner passes its own --workdir"
+
+    entrypoints = [args for k, args in instructions if k == "ENTRYPOINT"]
+    assert len(entrypoints) == 1, "exactly one ENTRYPOINT"
+    assert entrypoints[0].startswith("["), "ENTRYPOINT must be exec form (a JSON array)"
+    argv = yaml.safe_load(entrypoints[0])
+    assert all(a.startswith("/") for a in argv[:2]), f"absolute paths in ENTRYPOINT: {argv}"
+
+    env = " ".join(args for k, args in instructions if k == "ENV")
+    assert "PYTHONUNBUFFERED=1" in env
+    assert "PYTHONDONTWRITEBYTECODE=1" in env
+
+
+def test_dockerfile_base_is_pinned_by_digest_and_overridable() -> None:
+    instructions = dockerfile_instructions()
+    assert instructions[0][0] == "ARG", "the base image comes from an ARG declared before FROM"
+    name, _, default = instructions[0][1].partition("=")
+    assert name == "BASE_IMAGE"
+    assert re.fullmatch(r"python:3\.12-slim@sha256:[0-9a-f]{64}", default), default
+    froms = [args for k, args in instructions if k == "FROM"]
+    assert froms == ["${BASE_IMAGE}"], "a single stage built FROM ${BASE_IMAGE}"
+
+
+def test_dockerfile_needs_no_buildkit() -> None:
+    text = DOCKERFILE.read_text()
+    assert not re.search(r"^#\s*syntax\s*=", text, flags=re.M | re.I), "no # syntax= directive"
+    assert "--mount=" not in text, "RUN --mount needs BuildKit"
+    assert not re.search(r"<<-?\s*['\"]?\w+", text), "heredocs in RUN/COPY need BuildKit"
+    assert not re.search(r"^\s*COPY\s+--(?:link|parents|exclude)", text, flags=re.M | re.I)
+
+
+def test_dockerfile_installs_dependencies_from_the_hashed_lock() -> None:
+    runs = " ".join(args for k, args in dockerfile_instructions() if k == "RUN")
+    assert "--require-hashes" in runs
+    assert "-r /app/requirements.lock" in runs
+    assert "--no-cache-dir" in runs
+
+
+def test_dockerignore_lets_in_only_the_runtime_files() -> None:
+    lines = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert lines[0] == "*", "start by excluding everything"
+    allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
+    assert allowed == {"Dockerfile", "requirements.lock", "entrypoint.py", "src/fly_pg_external"}

@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import pytest
+
+from fly_pg_external.settings import InputError, Settings, from_environ
+
+TOKEN = "fo1_abcdefghijklmnop"
+
+
+def settings(**inputs: str) -> Settings:
+    env = {"INPUT_APP": "my-db", "INPUT_FLY-API-TOKEN": TOKEN}
+    env.update({f"INPUT_{k.upper()}": v for k, v in inputs.items()})
+
+    def read(name: str) -> str | None:
+        return env.get("INPUT_" + name.upper())
+
+    return from_environ(env, read)
+
+
+def test_defaults_match_action_yml() -> None:
+    s = settings()
+    assert s.ip_versions == ("v4", "v6")
+    assert (s.host, s.port, s.sslmode, s.mode, s.image) == (
+        "my-db.fly.dev",
+        5432,
+        "require",
+        "expose",
+        "keep",
+    )
+    assert s.verify and s.pr_comment and not s.dry_run and not s.read_only
+    assert s.wait_timeout == 300
+    assert s.api_base_url == "https://api.fly.io"
+    assert s.flaps_base_url == "https://api.machines.dev"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("v4", ("v4",)), ("V6 , v4,,v4", ("v4", "v6")), ("v6\tv6", ("v6",)), (" v4 v6 ", ("v4", "v6"))],
+)
+def test_ip_versions_parse_case_duplicates_and_separators(
+    raw: str, expected: tuple[str, ...]
+) -> None:
+    assert settings(**{"ip-versions": raw}).ip_versions == expected
+
+
+def test_shared_v4_is_refused_with_the_reason() -> None:
+    with pytest.raises(InputError) as err:
+        settings(**{"ip-versions": "v4,shared_v4"})
+    assert 'Input "ip-versions"' in str(err.value)
+    assert "shared IPv4" in str(err.value) and "pg_tls" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "accepted"),
+    [
+        ("ip-versions", "v5", "v4, v6"),
+        ("ip-versions", " , ", "at least one"),
+        ("port", "0", "1-65535"),
+        ("port", "70000", "1-65535"),
+        ("port", "54a", "1-65535"),
+        ("sslmode", "disable", "require, verify-ca, verify-full"),
+        ("sslmode", "prefer", "require"),
+        ("mode", "apply", "expose, plan, unexpose"),
+        ("image", "latest", "keep, major"),
+        ("wait-timeout", "0", "1-3600"),
+        ("wait-timeout", "ten", "1-3600"),
+        ("verify", "yes", "true or false"),
+        ("pr-comment", "1", "true or false"),
+        ("dry-run", "", "true or false"),
+        ("host", "https://x.example.com", "hostname"),
+        ("host", "db.example.com:5432", "hostname"),
+        ("app", "My_DB", "lower-case"),
+        ("app", "", "required"),
+        ("app", "a" * 64, "1-63"),
+        ("app", "db\n::add-mask::x", "control character"),
+        ("database-url", "mysql://u:p@my-db.flycast/db", "postgres://"),
+        ("database-url", "postgres://u:p@other-db.flycast:5432/db", "not app"),
+        ("database-url", "postgres://my-db.flycast:5432/db", "no user"),
+        ("database-url", "postgres://u@my-db.flycast:5432/db", "no password"),
+        ("database-url", "postgres://u:p@[::1]:5432/db", "IP literal"),
+        ("database-url", "postgres://u:p@my-db.flycast:99999/db", "invalid port"),
+    ],
+)
+def test_bad_input_names_the_input_and_what_is_accepted(
+    name: str, value: str, accepted: str
+) -> None:
+    with pytest.raises(InputError) as err:
+        settings(**{name: value})
+    message = str(err.value)
+    assert message.startswith(f'Input "{name}"')
+    assert accepted in message
+
+
+def test_bad_database_url_error_never_shows_the_password() -> None:
+    with pytest.raises(InputError) as err:
+        settings(**{"database-url": "postgres://u:s3cretpw@evil.example.com:5432/db"})
+    assert "s3cretpw" not in str(err.value)
+
+
+def test_missing_token_names_the_input() -> None:
+    def read(name: str) -> str | None:
+        return {"app": "my-db"}.get(name)
+
+    with pytest.raises(InputError) as err:
+        from_environ({}, read)
+    assert 'Input "fly-api-token"' in str(err.value)
+
+
+def test_token_falls_back_to_env_in_documented_order() -> None:
+    def read(name: str) -> str | None:
+        return {"app": "my-db"}.get(name)
+
+    s = from_environ({"FLY_API_TOKEN": "fo1_first", "FLY_ACCESS_TOKEN": "fo1_second"}, read)
+    assert s.fly_auth.oauth == ("fo1_first",)
+
+
+def test_secrets_are_not_in_repr() -> None:
+    s = settings(**{"database-url": "postgres://u:pw-x1@my-db.flycast:5432/db"})
+    text = repr(s)
+    assert TOKEN not in text and "pw-x1" not in text
+
+
+def test_plan_and_dry_run_are_read_only() -> None:
+    assert settings(mode="plan").read_only
+    assert settings(mode="unexpose", **{"dry-run": "TRUE"}).read_only

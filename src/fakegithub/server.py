@@ -535,6 +535,9 @@ def _make_handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         # Keep-alive like GitHub: PyGithub reuses its connection pool.
         protocol_version = "HTTP/1.1"
+        # Headers and body go out in two writes; with Nagle on, each response would wait for
+        # the client's delayed ACK (~40 ms).
+        disable_nagle_algorithm = True
         server_version = "FakeGitHub/1.0"
 
         def log_message(self, format: str, *args: Any) -> None:

@@ -3,12 +3,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from machines_data import IMAGE, machine
 
 from fly_pg_external.cluster import ClusterState
 from fly_pg_external.fly.graphql import AppInfo, IpAddress
 from fly_pg_external.plan import PlanError, major_image, make_plan
 from fly_pg_external.settings import Settings, from_environ
+
+from machines_data import IMAGE, machine
 
 
 def settings(**inputs: str) -> Settings:

@@ -35,7 +35,12 @@ def test_defaults_match_action_yml() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("v4", ("v4",)), ("V6 , v4,,v4", ("v4", "v6")), ("v6\tv6", ("v6",)), (" v4 v6 ", ("v4", "v6"))],
+    [
+        ("v4", ("v4",)),
+        ("V6 , v4,,v4", ("v4", "v6")),
+        ("v6\tv6", ("v6",)),
+        (" v4 v6 ", ("v4", "v6")),
+    ],
 )
 def test_ip_versions_parse_case_duplicates_and_separators(
     raw: str, expected: tuple[str, ...]

@@ -1,0 +1,183 @@
+"""The action end to end: `python entrypoint.py` against the Fly simulator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flysim import Simulator
+
+from action_run import run_inprocess, run_subprocess
+
+
+def lease_and_update_paths(sim: Simulator) -> list[tuple[str, str]]:
+    out = []
+    for r in sim.requests:
+        if r.api == "rest" and r.method in ("POST", "DELETE") and "/machines/" in r.path:
+            mid = r.path.split("/machines/")[1].split("/")[0]
+            kind = "lease" if r.path.endswith("/lease") else "update"
+            out.append((f"{r.method} {kind}", mid))
+    return out
+
+
+def allocations(sim: Simulator) -> list[Any]:
+    return [r for r in sim.requests if "allocateIpAddress" in r.graphql_fields]
+
+
+@pytest.fixture
+def current_sim(flysim: Any) -> Simulator:
+    sim: Simulator = flysim(apps={"my-db": {"machines": 3}})
+    return sim
+
+
+@pytest.fixture
+def legacy_sim(flysim: Any) -> Simulator:
+    sim: Simulator = flysim(apps={"my-db": {"machines": 3, "legacy": True}})
+    return sim
+
+
+def test_first_exposure_of_current_cluster_allocates_ips_and_restarts_nothing(
+    current_sim: Simulator, tmp_path: Path
+) -> None:
+    result = run_subprocess(current_sim, tmp_path, {"app": "my-db"})
+    assert result.code == 0, result.log
+    out = result.outputs
+    assert out["changed"] == "true"
+    assert out["ipv4"].startswith("127.") and "," not in out["ipv4"]
+    assert out["ipv6"]
+    assert out["config-diff"] == ""
+    assert out["host"] == "my-db.fly.dev" and out["port"] == "5432"
+    assert out["database-url"] == "" and out["comment-url"] == ""
+    assert [r.graphql_variables["input"]["type"] for r in allocations(current_sim)] == ["v4", "v6"]
+    assert lease_and_update_paths(current_sim) == []  # no lease, no machine update
+    assert len(current_sim.requests) <= 4
+    app = current_sim.app("my-db")
+    assert {ip.type for ip in app.ips} == {"private_v6", "v4", "v6"}
+
+
+def test_rerun_on_exposed_app_makes_no_change(current_sim: Simulator, tmp_path: Path) -> None:
+    first = run_inprocess(current_sim, tmp_path / "1", {"app": "my-db"})
+    current_sim.clear_requests()
+    second = run_subprocess(current_sim, tmp_path / "2", {"app": "my-db"})
+    assert second.code == 0, second.log
+    assert second.outputs["changed"] == "false"
+    for name in ("ipv4", "ipv6", "host", "port", "config-diff"):
+        assert second.outputs[name] == first.outputs[name]
+    assert current_sim.mutating_requests() == []
+    assert len(current_sim.requests) == 2
+    # both reads were in flight at the same time: one round trip
+    a, b = current_sim.requests
+    assert a.ended is not None and b.ended is not None
+    assert max(a.started, b.started) < min(a.ended, b.ended)
+
+
+def test_plan_mode_changes_nothing_and_reports_what_expose_would_do(
+    legacy_sim: Simulator, tmp_path: Path
+) -> None:
+    before = {m.id: m.instance_id for m in legacy_sim.app("my-db").machines}
+    result = run_subprocess(legacy_sim, tmp_path, {"app": "my-db", "mode": "plan"})
+    assert result.code == 0, result.log
+    assert result.outputs["changed"] == "true"
+    assert result.outputs["ipv4"] == "" and result.outputs["ipv6"] == ""
+    assert "+[[services]]" in result.outputs["config-diff"]
+    assert legacy_sim.mutating_requests() == []
+    assert {m.id: m.instance_id for m in legacy_sim.app("my-db").machines} == before
+    assert "would update machine" in result.stdout
+
+
+def test_legacy_cluster_rolls_out_replicas_first_primary_last_one_at_a_time(
+    legacy_sim: Simulator, tmp_path: Path
+) -> None:
+    app = legacy_sim.app("my-db")
+    primary = app.primary().id
+    configs_before = {m.id: m.config for m in app.machines}
+    result = run_subprocess(legacy_sim, tmp_path, {"app": "my-db"})
+    assert result.code == 0, result.log
+    steps = lease_and_update_paths(legacy_sim)
+    updates = [mid for kind, mid in steps if kind == "POST update"]
+    assert len(updates) == 3 and updates[-1] == primary
+    # every lease is taken before anything changes, and released at the end
+    first_update = steps.index(("POST update", updates[0]))
+    assert {mid for kind, mid in steps[:first_update] if kind == "POST lease"} == set(updates)
+    assert sorted(mid for kind, mid in steps if kind == "DELETE lease") == sorted(updates)
+    first_alloc = allocations(legacy_sim)[0]
+    lease_posts = [
+        r for r in legacy_sim.requests if r.path.endswith("/lease") and r.method == "POST"
+    ]
+    assert lease_posts[0].started < first_alloc.started
+    assert legacy_sim.max_machines_down("my-db") == 1
+    for m in app.machines:
+        services = m.config["services"]
+        assert services[0]["internal_port"] == 5432
+        assert services[0]["ports"] == [{"port": 5432, "handlers": ["pg_tls"]}]
+        rest = {k: v for k, v in m.config.items() if k != "services"}
+        assert rest == {k: v for k, v in configs_before[m.id].items() if k != "services"}
+    diff = result.outputs["config-diff"]
+    assert diff.startswith("--- fly.toml (current)") and 'handlers = ["pg_tls"]' in diff
+    written = [text for path, text in result.files.items() if path.endswith("fly.toml")]
+    assert written and "pg_tls" in written[0]
+
+
+def test_bad_input_fails_before_any_request(current_sim: Simulator, tmp_path: Path) -> None:
+    result = run_subprocess(current_sim, tmp_path, {"app": "my-db", "ip-versions": "shared-v4"})
+    assert result.code == 1
+    assert any('Input "ip-versions"' in e for e in result.errors())
+    assert current_sim.requests == []
+
+
+@pytest.mark.parametrize(
+    ("inputs", "extra_env", "expected"),
+    [
+        ({"app": "nope-db"}, {}, "was not found"),
+        ({"app": "web"}, {}, "is not a Fly Postgres app"),
+        ({"app": "my-db", "fly-api-token": "fo1_wrong_token"}, {}, "refused the API token"),
+    ],
+)
+def test_fly_side_errors_are_clear_and_change_nothing(
+    flysim: Any, tmp_path: Path, inputs: dict[str, str], extra_env: dict[str, str], expected: str
+) -> None:
+    sim: Simulator = flysim(apps={"my-db": {"machines": 1}, "web": {"postgres": False}})
+    result = run_subprocess(sim, tmp_path, inputs, extra_env)
+    assert result.code == 1, result.log
+    assert any(expected in e for e in result.errors()), result.log
+    assert sim.mutating_requests() == []
+
+
+def test_lease_held_by_someone_else_stops_before_any_change(
+    legacy_sim: Simulator, tmp_path: Path
+) -> None:
+    victim = legacy_sim.app("my-db").machines[1].id
+    legacy_sim.hold_lease("my-db", victim, owner="deploy@example.com", ttl=120)
+    result = run_subprocess(legacy_sim, tmp_path, {"app": "my-db"})
+    assert result.code == 1
+    assert any("leased by someone else" in e for e in result.errors()), result.log
+    assert allocations(legacy_sim) == []
+    assert [k for k, _ in lease_and_update_paths(legacy_sim) if k == "POST update"] == []
+    # what we took was given back
+    for m in legacy_sim.app("my-db").machines:
+        if m.id != victim:
+            assert m.active_lease() is None
+    assert result.outputs["changed"] == "false" if "changed" in result.outputs else True
+
+
+def test_machine_that_never_becomes_healthy_is_rolled_back(
+    legacy_sim: Simulator, tmp_path: Path
+) -> None:
+    app = legacy_sim.app("my-db")
+    order = sorted(app.machines, key=lambda m: (m.id == app.primary().id, m.id))
+    broken = order[1]
+    legacy_sim.faults.never_healthy(broken.id)
+    before = {m.id: m.config for m in app.machines}
+    result = run_subprocess(legacy_sim, tmp_path, {"app": "my-db", "wait-timeout": "3"})
+    assert result.code == 1
+    assert any("did not become healthy" in e for e in result.errors()), result.log
+    after = {m.id: m.config for m in legacy_sim.app("my-db").machines}
+    assert after[broken.id] == before[broken.id]  # previous config restored
+    assert after[order[2].id] == before[order[2].id]  # the primary was never touched
+    assert "pg_tls" in str(after[order[0].id])  # the first replica keeps its update
+    # outputs tell what is true at exit: the IPs were allocated
+    assert result.outputs["ipv4"] and result.outputs["changed"] == "true"
+    assert result.outputs["database-url"] == ""
+    assert all(m.active_lease() is None for m in legacy_sim.app("my-db").machines)

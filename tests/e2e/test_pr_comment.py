@@ -1,0 +1,673 @@
+"""`github.publish` end to end: PyGithub talking HTTP to a local fake GitHub API.
+
+Each test builds the runner's environment (event JSON, GITHUB_* variables, a step summary file),
+hands `publish` a hand-built Outcome and checks what the fake server saw and stored.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, quote_plus
+
+import pytest
+
+from fakegithub import FakeGitHub
+from fly_pg_external.github import ClientTuning, publish
+from fly_pg_external.outcome import IpChange, MachineChange, Outcome
+from fly_pg_external.redact import Redactor
+from fly_pg_external.report import GITHUB_COMMENT_LIMIT, comment_body, parse_marker
+
+REPO = "acme/db"
+PR = 7
+HEAD_SHA = "1111111111111111111111111111111111111111"
+MERGE_SHA = "2222222222222222222222222222222222222222"
+TOKEN = "ghs_Fake0Token0For0Tests0Only0xyz"
+PASSWORD = "s3cr3t p@ss/wörd+%"
+FULL_URL = f"postgres://postgres:{quote(PASSWORD, safe='')}@my-pg.fly.dev:5432/postgres"
+REDACTED_URL = "postgres://postgres:***@my-pg.fly.dev:5432/postgres?sslmode=require"
+IMG = "flyio/postgres-flex:16.4"
+
+
+# -- doubles and builders ---------------------------------------------------------------------
+
+
+@dataclass
+class RecordingGha:
+    """The workflow-command surface `publish` uses, recording every call."""
+
+    summary_path: Path
+    infos: list[str] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def info(self, message: str) -> None:
+        self.infos.append(message)
+
+    def notice(self, message: str) -> None:
+        self.notices.append(message)
+
+    def warning(self, message: str) -> None:
+        self.warnings.append(message)
+
+    def append_summary(self, markdown: str) -> None:
+        with self.summary_path.open("a", encoding="utf-8") as fh:
+            fh.write(markdown + "\n")
+
+    @property
+    def summary(self) -> str:
+        return self.summary_path.read_text(encoding="utf-8") if self.summary_path.exists() else ""
+
+
+def outcome(app: str = "my-pg", status: str = "plan", **kw: Any) -> Outcome:
+    mode = "plan" if status == "plan" else "expose"
+    done = status == "applied"
+    result = "updated" if done else ("untouched" if status == "no-change" else "pending")
+    services = status != "no-change"
+    base = Outcome(
+        app=app,
+        mode=mode,  # type: ignore[arg-type]
+        status=status,  # type: ignore[arg-type]
+        changed=done,
+        ips=[
+            IpChange(
+                "v4",
+                "keep" if status == "no-change" else "allocate",
+                ("137.66.1.2",) if done else (),
+                done,
+            ),
+        ],
+        machines=[
+            MachineChange("m-replica", "fra", "replica", "started", services, IMG, IMG, result),  # type: ignore[arg-type]
+            MachineChange("m-primary", "fra", "primary", "started", services, IMG, IMG, result),  # type: ignore[arg-type]
+        ],
+        config_diff="" if status == "no-change" else "--- a\n+++ b\n+[[services]]\n",
+        fly_toml_after="app = 'x'\n",
+        redacted_url=REDACTED_URL,
+    )
+    return replace(base, **kw)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeGitHub]:
+    with FakeGitHub(login="github-actions[bot]", user_endpoint_forbidden=True, token=TOKEN) as f:
+        f.add_pr(REPO, PR, head_sha=HEAD_SHA)
+        yield f
+
+
+@pytest.fixture
+def gha(tmp_path: Path) -> RecordingGha:
+    return RecordingGha(tmp_path / "summary.md")
+
+
+def make_env(
+    tmp_path: Path,
+    fake: FakeGitHub,
+    *,
+    event: str = "pull_request",
+    payload: dict[str, Any] | None = None,
+    sha: str = "9" * 40,
+    run_id: str = "100",
+) -> dict[str, str]:
+    if payload is None:
+        payload = pr_payload()
+    event_path = tmp_path / f"event-{event}-{run_id}.json"
+    event_path.write_text(json.dumps(payload), encoding="utf-8")
+    return {
+        "GITHUB_EVENT_NAME": event,
+        "GITHUB_EVENT_PATH": str(event_path),
+        "GITHUB_REPOSITORY": REPO,
+        "GITHUB_API_URL": fake.base_url,
+        "GITHUB_SERVER_URL": fake.server_url,
+        "GITHUB_RUN_ID": run_id,
+        "GITHUB_SHA": sha,
+        "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"),
+    }
+
+
+def pr_payload(number: int = PR, head_repo: str = REPO) -> dict[str, Any]:
+    return {
+        "action": "synchronize",
+        "number": number,
+        "pull_request": {
+            "number": number,
+            "head": {"sha": HEAD_SHA, "repo": {"full_name": head_repo}},
+            "base": {"sha": "b" * 40, "repo": {"full_name": REPO}},
+        },
+    }
+
+
+def run(
+    o: Outcome,
+    env: dict[str, str],
+    gha: RecordingGha,
+    *,
+    pr_comment: bool = True,
+    token: str = TOKEN,
+    redactor: Redactor | None = None,
+    per_page: int = 100,
+) -> str:
+    return publish(
+        o,
+        token=token,
+        pr_comment=pr_comment,
+        env=env,
+        gha=gha,
+        redactor=redactor or Redactor([token]),
+        tuning=ClientTuning.fast(per_page=per_page),
+    )
+
+
+def writes(fake: FakeGitHub) -> list[tuple[str, str]]:
+    return [(r.method, r.path) for r in fake.requests if r.method != "GET"]
+
+
+def our_comments(fake: FakeGitHub, login: str = "github-actions[bot]") -> list[Any]:
+    return [c for c in fake.comments(REPO, PR) if c.login == login]
+
+
+# -- create, edit, leave alone ----------------------------------------------------------------
+
+
+def test_first_run_creates_the_comment(fake: FakeGitHub, gha: RecordingGha, tmp_path: Path) -> None:
+    url = run(outcome(), make_env(tmp_path, fake), gha)
+
+    [comment] = fake.comments(REPO, PR)
+    assert comment.login == "github-actions[bot]"
+    assert url == f"{fake.server_url}/{REPO}/pull/{PR}#issuecomment-{comment.id}"
+    marker = parse_marker(comment.body)
+    assert marker is not None and marker.app == "my-pg"
+    assert "Plan: open `my-pg` to external connections" in comment.body
+    assert f"[workflow run]({fake.server_url}/{REPO}/actions/runs/100)" in comment.body
+    # The footer names the PR head, not the merge commit GITHUB_SHA points to.
+    assert "commit 1111111" in comment.body
+    assert writes(fake) == [("POST", f"/repos/{REPO}/issues/{PR}/comments")]
+    assert any("created on pull request #7" in m for m in gha.infos)
+    assert gha.warnings == []
+
+
+def test_rerun_with_a_new_result_edits_the_same_comment(
+    fake: FakeGitHub, gha: RecordingGha, tmp_path: Path
+) -> None:
+    first = run(outcome(status="plan"), make_env(tmp_path, fake, run_id="1"), gha)
+    fake.clear_requests()
+    second = run(outcome(status="applied"), make_env(tmp_path, fake, run_id="2"), gha)
+
+    [comment] = fake.comments(REPO, PR)
+    assert first == second
+    assert "Applied: `my-pg` is open" in comment.body
+    assert "/actions/runs/2)" in comment.body
+    assert writes(fake) == [("PATCH", f"/repos/{REPO}/issues/comments/{comment.id}")]
+
+
+def test_rerun_with_the_same_content_does_not_edit(
+    fake: FakeGitHub, gha: RecordingGha, tmp_path: Path
+) -> None:
+    first = run(outcome(), make_env(tmp_path, fake, run_id="1"), gha)
+    before = fake.comments(REPO, PR)[0]
+    fake.clear_requests()
+    # Another run id changes the footer only, which the digest does not cover.
+    second = run(outcome(), make_env(tmp_path, fake, run_id="2"), gha)
+
+    assert second == first
+    assert writes(fake) == []
+    assert fake.comments(REPO, PR)[0] == before
+    assert any("already up to date" in m for m in gha.infos)
+
+
+def test_a_run_that_changed_nothing_leaves_the_last_report(
+    fake: FakeGitHub, gha: RecordingGha, tmp_path: Path
+) -> None:
+    run(outcome(status="applied"), make_env(tmp_path, fake, run_id="1"), gha)
+    fake.clear_requests()
+    url = run(outcome(status="no-change"), make_env(tmp_path, fake, run_id="2"), gha)
+
+    [comment] = fake.comments(REPO, PR)
+    assert url.endswith(f"#issuecomment-{comment.id}")
+    assert "Applied:" in comment.body
+    assert writes(fake) == []
+    assert any("left as is" in m for m in gha.infos)
+
+
+def test_no_change_without_a_comment_creates_one(
+    fake: FakeGitHub, gha: RecordingGha, tmp_path: Path
+) -> None:
+    run(outcome(status="no-change"), make_env(tmp_path, fake), gha)
+    [comment] = fake.comments(REPO, PR)
+    assert "No change: `my-pg` is already open" in comment.body
+
+
+def test_two_apps_get_two_comments(fake: FakeGitHub, gha: RecordingGha, tmp_path: Path) -> None:
+    env = make_env(tmp_path, fake)
+    run(outcome(app="pg-eu"), env, gha)
+    run(outcome(app="pg-us"), env, gha)
+    run(outcome(app="pg-eu", status="applied"), env, gha)
+
+    comments = fake.comments(REPO, PR)
+    apps = [parse_marker(c.body).app for c in comments]  # type: ignore[union-attr]
+    assert apps == ["pg-eu", "pg-us"]
+    assert "Applied:" in comments[0].body
+    assert "Plan:" in comments[1].body
+
+
+def test_someone_elses_comment_with_our_marker_is_never_edited(
+    fake: FakeGitHub, gha: RecordingGha, tmp_path: Path
+) -> None:
+    quoted = comment_body(outcome(), commit=None, run_url=None)
+    foreign = fake.add_comment(REPO, PR, quoted, login="mallory")
+
+    run(outcome(status="applied"), make_env(tmp_path, fake), gha)
+
+    assert fake.comment(foreign.id).body == quoted
+    assert [c.login for c in fake.comments(REPO, PR)] == ["mallory", "github-actions[bot]"]
+    assert all(r.path != f"/repos/{REPO}/issues/comments/{foreign.id}" for r in fake.requests)
+
+
+def test_our_own_comment_quoting_the_marker_below_the_first_line_is_not_ours(
+    fake: FakeGitHub, gha: RecordingGha, tmp_path: Path
+) -> None:
+    quoting = "> earlier report:\n" + comment_body(outcome(), commit=None, run_url=None)
+    other = fake.add_comment(REPO, PR, quoting, login="github-actions[bot]")
+    run(outcome(), make_env(tmp_path, fake), gha)
+    assert fake.comment(other.id).body == quoting
+    assert len(fake.comments(REPO, PR)) == 2
+
+
+def test_comment_on_a_later_page_is_found(
+    fake: FakeGitHub, gha: RecordingGha, tmp_path: Path
+) -> None:
+    for i in range(130):
+        fake.add_comment(REPO, PR, f"review comment {i}", login="reviewer")
+    ours = fake.add_comment(
+        REPO, PR, comment_body(outcome(), commit=None, run_url=None), login="github-actions[bot]"
+    )
+    fake.clear_requests()
+
+    url = run(outcome(status="applied"), make_env(tmp_path, fake), gha)
+
+    assert url.endswith(f"#issuecomment-{ours.id}")
+    assert "Applied:" in fake.comment(ours.id).body
+    pages = [
+        r.query.get("page", "1") for r in fake.requests if r.path.endswith(f"/issues/{PR}/comments")
+    ]
+    assert pages == ["1", "2"]
+    assert writes(fake) == [("PATCH", f"/repos/{REPO}/issues/comments/{ours.id}")]
+
+
+def test_small_pages_are_all_read(fake: FakeGitHub, gha: RecordingGha, tmp_path: Path) -> None:
+    for i in range(7):
+        fake.add_comment(REPO, PR, f"note {i}", login="reviewer")
+    ours = fake.add_comment(
+        REPO, PR, comment_body(outcome(), commit=None, run_url=None), login="github-actions[bot]"
+    )
+    run(outcome(status="applied"), make_env(tmp_path, fake), gha, per_page=3)
+    assert "Applied:" in fake.comment(ours.id).body
+    assert len(fake.comments(REPO, PR)) == 8
+
+
+def test_a_token_that_may_read_user_matches_its_own_login(
+    tmp_path: Path, gha: RecordingGha
+) -> None:
+    with FakeGitHub(login="deploy-bot", token=TOKEN) as fake:
+        fake.add_pr(REPO, PR, head_sha=HEAD_SHA)
+        # Written by the Actions bot in another workflow: not this token's comment.
+        actions = fake.add_comment(
+            REPO,
+            PR,
+            comment_body(outcome(), commit=None, run_url=None),
+            login="github-actions[bot]",
+        )
+        run(outcome(status="applied"), make_env(tmp_path, fake), gha)
+
+        assert fake.comment(actions.id).body.count("Plan:") == 1
+        [mine] = our_comments(fake, login="deploy-bot")
+        assert "Applied:" in mine.body
+        assert ("GET", "/user") in [(r.method, r.path) for r in fake.requests]
+
+
+# -- push after merge ------------------------------------------------------------------------
+
+
+def test_push_after_merge_updates_the_pr_comment_to_applied(
+    tmp_path: Path, gha: RecordingGha
+) -> None:
+    with FakeGitHub(user_endpoint_forbidden=True, token=TOKEN) as fake:
+        fake.add_pr(REPO, 5, merge_commit_sha="3" * 40, merged=True)  # an older PR, not this one
+        fake.add_pr(REPO, PR, head_sha=HEAD_SHA)
+        run(outcome(status="plan"), make_env(tmp_path, fake, run_id="1"), gha)
+        fake.add_pr(REPO, PR, head_sha=HEAD_SHA, merge_commit_sha=MERGE_SHA, merged=True)
+        fake.clear_requests()
+
+        url = run(
+            outcome(status="applied"),
+            make_env(
+                tmp_path,
+                fake,
+                event="push",
+                payload={"after": MERGE_SHA},
+                sha=MERGE_SHA,
+                run_id="2",
+            ),
+            gha,
+        )
+
+        [comment] = fake.comments(REPO, PR)
+        assert url.endswith(f"#issuecomment-{comment.id}")
+        assert "Applied: `my-pg` is open" in comment.body
+        assert "commit 2222222" in comment.body
+        assert (
+            "GET",
+            f"/repos/{REPO}/commits/{MERGE_SHA}/pulls",
+        ) in [(r.method, r.path) for r in fake.requests]
+        assert writes(fake) == [("PATCH", f"/repos/{REPO}/issues/comments/{comment.id}")]
+
+
+def test_push_never_creates_a_comment(fake: FakeGitHub, gha: RecordingGha, tmp_path: Path) -> None:
+    fake.add_pr(REPO, PR, head_sha=HEAD_SHA, merge_commit_sha=MERGE_SHA, merged=True)
+    url = run(
+        outcome(status="applied"),
+        make_env(tmp_path, fake, event="push", payload={}, sha=MERGE_SHA),
+        gha,
+    )
+    assert url == ""
+    assert fake.comments(REPO, PR) == []
+    assert writes(fake) == []
+    assert any("does not start one" in m for m in gha.infos)
+
+
+def test_push_of_a_commit_without_a_merged_pr(
+    fake: FakeGitHub, gha: RecordingGha, tmp_path: Path
+) -> None:
+    url = run(
+        outcome(status="applied"),
+        make_env(tmp_path, fake, event="push", payload={}, sha="4" * 40),
+        gha,
+    )
+    assert url == ""
+    assert writes(fake) == []
+    assert any("no merged pull request" in m for m in gha.infos)
+    assert gha.warnings == []
+
+
+def test_push_prefers_the_pr_whose_merge_commit_is_the_sha(
+    fake: FakeGitHub, gha: RecordingGha, tmp_path: Path
+) -> None:
+    # PR 6 is still open and contains the commit as its head; PR 8 merged it.
+    fake.add_pr(REPO, 6, head_sha=MERGE_SHA)
+    fake.add_pr(REPO, 8, merge_commit_sha=MERGE_SHA, merged=True)
+    ours = fake.add_comment(
+        REPO, 8, comment_body(outcome(), commit=None, run_url=None), "github-actions[bot]"
+    )
+    run(
+        outcome(status="applied"),
+        make_env(tmp_path, fake, event="push", payload={}, sha=MERGE_SHA),
+        gha,
+    )
+    assert "Applied:" in fake.comment(ours.id).body
+
+
+# -- permissions and errors ------------------------------------------------------------------
+
+
+def test_forbidden_write_is_a_warning_with_the_fix(
+    fake: FakeGitHub, gha: RecordingGha, tmp_path: Path
+) -> None:
+    fake.forbid_writes()
+    url = run(outcome(), make_env(tmp_path, fake), gha)
+
+    assert url == ""
+    [warning] = gha.warnings
+    assert "403" in warning
+    assert "Resource not accessible by integration" in warning
+    assert "permissions: pull-requests: write" in warning
+    assert "step's result is unchanged" in warning
+    assert "fork" not in warning
+    assert "Plan:" in gha.summary  # the report still reached the job summary
+
+
+def test_fork_pr_warning_points_to_the_workflow_run_pattern(
+    fake: FakeGitHub, gha: RecordingGha, tmp_path: Path
+) -> None:
+    fake.forbid_writes()
+    env = make_env(tmp_path, fake, payload=pr_payload(head_repo="someone/db"))
+    assert run(outcome(), env, gha) == ""
+    [warning] = gha.warnings
+    assert "fork someone/db" in warning
+    assert "workflow_run" in warning
+    assert "https://" in warning
+
+
+def test_forbidden_edit_is_a_warning_too(
+    fake: FakeGitHub, gha: RecordingGha, tmp_path: Path
+) -> None:
+    run(outcome(), make_env(tmp_path, fake), gha)
+    fake.forbid_writes()
+    assert run(outcome(status="applied"), make_env(tmp_path, fake), gha) == ""
+    [warning] = gha.warnings
+    assert "could not edit the comment of app my-pg on pull request #7" in warning
+    assert "pull-requests: write" in warning
+
+
+def test_pr_that_cannot_be_read_is_a_warning(gha: RecordingGha, tmp_path: Path) -> None:
+    with FakeGitHub(user_endpoint_forbidden=True) as fake:
+        fake.add_repo(REPO)  # no PR 7
+        assert run(outcome(), make_env(tmp_path, fake), gha) == ""
+        [warning] = gha.warnings
+        assert "could not read the comments of pull request #7" in warning
+        assert "404" in warning
+
+
+def test_server_error_is_a_warning_not_a_crash(
+    fake: FakeGitHub, gha: RecordingGha, tmp_path: Path
+) -> None:
+    fake.fail_next("GET", rf"/repos/{REPO}/issues/{PR}/comments", status=502, message="Bad Gateway")
+    assert run(outcome(), make_env(tmp_path, fake), gha) == ""
+    [warning] = gha.warnings
+    assert "502" in warning
+    assert "step's result is unchanged" in warning
+    assert fake.comments(REPO, PR) == []
+
+
+def test_bad_token_is_a_warning(fake: FakeGitHub, gha: RecordingGha, tmp_path: Path) -> None:
+    assert run(outcome(), make_env(tmp_path, fake), gha, token="ghs_wrong_token_value") == ""
+    [warning] = gha.warnings
+    assert "401" in warning
+    assert "github-token" in warning
+    assert "ghs_wrong_token_value" not in warning
+
+
+def test_unreachable_api_is_a_warning(gha: RecordingGha, tmp_path: Path) -> None:
+    fake = FakeGitHub().start()
+    env = make_env(tmp_path, fake)
+    fake.stop()  # nothing listens on that port any more
+    assert run(outcome(), env, gha) == ""
+    [warning] = gha.warnings
+    assert "could not" in warning
+    assert "job summary" in warning
+
+
+# -- size limit ------------------------------------------------------------------------------
+
+
+def test_oversized_report_is_cut_for_the_comment_and_kept_whole_in_the_summary(
+    fake: FakeGitHub, gha: RecordingGha, tmp_path: Path
+) -> None:
+    diff = "--- a\n+++ b\n" + "".join(f"+line_{i:06d} = {'x' * 40}\n" for i in range(5000))
+    assert len(diff) > GITHUB_COMMENT_LIMIT * 3
+
+    url = run(outcome(config_diff=diff), make_env(tmp_path, fake), gha)
+
+    assert url
+    [comment] = fake.comments(REPO, PR)
+    assert len(comment.body) <= GITHUB_COMMENT_LIMIT
+    assert "✂️ The diff is cut after line" in comment.body
+    assert "job summary" in comment.body
+    assert "+line_004999" not in comment.body
+    assert "+line_004999" in gha.summary
+    assert "✂️" not in gha.summary
+
+
+def test_fake_rejects_a_body_over_the_limit_like_github(fake: FakeGitHub) -> None:
+    from github import Auth, Github, GithubException
+
+    gh = Github(auth=Auth.Token(TOKEN), base_url=fake.base_url, lazy=True, retry=None)
+    with pytest.raises(GithubException) as err:
+        gh.get_repo(REPO).get_issue(PR).create_comment("x" * (GITHUB_COMMENT_LIMIT + 1))
+    assert err.value.status == 422
+    assert "Body is too long (maximum is 65536 characters)" in json.dumps(err.value.data)
+
+
+# -- when there is no comment ----------------------------------------------------------------
+
+
+def test_no_pr_number_means_no_comment_and_one_info_line(
+    fake: FakeGitHub, gha: RecordingGha, tmp_path: Path
+) -> None:
+    env = make_env(tmp_path, fake, payload={"action": "opened"})
+    assert run(outcome(), env, gha) == ""
+    assert fake.requests == []
+    assert len(gha.infos) == 1
+    assert "no pull request number" in gha.infos[0]
+    assert "Plan:" in gha.summary
+
+
+@pytest.mark.parametrize("event", ["workflow_dispatch", "schedule"])
+def test_other_events_write_the_summary_only(
+    fake: FakeGitHub, gha: RecordingGha, tmp_path: Path, event: str
+) -> None:
+    assert run(outcome(), make_env(tmp_path, fake, event=event, payload={}), gha) == ""
+    assert fake.requests == []
+    assert "Plan: open `my-pg`" in gha.summary
+    assert len(gha.infos) == 1
+    assert event in gha.infos[0]
+
+
+def test_pr_comment_false_writes_the_summary_only(
+    fake: FakeGitHub, gha: RecordingGha, tmp_path: Path
+) -> None:
+    assert run(outcome(), make_env(tmp_path, fake), gha, pr_comment=False) == ""
+    assert fake.requests == []
+    assert fake.comments(REPO, PR) == []
+    assert "Plan: open `my-pg`" in gha.summary
+
+
+def test_summary_is_written_on_every_path(
+    fake: FakeGitHub, gha: RecordingGha, tmp_path: Path
+) -> None:
+    fake.forbid_writes()
+    run(outcome(app="a1"), make_env(tmp_path, fake), gha)  # 403
+    run(outcome(app="a2"), make_env(tmp_path, fake, event="push", payload={}), gha)  # no PR
+    run(outcome(app="a3"), make_env(tmp_path, fake), gha, pr_comment=False)
+    assert all(f"`{app}`" in gha.summary for app in ("a1", "a2", "a3"))
+
+
+def test_pull_request_target_comments_too(
+    fake: FakeGitHub, gha: RecordingGha, tmp_path: Path
+) -> None:
+    assert run(outcome(), make_env(tmp_path, fake, event="pull_request_target"), gha)
+    assert len(fake.comments(REPO, PR)) == 1
+
+
+# -- redaction -------------------------------------------------------------------------------
+
+
+def secret_spellings(secret: str) -> set[str]:
+    raw = secret.encode()
+    forms = {
+        secret,
+        quote(secret, safe=""),
+        quote(secret, safe="").lower(),
+        quote_plus(secret),
+        base64.b64encode(raw).decode(),
+        base64.b64encode(raw).decode().rstrip("="),
+        base64.urlsafe_b64encode(raw).decode(),
+        base64.urlsafe_b64encode(raw).decode().rstrip("="),
+    }
+    return forms
+
+
+def test_token_password_and_url_never_reach_the_comment_or_summary(
+    fake: FakeGitHub, gha: RecordingGha, tmp_path: Path
+) -> None:
+    secrets = [TOKEN, PASSWORD, FULL_URL]
+    leaks = [f"{form}" for s in secrets for form in sorted(secret_spellings(s))]
+    noisy = outcome(
+        status="failed",
+        warnings=[f"flyctl printed: {leak}" for leak in leaks],
+        error="connect failed: " + " | ".join(leaks),
+        config_diff="--- a\n+++ b\n" + "".join(f"+# {leak}\n" for leak in leaks),
+        redacted_url=FULL_URL,  # even a wrongly unredacted URL must not get through
+    )
+    run(noisy, make_env(tmp_path, fake), gha, redactor=Redactor(secrets))
+
+    [comment] = fake.comments(REPO, PR)
+    for text in (comment.body, gha.summary):
+        for s in secrets:
+            for form in secret_spellings(s):
+                assert form not in text, f"{form!r} leaked"
+        assert "***" in text
+    # The requests themselves carried the token only in the Authorization header.
+    for r in fake.requests:
+        assert TOKEN not in json.dumps(r.body)
+
+
+def test_warnings_are_redacted(gha: RecordingGha, tmp_path: Path) -> None:
+    with FakeGitHub(user_endpoint_forbidden=True) as fake:
+        fake.add_pr(REPO, PR)
+        fake.fail_next(
+            "POST", rf"/repos/{REPO}/issues/{PR}/comments", status=403, message=f"nope {PASSWORD}"
+        )
+        run(outcome(), make_env(tmp_path, fake), gha, redactor=Redactor([TOKEN, PASSWORD]))
+    [warning] = gha.warnings
+    assert PASSWORD not in warning
+    assert "nope ***" in warning
+
+
+# -- GitHub Enterprise Server ----------------------------------------------------------------
+
+
+def test_ghes_api_prefix(gha: RecordingGha, tmp_path: Path) -> None:
+    with FakeGitHub(user_endpoint_forbidden=True, api_prefix="/api/v3", token=TOKEN) as fake:
+        fake.add_pr(REPO, PR, head_sha=HEAD_SHA)
+        env = make_env(tmp_path, fake)
+        assert env["GITHUB_API_URL"].endswith("/api/v3")
+        url = run(outcome(), env, gha)
+        run(outcome(status="applied"), env, gha)
+
+        [comment] = fake.comments(REPO, PR)
+        assert url.endswith(f"#issuecomment-{comment.id}")
+        assert "Applied:" in comment.body
+        assert fake.requests
+        assert all(r.path.startswith("/api/v3/") for r in fake.requests)
+
+
+# -- the real workflow-command implementation fits -------------------------------------------
+
+
+def test_publish_works_with_the_real_actions_writer(fake: FakeGitHub, tmp_path: Path) -> None:
+    from fly_pg_external.gha import Actions
+
+    env = make_env(tmp_path, fake)
+    out = io.StringIO()
+    redactor = Redactor([TOKEN])
+    actions = Actions(env=env, out=out, redactor=redactor)
+    fake.forbid_writes()
+
+    url = publish(
+        outcome(),
+        token=TOKEN,
+        pr_comment=True,
+        env=env,
+        gha=actions,
+        redactor=redactor,
+        tuning=ClientTuning.fast(),
+    )
+
+    assert url == ""
+    assert "::warning::PR comment: could not comment on pull request #7" in out.getvalue()
+    assert "Plan: open `my-pg`" in (tmp_path / "summary.md").read_text(encoding="utf-8")

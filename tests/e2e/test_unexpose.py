@@ -1,0 +1,88 @@
+"""Closing the exposure again (`mode: unexpose`) and reading the URL in a later job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flysim import Simulator
+
+from action_run import run_inprocess, run_subprocess
+
+
+@pytest.fixture
+def exposed(flysim: Any, tmp_path: Path) -> Simulator:
+    sim: Simulator = flysim(apps={"my-db": {"machines": 2}})
+    first = run_inprocess(sim, tmp_path / "expose", {"app": "my-db"})
+    assert first.code == 0, first.log
+    sim.clear_requests()
+    return sim
+
+
+def releases(sim: Simulator) -> list[str]:
+    return [
+        r.graphql_variables["input"]["ip"]
+        for r in sim.requests
+        if "releaseIpAddress" in r.graphql_fields
+    ]
+
+
+def test_unexpose_releases_public_ips_but_never_flycast(exposed: Simulator, tmp_path: Path) -> None:
+    app = exposed.app("my-db")
+    public = {ip.address for ip in app.ips if ip.type in ("v4", "v6")}
+    result = run_subprocess(
+        exposed, tmp_path, {"app": "my-db", "mode": "unexpose", "verify": "true"}
+    )
+    assert result.code == 0, result.log
+    assert set(releases(exposed)) == public
+    assert [ip.type for ip in exposed.app("my-db").ips] == ["private_v6"]
+    out = result.outputs
+    assert (out["changed"], out["ipv4"], out["ipv6"], out["database-url"]) == ("true", "", "", "")
+    assert "no longer accepts connections" in result.stdout
+    # machines and their services are left alone: no lease, no update
+    assert not [r for r in exposed.requests if r.api == "rest" and r.method != "GET"]
+
+
+def test_unexpose_is_idempotent(exposed: Simulator, tmp_path: Path) -> None:
+    run_inprocess(exposed, tmp_path / "1", {"app": "my-db", "mode": "unexpose"})
+    exposed.clear_requests()
+    again = run_subprocess(exposed, tmp_path / "2", {"app": "my-db", "mode": "unexpose"})
+    assert again.code == 0
+    assert again.outputs["changed"] == "false"
+    assert exposed.mutating_requests() == []
+
+
+def test_unexpose_only_the_requested_family_and_dry_run(exposed: Simulator, tmp_path: Path) -> None:
+    dry = run_subprocess(
+        exposed,
+        tmp_path / "dry",
+        {"app": "my-db", "mode": "unexpose", "dry-run": "true", "ip-versions": "v4"},
+    )
+    assert dry.code == 0
+    assert dry.outputs["changed"] == "true" and dry.outputs["ipv4"]
+    assert exposed.mutating_requests() == []
+    assert "would release v4" in dry.stdout
+    real = run_subprocess(
+        exposed, tmp_path / "real", {"app": "my-db", "mode": "unexpose", "ip-versions": "v4"}
+    )
+    assert real.outputs["ipv4"] == "" and real.outputs["ipv6"] != ""
+    assert {ip.type for ip in exposed.app("my-db").ips} == {"private_v6", "v6"}
+
+
+def test_plan_on_exposed_app_is_a_cheap_read_that_sets_the_url(
+    exposed: Simulator, tmp_path: Path
+) -> None:
+    url = "postgres://u:pw-123456@my-db.flycast:5432/db?sslmode=disable"
+    result = run_subprocess(
+        exposed, tmp_path, {"app": "my-db", "mode": "plan", "database-url": url}
+    )
+    assert result.code == 0
+    assert (
+        result.outputs["database-url"]
+        == "postgres://u:pw-123456@my-db.fly.dev:5432/db?sslmode=require"
+    )
+    assert result.outputs["changed"] == "false"
+    assert len(exposed.requests) == 2 and exposed.mutating_requests() == []
+    assert (result.outputs["user"], result.outputs["database"]) == ("u", "db")

@@ -1,0 +1,92 @@
+"""The emitted URL works through a real pg_tls proxy, and no secret leaks anywhere."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import psycopg
+import pytest
+
+from flysim import Simulator
+
+from action_run import TOKEN, run_subprocess
+
+USER, PASSWORD, DB = "app_user", "s3cr3t/p@ss:w0rd", "app_db"
+INTERNAL = f"postgres://{USER}:{quote(PASSWORD, safe='')}@my-db.flycast:5432/{DB}?sslmode=disable"
+
+
+def secret_forms() -> list[str]:
+    forms = []
+    for s in (TOKEN, PASSWORD):
+        forms += [s, quote(s, safe=""), base64.b64encode(s.encode()).decode().rstrip("=")]
+    return forms
+
+
+@pytest.fixture
+def pg_sim(flysim: Any, pg_server: Any) -> Simulator:
+    pg_server.create_database(USER, PASSWORD, DB)
+    sim: Simulator = flysim(apps={"my-db": {"machines": 2, "legacy": True}}, postgres=True)
+    return sim
+
+
+def test_emitted_url_connects_through_pg_tls_and_nothing_leaks(
+    pg_sim: Simulator, tmp_path: Path
+) -> None:
+    result = run_subprocess(
+        pg_sim,
+        tmp_path,
+        {
+            "app": "my-db",
+            "database-url": INTERNAL,
+            "host": "localhost",
+            "verify": "true",
+            "ip-versions": "v4 v6",
+        },
+    )
+    assert result.code == 0, result.log
+    url = result.outputs["database-url"]
+    assert url == (
+        f"postgres://{USER}:{quote(PASSWORD, safe='')}@localhost:5432/{DB}?sslmode=require"
+    )
+    assert result.outputs["database"] == DB and result.outputs["user"] == USER
+    # the log proves the login through every public address and the host
+    assert f"✓ {result.outputs['ipv4']}:5432 answers pg_tls" in result.stdout
+    assert "logged in, PostgreSQL 15" in result.stdout
+    with psycopg.connect(url, connect_timeout=10) as conn:
+        assert conn.pgconn.ssl_in_use
+        assert conn.execute("SELECT current_user").fetchone() == (USER,)
+
+    # masks come first, before anything else is printed
+    lines = result.stdout.splitlines()
+    masks = [i for i, line in enumerate(lines) if line.startswith("::add-mask::")]
+    assert masks == list(range(len(masks))) and len(masks) >= 3
+    assert f"::add-mask::{url}" in lines
+    # ...and no secret appears elsewhere: log (beyond masks), summary, files, other outputs
+    texts = ["\n".join(lines[len(masks) :]), result.stderr, result.summary, *result.files.values()]
+    texts += [v for k, v in result.outputs.items() if k != "database-url"]
+    for text in texts:
+        for form in secret_forms():
+            assert form not in text
+    assert "postgres://app_user:***@localhost:5432/app_db?sslmode=require" in result.stdout
+
+
+def test_plaintext_client_is_refused_and_wrong_password_fails_verification(
+    pg_sim: Simulator, tmp_path: Path
+) -> None:
+    wrong = INTERNAL.replace("s3cr3t", "wrong")
+    result = run_subprocess(
+        pg_sim,
+        tmp_path,
+        {"app": "my-db", "database-url": wrong, "host": "localhost", "verify": "true"},
+    )
+    assert result.code == 1
+    assert any("login refused" in e for e in result.errors()), result.log
+    assert result.outputs["database-url"] == ""
+    ipv4 = result.outputs["ipv4"]
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(
+            f"postgres://{USER}:x@{ipv4}:5432/{DB}?sslmode=disable", connect_timeout=5
+        ).close()

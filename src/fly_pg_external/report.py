@@ -267,10 +267,7 @@ def _lead(outcome: Outcome) -> str | None:
     if outcome.status == "no-change":
         return "Everything was already in place: this run changed nothing."
     if outcome.status == "failed":
-        return (
-            "The run stopped on an error. The table shows what was done before it stopped; "
-            "machines that failed their update were rolled back to their previous configuration."
-        )
+        return "The run stopped on an error; the tables below show how far it got."
     return None
 
 
@@ -417,9 +414,8 @@ def _warnings(outcome: Outcome) -> list[str]:
         restarted = [m for m in restart if m.result in ("updated", "rolled-back", "failed")]
         if restarted:
             out.append(
-                f"**Restarts:** {_plural(len(restarted), 'Postgres machine')} "
-                f"{'was' if len(restarted) == 1 else 'were'} restarted, one at a time, primary "
-                "last; their clients had to reconnect."
+                f"**Restarts:** this run restarted {_plural(len(restarted), 'Postgres machine')}, "
+                "one at a time, primary last; clients connected to them had to reconnect."
             )
     for w in outcome.warnings:
         out.append(_escape(" ".join(_clip(w, _MAX_WARNING_CHARS).splitlines())))
@@ -545,9 +541,12 @@ def _connection_section(outcome: Outcome) -> str:
         return ""
     if outcome.mode == "unexpose" and outcome.status != "failed":
         return ""
-    when = "after apply, " if outcome.status == "plan" else ""
+    when = {
+        "plan": "after apply, password hidden",
+        "failed": "password hidden; the run failed, so it may not accept connections yet",
+    }.get(outcome.status, "password hidden")
     url = inline_code(_hide_password(outcome.redacted_url))
-    return f"**External connection string** ({when}password hidden): {url}"
+    return f"**External connection string** ({when}): {url}"
 
 
 def _error_section(outcome: Outcome) -> str:

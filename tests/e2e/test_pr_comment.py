@@ -671,3 +671,20 @@ def test_publish_works_with_the_real_actions_writer(fake: FakeGitHub, tmp_path: 
     assert url == ""
     assert "::warning::PR comment: could not comment on pull request #7" in out.getvalue()
     assert "Plan: open `my-pg`" in (tmp_path / "summary.md").read_text(encoding="utf-8")
+
+
+def test_summary_over_the_runner_limit_is_cut_with_a_notice(
+    fake: FakeGitHub, gha: RecordingGha, tmp_path: Path
+) -> None:
+    from fly_pg_external.github import SUMMARY_MAX_BYTES
+
+    # Multi-byte characters: the runner's limit is in bytes, not characters.
+    diff = "--- a\n+++ b\n" + "".join(f"+é_{i:07d} = {'ü' * 60}\n" for i in range(12_000))
+    assert len(diff.encode()) > 1024 * 1024
+
+    run(outcome(config_diff=diff), make_env(tmp_path, fake), gha, pr_comment=False)
+
+    assert len(gha.summary.encode()) <= SUMMARY_MAX_BYTES + 1
+    assert "✂️ The diff is cut after line" in gha.summary
+    assert "holds at most 1 MiB" in gha.summary
+    assert gha.summary.rstrip().endswith("</sub>")

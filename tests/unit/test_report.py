@@ -16,8 +16,8 @@ from fly_pg_external.report import (
     inline_code,
     parse_marker,
     render_content,
-    render_marker,
     render_markdown,
+    render_marker,
 )
 
 IMG = "flyio/postgres-flex:16.4"
@@ -134,7 +134,9 @@ def test_rollout_table_keeps_the_primary_last() -> None:
 
 def test_image_change_shows_both_images() -> None:
     text = render_markdown(
-        plan_outcome(machines=machines(image_after="flyio/postgres-flex:16.6")), commit=SHA, run_url=RUN
+        plan_outcome(machines=machines(image_after="flyio/postgres-flex:16.6")),
+        commit=SHA,
+        run_url=RUN,
     )
     row = table_row(text, "Image")
     assert "`flyio/postgres-flex:16.4`" in row
@@ -176,7 +178,9 @@ def test_failed_run_shows_the_error_and_what_was_reached() -> None:
         replace(machines()[0], result="updated"),
         replace(machines()[1], result="rolled-back"),
     ]
-    outcome = plan_outcome(mode="expose", status="failed", machines=ms, error="health check timed out")
+    outcome = plan_outcome(
+        mode="expose", status="failed", machines=ms, error="health check timed out"
+    )
     text = render_markdown(outcome, commit=SHA, run_url=RUN)
     assert "**Error**" in text
     assert "health check timed out" in text
@@ -336,7 +340,9 @@ def huge_diff(lines: int = 20_000) -> str:
 
 def test_long_diff_is_cut_with_a_notice_to_fit_max_chars() -> None:
     outcome = plan_outcome(config_diff=huge_diff())
-    text = render_markdown(outcome, commit=SHA, run_url=RUN, max_chars=10_000, truncation_note="See X.")
+    text = render_markdown(
+        outcome, commit=SHA, run_url=RUN, max_chars=10_000, truncation_note="See X."
+    )
     assert len(text) <= 10_000
     assert "✂️ The diff is cut after line" in text
     assert "See X." in text

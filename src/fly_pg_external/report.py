@@ -262,7 +262,11 @@ def _title(outcome: Outcome) -> str:
 
 def _lead(outcome: Outcome) -> str | None:
     if outcome.status == "plan":
-        hint = " A run with `mode: expose` applies it." if outcome.mode == "plan" else ""
+        hint = (
+            " A run with `mode: expose` applies it."
+            if outcome.mode == "plan"
+            else " A run without `dry-run: true` applies it."
+        )
         return f"This is a plan: nothing was changed on Fly.io.{hint}"
     if outcome.status == "no-change":
         return "Everything was already in place: this run changed nothing."

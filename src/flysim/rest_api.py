@@ -1,0 +1,361 @@
+"""The Machines API ("flaps") routes under ``/v1``."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+from flysim import _ids, models
+from flysim.models import Lease
+from flysim.requestlog import RequestRecord
+from flysim.simulator import ApiError
+
+if TYPE_CHECKING:
+    from flysim.simulator import Simulator
+
+NONCE_HEADER = "fly-machine-lease-nonce"
+MAX_WAIT_TIMEOUT = 60  # fly-go clamps to this because of a proxy limit (fly-api.md §3.5)
+DEFAULT_LEASE_TTL = 30  # UNCONFIRMED: clients always send one; this only covers a bare POST
+
+
+@dataclass
+class Request:
+    record: RequestRecord
+    query: dict[str, list[str]]
+    body: Any  # parsed JSON or None
+    nonce: str | None
+    params: dict[str, str] = field(default_factory=dict)
+
+    def flag(self, name: str) -> bool:
+        return (self.query.get(name) or [""])[-1].lower() in {"1", "true", "yes"}
+
+    def last(self, name: str) -> str | None:
+        values = self.query.get(name)
+        return values[-1] if values else None
+
+
+@dataclass
+class Response:
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+Handler = Callable[["Simulator", Request], Response]
+
+_ROUTES: list[tuple[re.Pattern[str], dict[str, Handler]]] = []
+
+
+def route(pattern: str, method: str) -> Callable[[Handler], Handler]:
+    compiled = re.compile(f"^{pattern}$")
+
+    def register(fn: Handler) -> Handler:
+        for existing, methods in _ROUTES:
+            if existing.pattern == compiled.pattern:
+                methods[method] = fn
+                return fn
+        _ROUTES.append((compiled, {method: fn}))
+        return fn
+
+    return register
+
+
+def dispatch(sim: Simulator, request: Request) -> Response:
+    path = request.record.path
+    for pattern, methods in _ROUTES:
+        match = pattern.match(path)
+        if match is None:
+            continue
+        handler = methods.get(request.record.method)
+        if handler is None:
+            return Response(405, {"error": f"method {request.record.method} not allowed"})
+        request.params = {k: unquote(v) for k, v in match.groupdict().items()}
+        try:
+            return handler(sim, request)
+        except ApiError as exc:
+            return Response(exc.status, {"error": exc.message})
+    return Response(404, {"error": "not found"})
+
+
+_APP = r"/v1/apps/(?P<app>[^/]+)"
+_MACHINE = _APP + r"/machines/(?P<id>[^/]+)"
+
+
+# ----------------------------------------------------------------------------------------- apps
+@route(_APP, "GET")
+def get_app(sim: Simulator, req: Request) -> Response:
+    with sim._lock:
+        app = sim._require_app(req.params["app"])
+        return Response(
+            200,
+            {
+                "id": app.name,
+                "name": app.name,
+                "internal_numeric_id": app.internal_numeric_id,
+                "network": "default",
+                "status": "deployed" if app.machines else "pending",
+                "machine_count": len(app.machines),
+                "volume_count": len(app.machines) if app.is_postgres else 0,
+                "organization": {
+                    "name": app.org_slug,
+                    "slug": app.org_slug,
+                    "internal_numeric_id": app.internal_numeric_id * 7,
+                },
+                "cname_target": None,
+                "app_role": app.app_role,
+            },
+        )
+
+
+# ------------------------------------------------------------------------------------- machines
+@route(_APP + "/machines", "GET")
+def list_machines(sim: Simulator, req: Request) -> Response:
+    # `summary` is accepted and ignored: the full objects are a superset of the summary.
+    states = {s for v in req.query.get("state", []) for s in v.split(",") if s}
+    region = req.last("region")
+    metadata = {
+        key.removeprefix("metadata."): values[-1]
+        for key, values in req.query.items()
+        if key.startswith("metadata.")
+    }
+    include_deleted = req.flag("include_deleted")
+    include_leases = req.flag("include_leases")
+    with sim._lock:
+        app = sim._require_app(req.params["app"])
+        result = []
+        for machine in app.machines:
+            if machine.state == "destroyed" and not include_deleted:
+                continue
+            if states and machine.state not in states:
+                continue
+            if region and machine.region != region:
+                continue
+            meta = machine.config.get("metadata") or {}
+            if any(meta.get(k) != v for k, v in metadata.items()):
+                continue
+            result.append(machine.to_json(include_lease=include_leases))
+        return Response(200, result)
+
+
+@route(_MACHINE, "GET")
+def get_machine(sim: Simulator, req: Request) -> Response:
+    with sim._lock:
+        machine = sim._require_machine(sim._require_app(req.params["app"]), req.params["id"])
+        return Response(200, machine.to_json(include_lease=req.flag("include_leases")))
+
+
+@route(_MACHINE, "POST")
+def update_machine(sim: Simulator, req: Request) -> Response:
+    with sim._lock:
+        app = sim._require_app(req.params["app"])
+        machine = sim._require_machine(app, req.params["id"])
+        return Response(200, sim._update_machine(app, machine, req.body, req.nonce))
+
+
+# --------------------------------------------------------------------------------------- leases
+@route(_MACHINE + "/lease", "POST")
+def acquire_lease(sim: Simulator, req: Request) -> Response:
+    ttl_text = req.last("ttl")
+    description = ""
+    if isinstance(req.body, dict):
+        if ttl_text is None and req.body.get("ttl") is not None:
+            ttl_text = str(req.body["ttl"])
+        description = str(req.body.get("description") or "")
+    elif req.body is not None:
+        raise ApiError(400, "request body must be a JSON object")
+    ttl = DEFAULT_LEASE_TTL if ttl_text is None else _positive_int(ttl_text, "ttl")
+    with sim._lock:
+        machine = sim._require_machine(sim._require_app(req.params["app"]), req.params["id"])
+        now = time.time()
+        lease = machine.active_lease(now)
+        if lease is not None:
+            if req.nonce != lease.nonce:
+                raise ApiError(409, _held_by(machine.id, lease))
+            # A refresh keeps the nonce (flyctl errors out if it changes) and moves the expiry.
+            lease.expires_at = now + ttl
+            lease.version = machine.instance_id
+            return Response(201, lease.envelope())
+        if req.nonce:
+            # UNCONFIRMED: refreshing a lease that already expired. Strict: it is gone.
+            raise ApiError(409, f"machine ID {machine.id} lease not found or expired")
+        machine.lease = Lease(
+            nonce=_ids.lease_nonce(),
+            owner=sim.lease_owner,
+            description=description,
+            expires_at=now + ttl,
+            version=machine.instance_id,
+        )
+        return Response(201, machine.lease.envelope())
+
+
+@route(_MACHINE + "/lease", "GET")
+def get_lease(sim: Simulator, req: Request) -> Response:
+    with sim._lock:
+        machine = sim._require_machine(sim._require_app(req.params["app"]), req.params["id"])
+        lease = machine.active_lease()
+        if lease is None:
+            raise ApiError(404, f"machine ID {machine.id} lease not found")
+        return Response(200, lease.envelope())
+
+
+@route(_MACHINE + "/lease", "DELETE")
+def release_lease(sim: Simulator, req: Request) -> Response:
+    with sim._lock:
+        machine = sim._require_machine(sim._require_app(req.params["app"]), req.params["id"])
+        lease = machine.active_lease()
+        if lease is None:
+            raise ApiError(404, f"machine ID {machine.id} lease not found")
+        if not req.nonce:
+            raise ApiError(400, f"the {NONCE_HEADER} header is required to release a lease")
+        if req.nonce != lease.nonce:
+            raise ApiError(409, _held_by(machine.id, lease))
+        machine.lease = None
+        return Response(200, {"status": "success", "data": {"ok": True}})
+
+
+# ----------------------------------------------------------------------------------------- wait
+@route(_MACHINE + "/wait", "GET")
+def wait(sim: Simulator, req: Request) -> Response:
+    states = [s for v in req.query.get("state", []) for s in v.split(",") if s] or ["started"]
+    unknown = [s for s in states if s not in models.WAITABLE_STATES]
+    if unknown:
+        raise ApiError(400, f"invalid state {unknown[0]!r}")
+    timeout_text = req.last("timeout")
+    timeout = MAX_WAIT_TIMEOUT if timeout_text is None else _positive_int(timeout_text, "timeout")
+    if timeout > MAX_WAIT_TIMEOUT:
+        raise ApiError(400, f"timeout must be at most {MAX_WAIT_TIMEOUT} seconds")
+    version, instance_id = req.last("version"), req.last("instance_id")
+    if version and instance_id and version != instance_id:
+        raise ApiError(400, "version and instance_id disagree")
+    version = version or instance_id or None
+    wanted = ",".join(states)
+
+    with sim._lock:
+        app = sim._require_app(req.params["app"])
+        machine = sim._require_machine(app, req.params["id"])
+        if version and version != machine.instance_id and version not in machine.previous_versions:
+            raise ApiError(404, f"machine {machine.id} has no version {version}")
+
+    fault = sim.faults.take_wait_timeout(req.record)
+    if fault is not None:
+        req.record.fault = fault.label
+        time.sleep(fault.seconds)
+        with sim._lock:
+            return _deadline(wanted, machine.state)
+
+    def current_state() -> str:
+        # An older version was replaced by the update; it will never be started again.
+        if version and version != machine.instance_id:
+            return "replaced"
+        return machine.state
+
+    def reached(state: str) -> bool:
+        return any(
+            state == want or (want == "settled" and state not in models.TRANSIENT_STATES)
+            for want in states
+        )
+
+    deadline = time.monotonic() + timeout
+    with sim._changed:
+        while True:
+            if sim._stopped:
+                return Response(503, {"error": "the simulator is shutting down"})
+            state = current_state()
+            if reached(state):
+                body = {
+                    "ok": True,
+                    "state": state,
+                    "version": version or machine.instance_id,
+                    "event_id": machine.events[0]["id"] if machine.events else None,
+                }
+                return Response(200, body)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return _deadline(wanted, state)
+            sim._changed.wait(remaining)
+
+
+def _deadline(wanted: str, state: str) -> Response:
+    message = f"deadline_exceeded: machine failed to reach desired state, {wanted}, currently {state}"
+    return Response(408, {"error": message})
+
+
+# -------------------------------------------------------------------------------- ip_assignments
+@route(_APP + "/ip_assignments", "GET")
+def list_ips(sim: Simulator, req: Request) -> Response:
+    with sim._lock:
+        app = sim._require_app(req.params["app"])
+        ips = [ip.to_assignment() for ip in app.ips]
+        if app.shared_ip is not None:
+            # UNCONFIRMED: the region Fly reports for a shared v4 here; `shared` is confirmed.
+            ips.append(
+                {
+                    "ip": app.shared_ip,
+                    "region": "",
+                    "service_name": "",
+                    "shared": True,
+                    "created_at": _ids.rfc3339(app.shared_ip_created_at),
+                }
+            )
+        return Response(200, {"ips": ips})
+
+
+@route(_APP + "/ip_assignments", "POST")
+def assign_ip(sim: Simulator, req: Request) -> Response:
+    if not isinstance(req.body, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    type_ = req.body.get("type")
+    if type_ in {"egress_v4", "egress_v6", "egress_pair"}:
+        raise ApiError(422, f"{type_} addresses are not supported by this simulator")
+    if type_ not in {"v4", "v6", "shared_v4", "private_v6"}:
+        raise ApiError(400, f"invalid type {type_!r}")
+    with sim._lock:
+        app = sim._require_app(req.params["app"])
+        ip = sim._allocate_ip(
+            app,
+            str(type_),
+            str(req.body.get("region") or ""),
+            req.body.get("network") or None,
+            req.body.get("service_name") or None,
+        )
+        if ip is None:
+            assert app.shared_ip is not None
+            body = {
+                "ip": app.shared_ip,
+                "region": "",
+                "service_name": "",
+                "shared": True,
+                "created_at": _ids.rfc3339(app.shared_ip_created_at),
+            }
+        else:
+            body = ip.to_assignment()
+        return Response(200, body)
+
+
+@route(_APP + "/ip_assignments/(?P<ip>[^/]+)", "DELETE")
+def delete_ip(sim: Simulator, req: Request) -> Response:
+    with sim._lock:
+        app = sim._require_app(req.params["app"])
+        if not sim._release_ip(app, ip_id=None, address=req.params["ip"]):
+            raise ApiError(404, "ip address not found")
+        return Response(204)
+
+
+# -------------------------------------------------------------------------------------- helpers
+def _positive_int(text: str, name: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ApiError(400, f"{name} must be a whole number of seconds") from None
+    if value < 1:
+        raise ApiError(400, f"{name} must be at least 1")
+    return value
+
+
+def _held_by(machine_id: str, lease: Lease) -> str:
+    expires = _ids.rfc3339(lease.data()["expires_at"])
+    return f"machine ID {machine_id} lease currently held by {lease.owner}, expires at {expires}"

@@ -76,6 +76,7 @@ class _Failure:
     status: int
     message: str
     remaining: int | None  # None: every matching request fails
+    after: bool  # the request takes effect, then the client gets the error anyway
 
 
 @dataclass
@@ -250,12 +251,19 @@ class FakeGitHub:
         status: int,
         message: str = "Server Error",
         times: int | None = 1,
+        after_effect: bool = False,
     ) -> None:
         """Answer `status` to the next `times` requests (None: all) whose path (after the API
-        prefix) fully matches `path_pattern`."""
+        prefix) fully matches `path_pattern`.
+
+        With `after_effect=True` the request is carried out first and only the answer is lost,
+        like a gateway timing out on a write GitHub did perform.
+        """
         with self._lock:
             self._state.failures.append(
-                _Failure(method.upper(), re.compile(path_pattern), status, message, times)
+                _Failure(
+                    method.upper(), re.compile(path_pattern), status, message, times, after_effect
+                )
             )
 
     # -- internals used by the handler (called with the lock held) ------------------------
@@ -612,13 +620,9 @@ def _make_handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
                     f"Bearer {fake.token}",
                 ):
                     raise _Reply(401, "Bad credentials")
-                for failure in list(fake._state.failures):
-                    if failure.method == method and failure.path.fullmatch(route_path):
-                        if failure.remaining is not None:
-                            failure.remaining -= 1
-                            if failure.remaining <= 0:
-                                fake._state.failures.remove(failure)
-                        raise _Reply(failure.status, failure.message)
+                failure = self._take_failure(method, route_path)
+                if failure is not None and not failure.after:
+                    raise _Reply(failure.status, failure.message)
                 if bad_json:
                     raise _Reply(400, "Problems parsing JSON")
                 if method != "GET" and fake._state.writes_forbidden is not None:
@@ -626,11 +630,24 @@ def _make_handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
                 for route_method, pattern, route in _ROUTES:
                     m = pattern.fullmatch(route_path)
                     if m is not None and route_method == method:
-                        return route(ctx, m)
+                        answer = route(ctx, m)
+                        if failure is not None:
+                            raise _Reply(failure.status, failure.message)
+                        return answer
                 # GitHub answers 404 to an unknown path and to a known path with another method.
                 raise _Reply(404, "Not Found")
             except _Reply as r:
                 return r.status, r.payload, {}
+
+        def _take_failure(self, method: str, route_path: str) -> _Failure | None:
+            for failure in fake._state.failures:
+                if failure.method == method and failure.path.fullmatch(route_path):
+                    if failure.remaining is not None:
+                        failure.remaining -= 1
+                        if failure.remaining <= 0:
+                            fake._state.failures.remove(failure)
+                    return failure
+            return None
 
         def _send(self, status: int, payload: Any, headers: dict[str, str]) -> None:
             data = b"" if status == 204 else json.dumps(payload).encode()

@@ -39,6 +39,7 @@ class Actions:
         self.out = out or sys.stdout
         self.redactor = redactor or Redactor()
         self.outputs: dict[str, str] = {}
+        self._masked: set[str] = set()
 
     # -- inputs ---------------------------------------------------------------------------
     def input(self, name: str) -> str | None:
@@ -63,9 +64,10 @@ class Actions:
 
     def add_mask(self, value: str) -> None:
         """Register a secret with the runner and with our own redactor."""
-        if not value:
+        if not value or value in self._masked:
             # The runner refuses an empty mask ("Can't add secret mask for empty string").
             return
+        self._masked.add(value)
         self.redactor.add(value)
         for line in value.splitlines() or [value]:
             if line.strip():

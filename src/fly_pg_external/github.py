@@ -5,8 +5,8 @@ content), and only among comments written by the token's own identity, so anothe
 someone else's comment that quotes the marker is never touched. Nothing here can change the step's
 result: every GitHub problem becomes a warning that says how to fix it.
 
-PyGithub is imported inside the functions that use it: it pulls in requests, urllib3 and
-cryptography, a noticeable share of the action's start-up for runs that never comment.
+PyGithub is imported inside the functions that use it: it pulls in requests, urllib3, PyJWT and
+cryptography (about 0.2 s), a waste for runs that never comment.
 """
 
 from __future__ import annotations
@@ -239,6 +239,9 @@ def write_summary(outcome: Outcome, *, ctx: RunContext, gha: GhaLike, redactor: 
 # -- the upsert -----------------------------------------------------------------------------
 
 
+_RETRY_METHODS = frozenset({"GET", "HEAD", "PATCH", "PUT", "DELETE"})
+
+
 def _client(token: str, api_url: str, tuning: ClientTuning) -> Github:
     from github import Auth, Github, GithubRetry
 
@@ -249,6 +252,9 @@ def _client(token: str, api_url: str, tuning: ClientTuning) -> Github:
             backoff_factor=tuning.backoff_factor,
             secondary_rate_wait=tuning.secondary_rate_wait,
             max_rate_limit_wait=tuning.max_rate_limit_wait,
+            # Not POST: a create that timed out may have worked, and repeating it would post a
+            # second comment. `_upsert` retries the whole lookup-then-create instead.
+            allowed_methods=_RETRY_METHODS,
         )
     return Github(
         auth=Auth.Token(token),
@@ -268,6 +274,15 @@ class _Stage:
 
     doing: str = "connect to GitHub"
     writing: bool = False
+    creating: bool = False
+
+
+class _CreateUncertain(Exception):
+    """The comment POST failed in a way that does not say whether GitHub created the comment."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 def _upsert(
@@ -281,67 +296,107 @@ def _upsert(
 ) -> str:
     from github import GithubException
 
-    stage = _Stage()
-    gh = _client(token, ctx.api_url, tuning or ClientTuning())
+    tuning = tuning or ClientTuning()
+    gh = _client(token, ctx.api_url, tuning)
     try:
-        repo = gh.get_repo(ctx.repository)
-        number = ctx.pr_number
-        if ctx.event_name == "push":
-            stage.doing = f"find the pull request merged as commit {ctx.commit} in {ctx.repository}"
-            number = _merged_pr_number(repo, ctx.commit or "")
-        if number is None:
-            gha.info(
-                f"PR comment: none, no merged pull request has commit {ctx.commit} as its merge "
-                "commit; the report is in the job summary."
-            )
-            return ""
-        where = f"pull request #{number} in {ctx.repository}"
-        stage.doing = "find out which account the token acts as"
-        login = _token_login(gh)
-        stage.doing = f"read the comments of {where}"
-        issue = repo.get_issue(number)
-        existing = _find_own_comment(issue.get_comments(), app=outcome.app, login=login)
-        body = comment_body(
-            outcome,
-            commit=ctx.commit,
-            run_url=ctx.run_url,
-            max_chars=GITHUB_COMMENT_LIMIT - COMMENT_SAFETY_MARGIN,
-            redact=redactor.redact,
-        )
-        # The body was redacted piece by piece while rendering; a secret spanning two pieces
-        # would only show in the whole.
-        body = redactor.redact(body)
-        if existing is not None:
-            url = str(existing.html_url)
-            if outcome.status == "no-change":
-                gha.info(
-                    f"PR comment: left as is on {where}; this run changed nothing, so the comment "
-                    f"keeps telling what was last done: {url}"
+        # A create is never retried on its own (it could post a second comment): the whole
+        # find-then-create is, so a comment that did get created is found and reused.
+        attempts = 2 if tuning.retry_total > 0 else 1
+        for attempt in range(1, attempts + 1):
+            stage = _Stage()
+            try:
+                return _upsert_once(
+                    outcome, gh=gh, ctx=ctx, gha=gha, redactor=redactor, stage=stage
                 )
-                return url
-            if marker_digest(existing.body or "") == marker_digest(body):
-                gha.info(f"PR comment: already up to date on {where}: {url}")
-                return url
-            stage.doing, stage.writing = f"edit the comment of app {outcome.app} on {where}", True
-            existing.edit(body)
-            gha.info(f"PR comment: updated on {where}: {url}")
-            return url
-        if ctx.event_name == "push":
-            gha.info(
-                f"PR comment: none, {where} (merged as {ctx.commit}) has no comment for app "
-                f"{outcome.app} to update, and a push run does not start one."
-            )
-            return ""
-        stage.doing, stage.writing = f"comment on {where}", True
-        created = issue.create_comment(body)
-        url = str(created.html_url)
-        gha.info(f"PR comment: created on {where}: {url}")
-        return url
-    except GithubException as e:
-        gha.warning(redactor.redact(_explain_github_error(e, ctx, stage)))
-        return ""
+            except _CreateUncertain as e:
+                if attempt == attempts:
+                    cause = e.cause
+                    if isinstance(cause, GithubException):
+                        gha.warning(redactor.redact(_explain_github_error(cause, ctx, stage)))
+                    else:
+                        gha.warning(redactor.redact(_explain(cause, ctx)))
+                    return ""
+                gha.info("PR comment: the create request failed; looking for the comment again.")
+            except GithubException as e:
+                gha.warning(redactor.redact(_explain_github_error(e, ctx, stage)))
+                return ""
+        return ""  # not reached: the last attempt returns
     finally:
         gh.close()
+
+
+def _upsert_once(
+    outcome: Outcome,
+    *,
+    gh: Github,
+    ctx: RunContext,
+    gha: GhaLike,
+    redactor: Redactor,
+    stage: _Stage,
+) -> str:
+    import requests
+    from github import GithubException
+
+    repo = gh.get_repo(ctx.repository)
+    number = ctx.pr_number
+    if ctx.event_name == "push":
+        stage.doing = f"find the pull request merged as commit {ctx.commit} in {ctx.repository}"
+        number = _merged_pr_number(repo, ctx.commit or "")
+    if number is None:
+        gha.info(
+            f"PR comment: none, no merged pull request has commit {ctx.commit} as its merge "
+            "commit; the report is in the job summary."
+        )
+        return ""
+    where = f"pull request #{number} in {ctx.repository}"
+    stage.doing = "find out which account the token acts as"
+    login = _token_login(gh)
+    stage.doing = f"read the comments of {where}"
+    issue = repo.get_issue(number)
+    existing = _find_own_comment(issue.get_comments(), app=outcome.app, login=login)
+    body = comment_body(
+        outcome,
+        commit=ctx.commit,
+        run_url=ctx.run_url,
+        max_chars=GITHUB_COMMENT_LIMIT - COMMENT_SAFETY_MARGIN,
+        redact=redactor.redact,
+    )
+    # The body was redacted piece by piece while rendering; a secret spanning two pieces would
+    # only show in the whole.
+    body = redactor.redact(body)
+    if existing is not None:
+        url = str(existing.html_url)
+        if outcome.status == "no-change":
+            gha.info(
+                f"PR comment: left as is on {where}; this run changed nothing, so the comment "
+                f"keeps telling what was last done: {url}"
+            )
+            return url
+        if marker_digest(existing.body or "") == marker_digest(body):
+            gha.info(f"PR comment: already up to date on {where}: {url}")
+            return url
+        stage.doing, stage.writing = f"edit the comment of app {outcome.app} on {where}", True
+        existing.edit(body)
+        gha.info(f"PR comment: updated on {where}: {url}")
+        return url
+    if ctx.event_name == "push":
+        gha.info(
+            f"PR comment: none, {where} (merged as {ctx.commit}) has no comment for app "
+            f"{outcome.app} to update, and a push run does not start one."
+        )
+        return ""
+    stage.doing, stage.writing, stage.creating = f"comment on {where}", True, True
+    try:
+        created = issue.create_comment(body)
+    except GithubException as e:
+        if e.status >= 500:
+            raise _CreateUncertain(e) from e
+        raise
+    except requests.RequestException as e:
+        raise _CreateUncertain(e) from e
+    url = str(created.html_url)
+    gha.info(f"PR comment: created on {where}: {url}")
+    return url
 
 
 def _token_login(gh: Github) -> str:

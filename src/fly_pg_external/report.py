@@ -146,9 +146,7 @@ def content_digest(content: str) -> str:
 
 
 def render_marker(app: str, digest: str) -> str:
-    payload = json.dumps(
-        {"v": MARKER_VERSION, "app": app, "digest": digest}, separators=(",", ":"), sort_keys=False
-    )
+    payload = json.dumps({"v": MARKER_VERSION, "app": app, "digest": digest}, separators=(",", ":"))
     # "--" cannot occur in a JSON string of a Fly app name, but an HTML comment must not contain
     # "-->" whatever the input, or the rest of the marker would be shown on the page.
     payload = payload.replace("-->", "--\\u003e")

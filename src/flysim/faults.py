@@ -1,4 +1,5 @@
-"""Programmable failures: latency, error statuses, resets, slow answers, unhealthy machines, failover."""
+"""Programmable failures: latency, error statuses, resets, slow answers, unhealthy machines,
+failover."""
 
 from __future__ import annotations
 
@@ -112,7 +113,9 @@ class Faults:
     ) -> None:
         """The next ``count`` matching requests get 429; ``Retry-After`` unless it is None."""
         self._arm(
-            FaultRule("rate_limit", count, method, path_contains, operation, retry_after=retry_after)
+            FaultRule(
+                "rate_limit", count, method, path_contains, operation, retry_after=retry_after
+            )
         )
 
     def reset_next(
@@ -130,9 +133,7 @@ class Faults:
         answer is lost.
         """
         self._arm(
-            FaultRule(
-                "reset", count, method, path_contains, operation, after_commit=after_commit
-            )
+            FaultRule("reset", count, method, path_contains, operation, after_commit=after_commit)
         )
 
     def slow_next(
@@ -197,7 +198,9 @@ class Faults:
         with self._lock:
             self._rules.append(rule)
 
-    def _take(self, record: RequestRecord, kinds: set[FaultKind], *, after: bool) -> FaultRule | None:
+    def _take(
+        self, record: RequestRecord, kinds: set[FaultKind], *, after: bool
+    ) -> FaultRule | None:
         with self._lock:
             for rule in self._rules:
                 is_after = rule.kind == "lose_allocation" or (

@@ -63,7 +63,8 @@ type App {
   role: AppRole
   ipAddresses(first: Int, last: Int, after: String, before: String): IPAddressConnection!
   sharedIpAddress: String
-  egressIpAddresses(first: Int, last: Int, after: String, before: String): EgressIPAddressConnection!
+  egressIpAddresses(first: Int, last: Int, after: String, before: String):
+    EgressIPAddressConnection!
   currentReleaseUnprocessed: Release
 }
 
@@ -211,21 +212,25 @@ def build(sim: Simulator) -> GraphQLSchema:
 
     def resolve_app(
         _root: object,
-        _info: GraphQLResolveInfo,
+        _info: GraphQLResolveInfo[Any],
         name: str | None = None,
-        id: str | None = None,  # noqa: A002 - the GraphQL argument is called id
-        internalId: str | None = None,  # noqa: N803
+        id: str | None = None,
+        internalId: str | None = None,
     ) -> dict[str, Any]:
         # Fly's App.id is the app name, so `id` and `name` address the same thing.
         return sim._graphql_app(name or id or "")
 
     def resolve_allocate(
-        _root: object, _info: GraphQLResolveInfo, input: dict[str, Any]  # noqa: A002
+        _root: object,
+        _info: GraphQLResolveInfo[Any],
+        input: dict[str, Any],
     ) -> dict[str, Any]:
         return sim._graphql_allocate(input)
 
     def resolve_release(
-        _root: object, _info: GraphQLResolveInfo, input: dict[str, Any]  # noqa: A002
+        _root: object,
+        _info: GraphQLResolveInfo[Any],
+        input: dict[str, Any],
     ) -> dict[str, Any]:
         return sim._graphql_release(input)
 

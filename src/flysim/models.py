@@ -69,7 +69,9 @@ _PASSING_OUTPUT = {
     "vm": "[✓] checkDisk: 912.3 MB (93.5%) free space on /data/ (41.2µs)\n"
     "[✓] checkLoad: load averages: 0.02 0.03 0.01 (62.8µs)",
 }
-_CRITICAL_OUTPUT = 'Get "http://[::1]:5500/flycheck": dial tcp [::1]:5500: connect: connection refused'
+_CRITICAL_OUTPUT = (
+    'Get "http://[::1]:5500/flycheck": dial tcp [::1]:5500: connect: connection refused'
+)
 
 _FLEX_VERSIONS = {"16": "v0.0.62", "15": "v0.0.51"}
 
@@ -135,7 +137,9 @@ class Machine:
 
     def active_lease(self, now: float | None = None) -> Lease | None:
         """The lease, or None once it is past ``expires_at`` (an expired lease no longer exists)."""
-        if self.lease is not None and self.lease.expires_at <= (time.time() if now is None else now):
+        if self.lease is not None and self.lease.expires_at <= (
+            time.time() if now is None else now
+        ):
             self.lease = None
         return self.lease
 
@@ -302,7 +306,7 @@ class App:
 
 
 def pg_tls_ports(config: dict[str, Any]) -> list[tuple[int, int]]:
-    """``(public port, internal_port)`` of every tcp service port whose handlers are exactly pg_tls."""
+    """``(public port, internal_port)`` of each tcp service port with handlers exactly pg_tls."""
     found: list[tuple[int, int]] = []
     for service in config.get("services") or []:
         if not isinstance(service, dict) or service.get("protocol") != "tcp":
@@ -357,7 +361,7 @@ def postgres_image(rng: random.Random, pg_version: str) -> tuple[str, dict[str, 
         "fly.app_role": POSTGRES_ROLE,
         "fly.pg-manager": "repmgr",
         "fly.pg-version": pg_version,
-        "fly.version": _FLEX_VERSIONS.get(pg_version.split(".")[0], "v0.0.62"),
+        "fly.version": _FLEX_VERSIONS.get(pg_version.split(".", maxsplit=1)[0], "v0.0.62"),
     }
     return image, labels
 

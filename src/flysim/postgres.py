@@ -115,11 +115,11 @@ class PostgresServer:
     def version(self) -> str:
         return Path(self.datadir, "PG_VERSION").read_text().strip()
 
-    def _run_as(self) -> dict[str, object]:
-        """Popen arguments that drop root to the postgres user (what ``runuser -u postgres``
-        does, without a wrapper process between us and the server)."""
+    def _run_as(self) -> tuple[int, int] | None:
+        """(uid, gid) to drop root to, as ``runuser -u postgres`` would, but without a wrapper
+        process between us and the server (so signals reach postgres itself); None if not root."""
         if os.geteuid() != 0:
-            return {}
+            return None
         try:
             entry = pwd.getpwnam("postgres")
         except KeyError as exc:
@@ -127,7 +127,7 @@ class PostgresServer:
                 "running as root, but there is no `postgres` user to run PostgreSQL as; "
                 "`apt-get install postgresql` creates it"
             ) from exc
-        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+        return entry.pw_uid, entry.pw_gid
 
     def _env(self) -> dict[str, str]:
         return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8", "TZ": "UTC"}
@@ -135,13 +135,13 @@ class PostgresServer:
     def _initdb(self) -> None:
         as_user = self._run_as()
         if as_user:
-            os.chown(self.directory, int(str(as_user["user"])), int(str(as_user["group"])))
+            os.chown(self.directory, *as_user)
         pwfile = os.path.join(self.directory, "pwfile")
         fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(self.password + "\n")
         if as_user:
-            os.chown(pwfile, int(str(as_user["user"])), int(str(as_user["group"])))
+            os.chown(pwfile, *as_user)
         result = subprocess.run(
             [
                 os.path.join(self.bindir, "initdb"),
@@ -160,7 +160,9 @@ class PostgresServer:
             capture_output=True,
             env=self._env(),
             check=False,
-            **as_user,  # type: ignore[arg-type]
+            user=as_user[0] if as_user else None,
+            group=as_user[1] if as_user else None,
+            extra_groups=[] if as_user else None,
         )
         os.unlink(pwfile)
         if result.returncode != 0:
@@ -172,6 +174,7 @@ class PostgresServer:
         last_error = ""
         for _ in range(3):  # a free port can be taken between probing and binding
             self.port = _free_port(self.host)
+            as_user = self._run_as()
             logfile = open(os.path.join(self.directory, "postgres.log"), "ab")  # noqa: SIM115
             self._process = subprocess.Popen(
                 [
@@ -203,7 +206,9 @@ class PostgresServer:
                 preexec_fn=_die_with_parent  # noqa: PLW1509 - only calls prctl
                 if threading.current_thread() is threading.main_thread()
                 else None,
-                **self._run_as(),  # type: ignore[arg-type]
+                user=as_user[0] if as_user else None,
+                group=as_user[1] if as_user else None,
+                extra_groups=[] if as_user else None,
             )
             logfile.close()
             if self._wait_ready(timeout=10):
@@ -294,7 +299,9 @@ SELECT format('CREATE DATABASE %I OWNER %I', :'d', :'u')
         self.psql(script, env=env)
         return self.dsn(user, password, dbname)
 
-    def psql(self, script: str, *, dbname: str = "postgres", env: dict[str, str] | None = None) -> str:
+    def psql(
+        self, script: str, *, dbname: str = "postgres", env: dict[str, str] | None = None
+    ) -> str:
         """Run SQL as the superuser over the unix socket; returns psql's output."""
         result = subprocess.run(
             [

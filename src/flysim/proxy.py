@@ -96,7 +96,9 @@ def make_certificate(app: str, directory: str) -> tuple[str, str]:
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=30))
         .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(f"{app}.fly.dev"), x509.DNSName("*.fly.dev")]),
+            x509.SubjectAlternativeName(
+                [x509.DNSName(f"{app}.fly.dev"), x509.DNSName("*.fly.dev")]
+            ),
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)

@@ -12,13 +12,14 @@ from urllib.parse import unquote
 from flysim import _ids, models
 from flysim.models import Lease
 from flysim.requestlog import RequestRecord
-from flysim.simulator import ApiError
+from flysim.simulator import ApiError, held_by
 
 if TYPE_CHECKING:
     from flysim.simulator import Simulator
 
 NONCE_HEADER = "fly-machine-lease-nonce"
 MAX_WAIT_TIMEOUT = 60  # fly-go clamps to this because of a proxy limit (fly-api.md §3.5)
+REST_UNAUTHENTICATED = {"error": "Authenticate: token validation error"}
 DEFAULT_LEASE_TTL = 30  # UNCONFIRMED: clients always send one; this only covers a bare POST
 
 
@@ -174,7 +175,7 @@ def acquire_lease(sim: Simulator, req: Request) -> Response:
         lease = machine.active_lease(now)
         if lease is not None:
             if req.nonce != lease.nonce:
-                raise ApiError(409, _held_by(machine.id, lease))
+                raise ApiError(409, held_by(machine.id, lease))
             # A refresh keeps the nonce (flyctl errors out if it changes) and moves the expiry.
             lease.expires_at = now + ttl
             lease.version = machine.instance_id
@@ -212,7 +213,7 @@ def release_lease(sim: Simulator, req: Request) -> Response:
         if not req.nonce:
             raise ApiError(400, f"the {NONCE_HEADER} header is required to release a lease")
         if req.nonce != lease.nonce:
-            raise ApiError(409, _held_by(machine.id, lease))
+            raise ApiError(409, held_by(machine.id, lease))
         machine.lease = None
         return Response(200, {"status": "success", "data": {"ok": True}})
 
@@ -280,7 +281,9 @@ def wait(sim: Simulator, req: Request) -> Response:
 
 
 def _deadline(wanted: str, state: str) -> Response:
-    message = f"deadline_exceeded: machine failed to reach desired state, {wanted}, currently {state}"
+    message = (
+        f"deadline_exceeded: machine failed to reach desired state, {wanted}, currently {state}"
+    )
     return Response(408, {"error": message})
 
 
@@ -354,8 +357,3 @@ def _positive_int(text: str, name: str) -> int:
     if value < 1:
         raise ApiError(400, f"{name} must be at least 1")
     return value
-
-
-def _held_by(machine_id: str, lease: Lease) -> str:
-    expires = _ids.rfc3339(lease.data()["expires_at"])
-    return f"machine ID {machine_id} lease currently held by {lease.owner}, expires at {expires}"

@@ -21,6 +21,7 @@ from urllib.parse import quote
 from flysim import _ids, graphql_api, models
 from flysim.faults import Faults
 from flysim.models import App, IPAddress, Lease, Machine
+from flysim.postgres import PostgresServer
 from flysim.proxy import HAPROXY_PORT, Backend, ProxyManager, Route
 from flysim.requestlog import RequestRecord
 
@@ -113,7 +114,7 @@ class Simulator:
 
     def __init__(
         self,
-        token: str = "fo1_testtoken",
+        token: str = "fo1_testtoken",  # noqa: S107 - a test-only token, not a secret
         *,
         postgres: Backend | None = None,
         restart_seconds: float = 0.5,
@@ -164,7 +165,7 @@ class Simulator:
 
     # ============================================================================ lifecycle ====
     def start(self) -> Simulator:
-        from flysim.server import ApiServer  # noqa: PLC0415 - server imports this module
+        from flysim.server import ApiServer
 
         with self._lock:
             if self._started:
@@ -292,10 +293,7 @@ class Simulator:
                     id=_ids.machine_id(self._rng),
                     name=_ids.machine_name(self._rng),
                     region=region,
-                    private_ip=(
-                        f"fdaa:0:{org_hex}:a7b:{self._rng.randrange(0x10, 0xFFFF):x}:"
-                        f"{self._rng.randrange(0x10, 0xFFFF):x}:{self._rng.randrange(1, 0xFFFF):x}:2"
-                    ),
+                    private_ip=self._private_ip(org_hex),
                     config=config,
                     image_ref=models.image_ref_for(image, labels),
                     state=state,
@@ -364,7 +362,7 @@ class Simulator:
     def attach_database(self, app: str, user: str, password: str, dbname: str) -> str:
         """Create a role and database on the Postgres server and return the internal
         ``DATABASE_URL`` that `fly pg attach` would set (Flycast host, ``sslmode=disable``)."""
-        if self.postgres is None or not hasattr(self.postgres, "create_database"):
+        if not isinstance(self.postgres, PostgresServer):
             raise RuntimeError("the simulator has no PostgresServer to create a database on")
         self.postgres.create_database(user, password, dbname)
         with self._lock:
@@ -412,7 +410,7 @@ class Simulator:
         return peak
 
     def wait_for(self, condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-        """Block until ``condition()`` (evaluated under the state lock) is true; False on timeout."""
+        """Block until ``condition()`` (run under the state lock) is true; False on timeout."""
         deadline = time.monotonic() + timeout
         with self._changed:
             while not condition():
@@ -478,6 +476,10 @@ class Simulator:
         if machine is None or machine.state == "destroyed":
             raise ApiError(404, "machine not found")
         return machine
+
+    def _private_ip(self, org_hex: str) -> str:
+        parts = [f"{self._rng.randrange(0x10, 0xFFFF):x}" for _ in range(3)]
+        return f"fdaa:0:{org_hex}:a7b:{':'.join(parts)}:2"
 
     def _record(self, app: App, machine: Machine, reason: str) -> None:
         self._timeline.append(
@@ -577,7 +579,7 @@ class Simulator:
         lease = machine.active_lease()
         if lease is not None:
             if nonce != lease.nonce:
-                raise ApiError(409, _held_by(machine, lease))
+                raise ApiError(409, held_by(machine.id, lease))
         elif nonce:
             # UNCONFIRMED: a nonce for a lease that expired or was released. Refusing it (the
             # strict reading) exposes clients that let their lease lapse mid-update.
@@ -595,7 +597,8 @@ class Simulator:
         region = body.get("region")
         if region not in (None, "", machine.region):
             raise ApiError(
-                400, f"cannot change region of machine {machine.id} from {machine.region} to {region}"
+                400,
+                f"cannot change region of machine {machine.id} from {machine.region} to {region}",
             )
         name = body.get("name")
         if name not in (None, "", machine.name):
@@ -617,7 +620,8 @@ class Simulator:
         new = sorted((m.get("volume"), m.get("path")) for m in mounts)
         if old != new:
             raise ApiError(
-                422, f"invalid config: mounts of machine {machine.id} cannot change ({old} -> {new})"
+                422,
+                f"invalid config: mounts of machine {machine.id} cannot change ({old} -> {new})",
             )
         return copy.deepcopy(config), skip_launch
 
@@ -750,7 +754,9 @@ class Simulator:
                 address = "::1"
         elif type_ == "private_v6":
             self._counters["private_v6"] += 1
-            address = f"fdaa:0:{app.internal_numeric_id % 0xFFFF:x}:0:1::{self._counters['private_v6']:x}"
+            address = (
+                f"fdaa:0:{app.internal_numeric_id % 0xFFFF:x}:0:1::{self._counters['private_v6']:x}"
+            )
         else:
             raise ApiError(422, f"invalid IP address type {type_!r}")
         ip = IPAddress(
@@ -860,9 +866,10 @@ class Simulator:
             raise graphql_api.NotFoundError("Could not find IPAddress")
 
 
-def _held_by(machine: Machine, lease: Lease) -> str:
+def held_by(machine_id: str, lease: Lease) -> str:
+    """The 409 text of the Machines API when someone else holds the lease."""
     expires = _ids.rfc3339(lease.data()["expires_at"])
-    return f"machine ID {machine.id} lease currently held by {lease.owner}, expires at {expires}"
+    return f"machine ID {machine_id} lease currently held by {lease.owner}, expires at {expires}"
 
 
 def _token_parts(value: str) -> set[str]:
@@ -893,7 +900,11 @@ def _validate_services(services: Any) -> None:
         if service.get("protocol") not in {"tcp", "udp"}:
             raise ApiError(422, f"{where}.protocol must be tcp or udp")
         internal = service.get("internal_port")
-        if not isinstance(internal, int) or isinstance(internal, bool) or not 1 <= internal <= 65535:
+        if (
+            not isinstance(internal, int)
+            or isinstance(internal, bool)
+            or not 1 <= internal <= 65535
+        ):
             raise ApiError(422, f"{where}.internal_port must be a port number")
         ports = service.get("ports") or []
         if not isinstance(ports, list):

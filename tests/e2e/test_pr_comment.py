@@ -688,3 +688,67 @@ def test_summary_over_the_runner_limit_is_cut_with_a_notice(
     assert "✂️ The diff is cut after line" in gha.summary
     assert "holds at most 1 MiB" in gha.summary
     assert gha.summary.rstrip().endswith("</sub>")
+
+
+# -- a create whose answer is lost -----------------------------------------------------------
+
+RETRYING = ClientTuning(
+    retry_total=1, backoff_factor=0, seconds_between_requests=None, seconds_between_writes=None
+)
+
+
+def test_failed_create_is_retried_as_a_whole_upsert(
+    fake: FakeGitHub, gha: RecordingGha, tmp_path: Path
+) -> None:
+    fake.fail_next("POST", rf"/repos/{REPO}/issues/{PR}/comments", status=502)
+    url = publish(
+        outcome(),
+        token=TOKEN,
+        pr_comment=True,
+        env=make_env(tmp_path, fake),
+        gha=gha,
+        redactor=Redactor([TOKEN]),
+        tuning=RETRYING,
+    )
+    [comment] = fake.comments(REPO, PR)
+    assert url.endswith(f"#issuecomment-{comment.id}")
+    assert gha.warnings == []
+
+
+def test_create_that_worked_but_lost_its_answer_is_not_posted_twice(
+    fake: FakeGitHub, gha: RecordingGha, tmp_path: Path
+) -> None:
+    fake.fail_next("POST", rf"/repos/{REPO}/issues/{PR}/comments", status=504, after_effect=True)
+    url = publish(
+        outcome(),
+        token=TOKEN,
+        pr_comment=True,
+        env=make_env(tmp_path, fake),
+        gha=gha,
+        redactor=Redactor([TOKEN]),
+        tuning=RETRYING,
+    )
+    [comment] = fake.comments(REPO, PR)
+    assert url.endswith(f"#issuecomment-{comment.id}")
+    assert [m for m, _ in writes(fake)] == ["POST"]
+    assert gha.warnings == []
+
+
+def test_create_failing_twice_is_one_warning(
+    fake: FakeGitHub, gha: RecordingGha, tmp_path: Path
+) -> None:
+    fake.fail_next("POST", rf"/repos/{REPO}/issues/{PR}/comments", status=500, times=None)
+    url = publish(
+        outcome(),
+        token=TOKEN,
+        pr_comment=True,
+        env=make_env(tmp_path, fake),
+        gha=gha,
+        redactor=Redactor([TOKEN]),
+        tuning=RETRYING,
+    )
+    assert url == ""
+    [warning] = gha.warnings
+    assert "could not comment on pull request #7" in warning
+    assert "500" in warning
+    assert [m for m, _ in writes(fake)] == ["POST", "POST"]

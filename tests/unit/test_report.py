@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -385,3 +386,51 @@ def test_comment_body_fits_even_when_redaction_lengthens_text() -> None:
     assert len(body) <= 30_000
     assert "k" not in body
     assert parse_marker(body) is not None
+
+
+# -- the README's example -----------------------------------------------------------------------
+
+
+def readme_example() -> str:
+    """The plan comment shown in README.md's "Pull request comment" section."""
+    diff = (
+        "--- fly.toml (live)\n+++ fly.toml (after)\n@@ -21,3 +21,12 @@\n [[mounts]]\n"
+        '   source = "pg_data"\n   destination = "/data"\n+\n+[[services]]\n'
+        '+  protocol = "tcp"\n+  internal_port = 5432\n+\n+  [[services.ports]]\n'
+        '+    port = 5432\n+    handlers = ["pg_tls"]\n'
+    )
+    ms = [
+        MachineChange(mid, "ams", role, "started", True, IMG, IMG)
+        for mid, role in (
+            ("3d8d9e1c2e7089", "replica"),
+            ("e82d4d3fe71448", "replica"),
+            ("148ed599c63e89", "primary"),
+        )
+    ]
+    outcome = Outcome(
+        app="acme-db",
+        mode="plan",
+        status="plan",
+        changed=False,
+        ips=[IpChange("v4", "allocate"), IpChange("v6", "allocate")],
+        machines=ms,
+        config_diff=diff,
+        fly_toml_after="x",
+        redacted_url="postgres://postgres:***@acme-db.fly.dev:5432/postgres?sslmode=require",
+    )
+    return comment_body(
+        outcome,
+        commit="9fceb02d0ae598e95dc970b74767f19372d61af8",
+        run_url="https://github.com/acme/infra/actions/runs/1234",
+    )
+
+
+def test_readme_example_is_what_the_renderer_writes() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("<!-- section:pr-comment -->")[1]
+    section = section.split("<!-- /section:pr-comment -->")[0]
+    quoted = [line for line in section.splitlines() if line.startswith(">")]
+    shown = "\n".join(line[2:] if line.startswith("> ") else "" for line in quoted).strip()
+    expected = readme_example().strip()
+    fresh = "\n".join(f"> {line}" if line else ">" for line in expected.splitlines())
+    assert shown == expected, f"README example is stale; replace the quoted block with:\n{fresh}"

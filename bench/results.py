@@ -1,0 +1,165 @@
+"""Aggregating samples into the figures the report shows, and checking the goals against them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bench.measure import Params, Sample, Scenario, median
+
+
+@dataclass
+class Summary:
+    """Several runs of one contender on one scenario and cluster size."""
+
+    samples: list[Sample]
+
+    @property
+    def requests(self) -> float:
+        return median([s.requests for s in self.samples])
+
+    @property
+    def requests_range(self) -> tuple[int, int]:
+        values = [s.requests for s in self.samples]
+        return min(values), max(values)
+
+    @property
+    def round_trips(self) -> float:
+        return median([s.round_trips for s in self.samples])
+
+    @property
+    def round_trips_range(self) -> tuple[int, int]:
+        values = [s.round_trips for s in self.samples]
+        return min(values), max(values)
+
+    @property
+    def wall(self) -> float:
+        return median([s.wall for s in self.samples])
+
+    @property
+    def restarts(self) -> int:
+        return max(s.restarts for s in self.samples)
+
+    @property
+    def image_changed(self) -> bool:
+        return any(s.image_changed for s in self.samples)
+
+    @property
+    def ok(self) -> bool:
+        return all(s.ok for s in self.samples)
+
+    @property
+    def image_change(self) -> str:
+        for s in self.samples:
+            if s.image_changed:
+                return f"{_short(s.image_before)} → {_short(s.image_after)}"
+        return ""
+
+
+def _short(image: str) -> str:
+    name, _, digest = image.partition("@")
+    return f"{name}@{digest[:15]}…" if digest else name
+
+
+@dataclass
+class Cell:
+    scenario: Scenario
+    machines: int
+    action: Summary = field(default_factory=lambda: Summary([]))
+    baseline: Summary = field(default_factory=lambda: Summary([]))
+    ratios: list[float] = field(default_factory=list)  # action wall / baseline wall, per run
+
+    @property
+    def ratio(self) -> float:
+        return median(self.ratios)
+
+
+@dataclass(frozen=True)
+class Goal:
+    text: str
+    met: bool
+    figures: str
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+def check_goals(cells: list[Cell], params: Params) -> list[Goal]:
+    goals: list[Goal] = []
+    by = {(c.scenario, c.machines): c for c in cells}
+    sizes = sorted({c.machines for c in cells})
+
+    noop = [by[("noop", n)] for n in sizes if ("noop", n) in by]
+    if noop:
+        worst_req = max(c.action.requests_range[1] for c in noop)
+        worst_rt = max(c.action.round_trips_range[1] for c in noop)
+        goals.append(
+            Goal(
+                "No-op: at most 2 requests in 1 round trip",
+                worst_req <= 2 and worst_rt <= 1,
+                "; ".join(
+                    f"{c.machines} machine(s): {c.action.requests_range[1]} requests, "
+                    f"{c.action.round_trips_range[1]} round trip(s)"
+                    for c in noop
+                ),
+            )
+        )
+
+    current = [by[("current", n)] for n in sizes if ("current", n) in by]
+    if current:
+        goals.append(
+            Goal(
+                "First exposure of a current cluster: no machine restarted, at most 4 requests",
+                all(c.action.restarts == 0 and c.action.requests_range[1] <= 4 for c in current),
+                "; ".join(
+                    f"{c.machines} machine(s): {c.action.requests_range[1]} requests, "
+                    f"{c.action.restarts} restarted"
+                    for c in current
+                ),
+            )
+        )
+
+    legacy = [by[("legacy", n)] for n in sizes if ("legacy", n) in by]
+    if legacy:
+        parts = []
+        met = True
+        for c in legacy:
+            floor = c.machines * params.machine_restart
+            over = c.action.wall / floor - 1 if floor else float("inf")
+            met = met and over <= 0.10
+            parts.append(
+                f"{c.machines} machine(s): {c.action.wall:.2f} s against {floor:.2f} s "
+                f"({over:+.0%})"
+            )
+        goals.append(
+            Goal(
+                "Legacy cluster: wall time within 10 % of the sum of the machine restart times "
+                f"({_fmt(params.restart_seconds)} s restart + "
+                f"{_fmt(params.check_grace_seconds)} s until the checks pass, per machine)",
+                met,
+                "; ".join(parts),
+            )
+        )
+        parts = []
+        met = True
+        for c in legacy:
+            req = c.baseline.requests / c.action.requests if c.action.requests else float("inf")
+            rt = (
+                c.baseline.round_trips / c.action.round_trips
+                if c.action.round_trips
+                else float("inf")
+            )
+            met = met and req >= 5 and rt >= 5 and not c.action.image_changed
+            parts.append(
+                f"{c.machines} machine(s): requests {req:.1f}x, round trips {rt:.1f}x fewer"
+                + (", image changed" if c.action.image_changed else ", image kept")
+            )
+        goals.append(
+            Goal(
+                "Legacy cluster: every other cost at least 5x below the baseline "
+                "(requests, round trips; the image is not changed)",
+                met,
+                "; ".join(parts),
+            )
+        )
+    return goals

@@ -1,0 +1,215 @@
+"""``python -m flysim``: run the simulator until Ctrl-C / SIGTERM.
+
+Prints the environment a client needs (base URLs, token) and, with Postgres, an internal
+``DATABASE_URL`` as `fly pg attach` would have set it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from types import FrameType
+
+from flysim.postgres import PostgresServer
+from flysim.simulator import Simulator
+
+
+def _port_pair(text: str) -> tuple[int, int]:
+    public, _, local = text.partition(":")
+    try:
+        return int(public), int(local)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected PUBLIC:LOCAL, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m flysim",
+        description="Local Fly.io simulator (GraphQL + Machines API + pg_tls proxy).",
+    )
+    seed = parser.add_argument_group("seed")
+    seed.add_argument("--app", action="append", help="app to seed (repeatable; default my-db)")
+    seed.add_argument("--machines", type=int, default=3, help="machines per app (default 3)")
+    seed.add_argument("--legacy", action="store_true", help="no pg_tls services, no IPs")
+    seed.add_argument("--region", default="iad")
+    seed.add_argument("--public-v4", action="store_true", help="seed a dedicated IPv4 already")
+    seed.add_argument("--public-v6", action="store_true", help="seed a dedicated IPv6 already")
+    seed.add_argument("--shared-v4", action="store_true", help="seed a shared IPv4")
+    seed.add_argument("--seed", type=int, help="random seed for deterministic IDs")
+
+    server = parser.add_argument_group("server")
+    server.add_argument("--token", default="fo1_testtoken", help="accepted API token")
+    server.add_argument(
+        "--port", type=int, default=0, help="GraphQL port; the Machines API uses port+1 (0: free)"
+    )
+    server.add_argument(
+        "--postgres",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="start a real PostgreSQL behind the pg_tls proxy (default: yes)",
+    )
+    server.add_argument("--restart-seconds", type=float, default=1.0)
+    server.add_argument("--check-grace-seconds", type=float, default=1.0)
+    server.add_argument(
+        "--public-port-map",
+        type=_port_pair,
+        action="append",
+        default=[],
+        metavar="PUBLIC:LOCAL",
+        help="listen for a public service port on another local port (0: a free one)",
+    )
+    server.add_argument(
+        "--hostname-on-loopback",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="serve the first exposed app on 127.0.0.1 as its <app>.fly.dev (default: yes)",
+    )
+
+    faults = parser.add_argument_group("faults")
+    faults.add_argument("--latency", type=float, default=0.0, help="seconds added per request")
+    faults.add_argument("--fail-next", type=int, default=0, metavar="N")
+    faults.add_argument("--fail-status", type=int, default=503, choices=(502, 503, 504))
+    faults.add_argument("--fail-path", metavar="SUBSTRING", help="only requests whose path has it")
+    faults.add_argument("--fail-method", metavar="METHOD")
+    faults.add_argument("--rate-limit-next", type=int, default=0, metavar="N")
+    faults.add_argument("--retry-after", type=float, default=1.0)
+    faults.add_argument("--wait-timeout-next", type=int, default=0, metavar="N")
+    faults.add_argument("--reset-next", type=int, default=0, metavar="N")
+    faults.add_argument("--reset-path", metavar="SUBSTRING")
+    faults.add_argument("--slow-next", type=int, default=0, metavar="N")
+    faults.add_argument("--slow-seconds", type=float, default=5.0)
+    faults.add_argument("--lose-allocation-response", type=int, default=0, metavar="N")
+    faults.add_argument(
+        "--never-healthy",
+        type=int,
+        action="append",
+        default=[],
+        metavar="INDEX",
+        help="machine index (of the first app) whose checks stay critical after an update",
+    )
+    faults.add_argument("--failover-after-updates", type=int, metavar="K")
+    faults.add_argument(
+        "--hold-lease",
+        action="append",
+        default=[],
+        metavar="INDEX[:OWNER[:TTL]]",
+        help="someone else holds this machine's lease (first app)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    apps = args.app or ["my-db"]
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    pg: PostgresServer | None = None
+    sim: Simulator | None = None
+    try:
+        if args.postgres:
+            started = time.monotonic()
+            pg = PostgresServer.start()
+            print(
+                f"# PostgreSQL {pg.version} on {pg.host}:{pg.port} "
+                f"(started in {time.monotonic() - started:.2f}s)"
+            )
+        api_port = args.port
+        flaps_port = args.port + 1 if args.port else 0
+        sim = Simulator(
+            token=args.token,
+            postgres=pg,
+            restart_seconds=args.restart_seconds,
+            check_grace_seconds=args.check_grace_seconds,
+            hostname_on_loopback=args.hostname_on_loopback,
+            api_port=api_port,
+            flaps_port=flaps_port,
+            public_port_map=dict(args.public_port_map),
+            seed=args.seed,
+        )
+        for name in apps:
+            sim.add_app(
+                name,
+                machines=args.machines,
+                legacy=args.legacy,
+                region=args.region,
+                public_v4=args.public_v4,
+                public_v6=args.public_v6,
+                shared_v4=args.shared_v4,
+            )
+        sim.start()
+        _arm_faults(sim, args, apps[0])
+
+        print(f"FLY_API_BASE_URL={sim.api_base_url}")
+        print(f"FLY_FLAPS_BASE_URL={sim.flaps_base_url}")
+        print(f"FLY_API_TOKEN={args.token}")
+        for name in apps:
+            app = sim.app(name)
+            for index, machine in enumerate(app.machines):
+                print(f"# {name} machine[{index}] {machine.id} {machine.state} {machine.role}")
+            if pg is not None:
+                user = name.replace("-", "_")
+                url = sim.attach_database(name, user, secrets.token_urlsafe(12), user)
+                print(f"# {name} internal DATABASE_URL (as `fly pg attach` sets it):")
+                print(f"DATABASE_URL={url}")
+        print("# pg_tls is served once an app has a dedicated IPv4 and a pg_tls service;")
+        print("# the first such app is also on 127.0.0.1 (standing in for <app>.fly.dev).")
+        print("# Ctrl-C or SIGTERM to stop.", flush=True)
+        while not stop.wait(0.5):
+            pass
+        return 0
+    finally:
+        if sim is not None:
+            sim.stop()
+        if pg is not None:
+            pg.stop()
+
+
+def _arm_faults(sim: Simulator, args: argparse.Namespace, first_app: str) -> None:
+    faults = sim.faults
+    faults.latency = args.latency
+    if args.fail_next:
+        faults.fail_next(
+            args.fail_next,
+            status=args.fail_status,
+            path_contains=args.fail_path,
+            method=args.fail_method,
+        )
+    if args.rate_limit_next:
+        faults.rate_limit_next(args.rate_limit_next, retry_after=args.retry_after)
+    if args.wait_timeout_next:
+        faults.wait_timeout_next(args.wait_timeout_next)
+    if args.reset_next:
+        faults.reset_next(args.reset_next, path_contains=args.reset_path)
+    if args.slow_next:
+        faults.slow_next(args.slow_next, seconds=args.slow_seconds)
+    if args.lose_allocation_response:
+        faults.lose_allocation_response(args.lose_allocation_response)
+    machines = sim.app(first_app).machines
+    for index in args.never_healthy:
+        faults.never_healthy(machines[index].id)
+    if args.failover_after_updates:
+        faults.failover_after_updates(first_app, args.failover_after_updates)
+    for spec in args.hold_lease:
+        index, _, rest = spec.partition(":")
+        owner, _, ttl = rest.partition(":")
+        sim.hold_lease(
+            first_app,
+            machines[int(index)].id,
+            owner=owner or "someone@example.com",
+            ttl=float(ttl or 60),
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,271 @@
+"""The HTTP side: one threaded server per API, request logging and fault injection."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import struct
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
+
+from flysim import _ids, graphql_api, rest_api
+from flysim.requestlog import Api, RequestRecord
+
+if TYPE_CHECKING:
+    from flysim.simulator import Simulator
+
+
+class ApiServer(ThreadingHTTPServer):
+    """Serves one API (``graphql`` or ``rest``) on its own port, in a background thread.
+
+    The two APIs deliberately live on different ports, like api.fly.io and api.machines.dev, so
+    a client that mixes up its base URLs gets 404s here too.
+    """
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, sim: Simulator, api: Api, host: str, port: int) -> None:
+        self.sim = sim
+        self.api: Api = api
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+        super().__init__((host, port), _Handler)
+        self._thread = threading.Thread(
+            target=self.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"flysim-{api}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+        # Kept-alive client connections would otherwise outlive the simulator.
+        with self.connections_lock:
+            for conn in list(self.connections):
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+        self._thread.join(timeout=2)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: ApiServer
+    protocol_version = "HTTP/1.1"  # keep-alive, as real clients use it
+    server_version = "Fly/flysim"
+    sys_version = ""
+    timeout = 60  # idle keep-alive connections are dropped after this
+
+    # -- plumbing --------------------------------------------------------------------------------
+    def setup(self) -> None:
+        super().setup()
+        with self.server.connections_lock:
+            self.server.connections.add(self.connection)
+
+    def finish(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            super().finish()
+        with self.server.connections_lock:
+            self.server.connections.discard(self.connection)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Requests are recorded in ``Simulator.requests``; no stderr noise."""
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
+    def do_PUT(self) -> None:
+        self._handle("PUT")
+
+    def do_PATCH(self) -> None:
+        self._handle("PATCH")
+
+    def do_HEAD(self) -> None:
+        self._handle("HEAD")
+
+    def _read_body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    self.rfile.readline()
+                    break
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+            return b"".join(chunks)
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    # -- the pipeline ----------------------------------------------------------------------------
+    def _handle(self, method: str) -> None:
+        sim = self.server.sim
+        started = time.monotonic()
+        url = urlsplit(self.path)
+        query_multi = parse_qs(url.query, keep_blank_values=True)
+        body = self._read_body()
+        auth = self.headers.get("Authorization")
+        nonce = self.headers.get(rest_api.NONCE_HEADER)
+        record = RequestRecord(
+            request_id=_ids.request_id(),
+            api=self.server.api,
+            method=method,
+            path=url.path,
+            query={k: ",".join(v) for k, v in query_multi.items()},
+            auth_scheme=auth.strip().split(" ", 1)[0] if auth and auth.strip() else None,
+            has_lease_nonce=nonce is not None,
+            content_type=self.headers.get("Content-Type"),
+            user_agent=self.headers.get("User-Agent"),
+            started=started,
+        )
+        parsed: graphql_api.ParsedRequest | None = None
+        json_body: Any = None
+        json_error = False
+        if self.server.api == "graphql" and url.path == "/graphql" and method == "POST":
+            parsed = graphql_api.parse_request(body)
+            record.operation_name = parsed.operation_name
+            record.operation_type = parsed.operation_type
+            record.graphql_fields = list(parsed.fields)
+            record.graphql_variables = parsed.variables
+        elif body:
+            try:
+                json_body = json.loads(body)
+                record.json = json_body
+            except ValueError:
+                json_error = True
+        try:
+            self._pipeline(
+                sim,
+                record=record,
+                parsed=parsed,
+                query_multi=query_multi,
+                json_body=json_body,
+                json_error=json_error,
+                nonce=nonce,
+            )
+        finally:
+            record.ended = time.monotonic()
+            sim._log(record)
+
+    def _pipeline(
+        self,
+        sim: Simulator,
+        *,
+        record: RequestRecord,
+        parsed: graphql_api.ParsedRequest | None,
+        query_multi: dict[str, list[str]],
+        json_body: Any,
+        json_error: bool,
+        nonce: str | None,
+    ) -> None:
+        latency = sim.faults.latency
+        if latency:
+            time.sleep(latency)
+        rule = sim.faults.take_before(record)
+        if rule is not None:
+            record.fault = rule.label
+            if rule.kind == "reset":
+                self._reset(record)
+                return
+            if rule.kind == "fail":
+                self._respond(record, rule.status, {"error": _reason(rule.status)})
+                return
+            if rule.kind == "rate_limit":
+                retry: dict[str, str] = {}
+                if rule.retry_after is not None:
+                    retry["Retry-After"] = _seconds(rule.retry_after)
+                self._respond(record, 429, {"error": "rate limit exceeded"}, retry)
+                return
+            if rule.kind == "slow":
+                time.sleep(rule.seconds)
+
+        headers: dict[str, str]
+        if self.server.api == "graphql":
+            if not sim._authorized(self.headers.get("Authorization")):
+                self._respond(record, 401, graphql_api.UNAUTHENTICATED_BODY)
+                return
+            if record.path != "/graphql":
+                self._respond(record, 404, {"errors": [{"message": "not found"}]})
+                return
+            if parsed is None:
+                self._respond(record, 405, {"errors": [{"message": "use POST for /graphql"}]})
+                return
+            status, payload = graphql_api.execute(sim._schema, parsed)
+            succeeded = status == 200 and not payload.get("errors")
+            headers = {}
+        else:
+            if not sim._authorized(self.headers.get("Authorization")):
+                self._respond(record, 401, rest_api.REST_UNAUTHENTICATED)
+                return
+            if json_error:
+                self._respond(record, 400, {"error": "request body is not valid JSON"})
+                return
+            response = rest_api.dispatch(
+                sim, rest_api.Request(record, query_multi, json_body, nonce)
+            )
+            status, payload, headers = response.status, response.body, response.headers
+            succeeded = 200 <= status < 300
+
+        after = sim.faults.take_after(record, succeeded=succeeded)
+        if after is not None:
+            record.fault = after.label
+            self._reset(record)
+            return
+        self._respond(record, status, payload, headers)
+
+    def _respond(
+        self,
+        record: RequestRecord,
+        status: int,
+        payload: Any,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        data = b"" if payload is None else json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("fly-request-id", record.request_id)
+        if payload is not None:
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        if data and record.method != "HEAD":
+            self.wfile.write(data)
+        record.status = status
+
+    def _reset(self, record: RequestRecord) -> None:
+        """Abort the TCP connection (RST) without sending anything."""
+        record.status = None
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        with contextlib.suppress(OSError):
+            self.connection.close()
+
+
+def _reason(status: int) -> str:
+    return {
+        502: "bad gateway",
+        503: "service unavailable",
+        504: "gateway timeout",
+    }.get(status, "internal server error")
+
+
+def _seconds(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)

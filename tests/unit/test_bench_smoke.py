@@ -1,0 +1,84 @@
+"""The benchmark runs end to end, and the action's request counts it measures hold.
+
+Tiny latency and restart times, one run on one machine: this checks functional properties read
+from the simulator's request log (how many requests, how many sequential round trips, how many
+restarts), never timings.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # `bench` lives at the repository root, next to src/
+    sys.path.insert(0, str(ROOT))
+
+from bench.cli import main as bench_main  # noqa: E402
+from bench.measure import Params, measure_action, round_trips  # noqa: E402
+
+pytest.importorskip("matplotlib")
+
+TINY = Params(latency=0.001, restart_seconds=0.05, check_grace_seconds=0.02, smoke_seconds=0.1)
+
+
+class _Span:
+    def __init__(self, started: float, ended: float | None) -> None:
+        self.started = started
+        self.ended = ended
+
+
+def test_round_trips_counts_waves_of_overlapping_requests() -> None:
+    spans = [_Span(0, 1), _Span(0.5, 2), _Span(2.5, 3), _Span(3.5, 4), _Span(3.6, 3.7)]
+    assert round_trips(spans) == 3
+    assert round_trips([]) == 0
+
+
+def test_noop_run_is_two_requests_in_one_round_trip() -> None:
+    sample = measure_action("noop", 1, TINY, seed=1)
+    assert sample.ok, sample.detail
+    assert sample.requests <= 2
+    assert sample.round_trips == 1
+    assert sample.restarts == 0
+    assert not sample.image_changed
+
+
+def test_first_exposure_of_current_cluster_restarts_nothing() -> None:
+    sample = measure_action("current", 1, TINY, seed=2)
+    assert sample.ok, sample.detail
+    assert sample.requests <= 4
+    assert sample.restarts == 0
+    assert not sample.image_changed
+
+
+def test_bench_cli_writes_report_and_chart(tmp_path: Path) -> None:
+    code = bench_main(
+        [
+            "--latency",
+            "0.001",
+            "--restart-seconds",
+            "0.05",
+            "--check-grace-seconds",
+            "0.02",
+            "--smoke-seconds",
+            "0.1",
+            "--runs",
+            "1",
+            "--machines",
+            "1",
+            "--scenarios",
+            "noop,current",
+            "--startup-runs",
+            "1",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert code == 0
+    report = (tmp_path / "benchmarks.md").read_text()
+    assert "✅ met: No-op" in report
+    assert "✅ met: First exposure of a current cluster" in report
+    assert "flyctl steps" in report
+    assert (tmp_path / "benchmarks.png").read_bytes().startswith(b"\x89PNG")

@@ -27,7 +27,9 @@ def _ints(text: str) -> list[int]:
     try:
         values = sorted({int(v) for v in text.split(",") if v.strip()})
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers")
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of numbers"
+        ) from None
     if not values or values[0] < 1:
         raise argparse.ArgumentTypeError("machine counts must be 1 or more")
     return values
@@ -47,9 +49,7 @@ def parser() -> argparse.ArgumentParser:
         description="Benchmark the action against the manual flyctl steps on the Fly simulator.",
     )
     p.add_argument("--latency", type=float, default=None, help="seconds per request (0.05)")
-    p.add_argument(
-        "--restart-seconds", type=float, default=None, help="machine restart time (2)"
-    )
+    p.add_argument("--restart-seconds", type=float, default=None, help="machine restart time (2)")
     p.add_argument(
         "--check-grace-seconds",
         type=float,
@@ -72,9 +72,7 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="1 run, 1 and 3 machines, short restarts and smoke checks; writes to build/bench",
     )
-    p.add_argument(
-        "--out", type=Path, default=None, help="directory for benchmarks.md/.png (docs)"
-    )
+    p.add_argument("--out", type=Path, default=None, help="directory for benchmarks.md/.png (docs)")
     p.add_argument("--startup-runs", type=int, default=5, help="runs of each start-up timing")
     return p
 

@@ -2,13 +2,13 @@
 
 A shell step that installs flyctl and follows Fly's "External Connections" guide runs
 
-    fly ips list                                  # 2 GraphQL queries
-    fly ips allocate-v4 --yes                     # allocateIpAddress {type: v4}
-    fly ips allocate-v6                           # allocateIpAddress {type: v6}
-    fly config save                               # FlyctlConfigCurrentRelease, GET /machines
-    fly image show                                # GetAppCompact, GET /machines, latestImageDetails ×n
-    fly deploy --image flyio/postgres-flex:<major> (rolling strategy, below)
-    fly services list                             # GET /machines
+    fly ips list                # 2 GraphQL queries
+    fly ips allocate-v4 --yes   # allocateIpAddress {type: v4}
+    fly ips allocate-v6         # allocateIpAddress {type: v6}
+    fly config save             # FlyctlConfigCurrentRelease, GET /machines
+    fly image show              # GetAppCompact, GET /machines, latestImageDetails ×n
+    fly deploy --image flyio/postgres-flex:<major>   # the rolling update, below
+    fly services list           # GET /machines
 
 This module sends the same requests, in the same order and with the same concurrency, as flyctl
 does for each command (docs: fly-api.md §2, §4, §5.4 and §6, which cite flyctl and fly-go):
@@ -50,6 +50,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import httpx
@@ -243,7 +244,7 @@ class FlyctlBaseline:
         present = self._step("fly ips list", self.ips_list)
         for family in self.families:
             if family not in present:
-                self._step(f"fly ips allocate-{family}", lambda f=family: self.allocate(f))
+                self._step(f"fly ips allocate-{family}", partial(self.allocate, family))
         services = self._step("fly config save", self.config_save)
         image = self._step("fly image show", self.image_show)
         self._step("fly deploy --image", lambda: self.deploy(image, services))
@@ -353,7 +354,9 @@ class FlyctlBaseline:
                 t.start()
             try:
                 self._update_release(client, release_id, "running")
-                self._rolling_update(client, machines, nonces, image, services, release_id)
+                self._rolling_update(
+                    client, machines, nonces, image=image, services=services, release=release_id
+                )
             finally:
                 stop.set()
                 for t in refreshers:
@@ -440,6 +443,7 @@ class FlyctlBaseline:
         client: httpx.Client,
         machines: list[dict[str, Any]],
         nonces: dict[str, str],
+        *,
         image: str,
         services: list[dict[str, Any]],
         release: str,
@@ -495,8 +499,7 @@ class FlyctlBaseline:
         if not checks:
             return
         shortest = min(
-            [_seconds(c.get("interval")) for c in checks.values() if isinstance(c, dict)]
-            + [120.0]
+            [_seconds(c.get("interval")) for c in checks.values() if isinstance(c, dict)] + [120.0]
         )
         backoff = shortest / 2
         deadline = time.monotonic() + WAIT_TIMEOUT

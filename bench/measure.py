@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from flysim import Simulator
-
 from bench.flyctl_baseline import FlyctlBaseline
+from flysim import Simulator
 
 APP = "bench-db"
 TOKEN = "fo1_benchmark_token_0123456789"
@@ -164,6 +163,7 @@ def _restarts(sim: Simulator, since: float) -> int:
 
 def _measure(
     sim: Simulator,
+    *,
     scenario: Scenario,
     machines: int,
     contender: Contender,
@@ -217,7 +217,7 @@ def action_env(sim: Simulator, workdir: Path) -> dict[str, str]:
 
 
 def run_action(sim: Simulator, env: dict[str, str]) -> tuple[bool, str, int | None]:
-    """`main(env)` in this process, stdout captured; returns (ok, log tail, client request count)."""
+    """`main(env)` in this process, stdout captured: (ok, log tail, the client's request count)."""
     from fly_pg_external import main as action_main
 
     made: list[Any] = []
@@ -229,12 +229,12 @@ def run_action(sim: Simulator, env: dict[str, str]) -> tuple[bool, str, int | No
         return fly
 
     buf = io.StringIO()
-    action_main.make_fly = make_fly  # type: ignore[assignment]  # to read its request counter
+    action_main.make_fly = make_fly  # to read its request counter
     try:
         with contextlib.redirect_stdout(buf):
             code = action_main.main(env)
     finally:
-        action_main.make_fly = original  # type: ignore[assignment]
+        action_main.make_fly = original
     counted = made[0].http.stats.requests if made else None
     tail = "\n".join(buf.getvalue().splitlines()[-15:])
     return code == 0, tail, counted
@@ -243,7 +243,14 @@ def run_action(sim: Simulator, env: dict[str, str]) -> tuple[bool, str, int | No
 def measure_action(scenario: Scenario, machines: int, params: Params, seed: int) -> Sample:
     with simulator(scenario, machines, params, seed) as sim, tempfile.TemporaryDirectory() as tmp:
         env = action_env(sim, Path(tmp))
-        return _measure(sim, scenario, machines, "action", params, lambda: run_action(sim, env))
+        return _measure(
+            sim,
+            scenario=scenario,
+            machines=machines,
+            contender="action",
+            params=params,
+            body=lambda: run_action(sim, env),
+        )
 
 
 def measure_baseline(scenario: Scenario, machines: int, params: Params, seed: int) -> Sample:
@@ -263,12 +270,17 @@ def measure_baseline(scenario: Scenario, machines: int, params: Params, seed: in
                 return False, f"{type(exc).__name__}: {exc}", None
             return True, "", None
 
-        sample = _measure(sim, scenario, machines, "baseline", params, body)
+        sample = _measure(
+            sim,
+            scenario=scenario,
+            machines=machines,
+            contender="baseline",
+            params=params,
+            body=body,
+        )
         if replay.result.graphql_errors:
             unknown = sorted(replay.result.graphql_errors)
-            sample.detail = "GraphQL answered with errors (sent and counted): " + ", ".join(
-                unknown
-            )
+            sample.detail = "GraphQL answered with errors (sent and counted): " + ", ".join(unknown)
         return sample
 
 

@@ -125,8 +125,7 @@ def write_markdown(
             "| What | Time |",
             "|---|---:|",
             f"| `python -c pass` (the interpreter alone) | {startup.interpreter * 1000:.0f} ms |",
-            "| `python -c \"import fly_pg_external.main\"` | "
-            f"{startup.import_main * 1000:.0f} ms |",
+            f'| `python -c "import fly_pg_external.main"` | {startup.import_main * 1000:.0f} ms |',
             "| import of `fly_pg_external.main` itself (`-X importtime`, cumulative) | "
             f"{startup.import_self * 1000:.0f} ms |",
             "| `python entrypoint.py` up to its input validation and exit "
@@ -205,9 +204,7 @@ def write_chart(path: Path, cells: list[Cell], params: Params) -> None:
     axes[0][0].set_ylabel("wall time (s, log)", fontsize=8)
     handles, labels = axes[0][-1].get_legend_handles_labels()
     axes[0][-1].legend(handles, labels, fontsize=7, loc="lower right")
-    low = min(
-        (s.wall for c in cells for s in (c.action, c.baseline) if s.samples), default=0.01
-    )
+    low = min((s.wall for c in cells for s in (c.action, c.baseline) if s.samples), default=0.01)
     axes[0][0].set_ylim(bottom=10 ** math.floor(math.log10(max(low, 1e-3))))
     fig.tight_layout()
     fig.savefig(path, dpi=100)

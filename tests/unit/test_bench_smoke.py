@@ -10,16 +10,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # `bench` lives at the repository root, next to src/
     sys.path.insert(0, str(ROOT))
 
 from bench.cli import main as bench_main  # noqa: E402
 from bench.measure import Params, measure_action, round_trips  # noqa: E402
-
-pytest.importorskip("matplotlib")
 
 TINY = Params(latency=0.001, restart_seconds=0.05, check_grace_seconds=0.02, smoke_seconds=0.1)
 

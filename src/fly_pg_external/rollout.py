@@ -127,19 +127,27 @@ def allocate_ips(fly: Fly, plan: Plan, log: Log) -> list[IpChange]:
     return changes
 
 
-def release_ips(fly: Fly, plan: Plan, log: Log) -> list[IpChange]:
+def release_ips(fly: Fly, plan: Plan, log: Log) -> tuple[list[IpChange], str | None]:
+    """Release the planned addresses; return what was released and the error that stopped it."""
     released: dict[IpFamily, list[str]] = {}
+    error: str | None = None
     for ip in plan.release:
         try:
             fly.graphql.release_ip(plan.app, ip.address)
-        except (FlyTransient, FlyTimeout, FlyError) as exc:
-            still = {i.address for i in fly.graphql.get_app(plan.app).ips}
+        except FlyError as exc:
+            # The response may be lost while the release happened: look before calling it failed.
+            try:
+                still = {i.address for i in fly.graphql.get_app(plan.app).ips}
+            except FlyError:
+                still = {ip.address}
             if ip.address in still:
-                raise RunError(f"Releasing {ip.type} address {ip.address} failed: {exc}") from exc
+                error = f"Releasing {ip.type} address {ip.address} failed: {exc}"
+                break
         log.info(f"Released {ip.type} address {ip.address}.")
         family: IpFamily = "v4" if ip.type == "v4" else "v6"
         released.setdefault(family, []).append(ip.address)
-    return [IpChange(fam, "release", tuple(addrs), done=True) for fam, addrs in released.items()]
+    changes = [IpChange(fam, "release", tuple(a), done=True) for fam, a in released.items()]
+    return changes, error
 
 
 # -- leases -----------------------------------------------------------------------------------
@@ -448,15 +456,23 @@ def apply(fly: Fly, plan: Plan, log: Log, *, wait_timeout: float) -> Outcome:
     """Carry out `plan` and return what is true on Fly afterwards."""
     outcome = plan.outcome()
     if plan.mode == "unexpose":
-        outcome.ips = [
-            *release_ips(fly, plan, log),
-            *[i for i in outcome.ips if i.action != "release"],
+        done, error = release_ips(fly, plan, log)
+        gone = {a for c in done for a in c.addresses}
+        left = [
+            IpChange(i.family, i.action, tuple(a for a in i.addresses if a not in gone))
+            for i in outcome.ips
         ]
+        outcome.ips = [*done, *[i for i in left if i.action != "release" or i.addresses]]
+        outcome.changed = bool(done)
+        if error:
+            outcome.status, outcome.error = "failed", error
         return outcome
     ip_changes: list[IpChange] = []
     try:
         with leased(fly, plan.app, [u.machine for u in plan.updates], log) as leases:
-            ip_changes = allocate_ips(fly, plan, log)
+            for family in plan.allocate:
+                # One family at a time, so a failure keeps what was already allocated on record.
+                ip_changes += allocate_ips(fly, replace(plan, allocate=(family,)), log)
             outcome.ips = [*ip_changes, *[i for i in outcome.ips if i.action != "allocate"]]
             if plan.updates:
                 result = rolling_update(fly, plan, leases, log, wait_timeout=wait_timeout)
@@ -464,9 +480,9 @@ def apply(fly: Fly, plan: Plan, log: Log, *, wait_timeout: float) -> Outcome:
                 if result.error:
                     outcome.status = "failed"
                     outcome.error = result.error
-    except RunError as exc:
+    except (RunError, FlyError) as exc:
         outcome.status = "failed"
-        outcome.error = str(exc)
+        outcome.error = str(exc) if isinstance(exc, RunError) else f"Fly API error: {exc}"
         outcome.changed = bool(ip_changes)
         outcome.ips = [*ip_changes, *[i for i in plan.outcome().ips if i.action != "allocate"]]
         outcome.machines = [

@@ -54,7 +54,7 @@ class Route:
     haproxy: bool
 
 
-@dataclass
+@dataclass(eq=False)  # identity semantics: kept in a set
 class ProxiedConnection:
     route: Route
     client: socket.socket

@@ -234,6 +234,7 @@ class Simulator:
         legacy: bool = False,
         region: str = "iad",
         role: str | None = models.POSTGRES_ROLE,
+        postgres: bool = True,
         org_slug: str = "personal",
         pg_version: str | None = None,
         services: list[dict[str, Any]] | None = None,
@@ -251,7 +252,10 @@ class Simulator:
         app a Flycast ``private_v6``; ``legacy=True`` has no services and no IPs. ``services``
         overrides the services of every machine. ``role=None`` seeds a plain web app.
         ``machine_states`` gives each machine's initial state (default all ``started``).
+        ``postgres=False`` is shorthand for ``role=None``.
         """
+        if not postgres:
+            role = None
         with self._lock:
             if name in self._apps:
                 raise ValueError(f"app {name!r} already exists")

@@ -1,0 +1,300 @@
+"""The action's image, built from the Dockerfile and run the way the GitHub runner runs it.
+
+The Python tests never see the Dockerfile; a wrong COPY, a missing dependency or a `USER` that
+cannot write $GITHUB_OUTPUT only shows in a container. So this builds the image and runs it as
+`ContainerActionHandler` does: `docker run --rm --workdir /github/workspace` with the workspace,
+home, workflow and file-command directories mounted, every declared input exported as
+`INPUT_<NAME>` with hyphens kept (defaults filled in), `GITHUB_OUTPUT` pointing into
+/github/file_commands, against the Fly simulator on the host (`--network host`).
+
+Base image (env FLY_PG_EXTERNAL_BASE_IMAGE):
+- unset or `standin`: a stand-in for python:3.12-slim built from Debian packages by
+  scripts/build-standin-base.sh (cached by tag), for machines that reach no image registry;
+- `dockerfile-default`: the Dockerfile's own pinned python:3.12-slim (CI on hosted runners);
+- anything else: that image, passed as `--build-arg BASE_IMAGE=...`.
+Either way the project's Dockerfile is the one built.
+
+Without Docker the tests skip locally, but fail when CI is set: CI must not pass by skipping.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flysim import Simulator
+
+pytestmark = [pytest.mark.container, pytest.mark.timeout(900)]
+
+ROOT = Path(__file__).resolve().parents[2]
+IMAGE_TAG = "fly-pg-external:container-test"
+TOKEN = "fo1_containertesttoken_0123456789"
+APP = "my-db"
+# A file owner the container's root is not: with a USER in the image, writing would fail.
+RUNNER_UID = 1001
+
+_HEREDOC = re.compile(
+    r"^(?P<name>[^\n<]+)<<(?P<delim>ghadelimiter_[0-9a-f-]+)\n(?P<value>.*?)\n?(?P=delim)$",
+    re.S | re.M,
+)
+
+
+def parse_outputs(text: str) -> dict[str, str]:
+    """The `name<<ghadelimiter_…` records of a $GITHUB_OUTPUT file."""
+    return {m["name"]: m["value"] for m in _HEREDOC.finditer(text)}
+
+
+def docker(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["docker", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in {"true", "1", "yes"}
+
+
+@pytest.fixture(scope="session")
+def docker_daemon() -> None:
+    problem = ""
+    if shutil.which("docker") is None:
+        problem = "the docker CLI is not installed"
+    else:
+        info = docker("info", "--format", "{{.ServerVersion}}", timeout=60)
+        if info.returncode != 0:
+            problem = f"no Docker daemon answers: {info.stderr.strip()[:300]}"
+    if problem:
+        if in_ci():
+            pytest.fail(f"CI is set but {problem}; .ci/run installs and starts Docker.")
+        pytest.skip(f"container tests need Docker and {problem} (CI would fail here)")
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_daemon: None) -> str | None:
+    """The BASE_IMAGE build argument, or None for the Dockerfile's own default."""
+    choice = os.environ.get("FLY_PG_EXTERNAL_BASE_IMAGE", "standin")
+    if choice == "dockerfile-default":
+        return None
+    if choice != "standin":
+        return choice
+    proc = subprocess.run(
+        [str(ROOT / "scripts" / "build-standin-base.sh")],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
+    if proc.returncode != 0:
+        pytest.fail(
+            "could not build the stand-in base image (scripts/build-standin-base.sh; it needs "
+            f"root for debootstrap, e.g. `sudo make standin-base`):\n{proc.stderr[-3000:]}"
+        )
+    return proc.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="session")
+def action_image(base_image: str | None) -> str:
+    build_args = [] if base_image is None else ["--build-arg", f"BASE_IMAGE={base_image}"]
+    proc = docker("build", "-t", IMAGE_TAG, *build_args, str(ROOT), timeout=900)
+    if proc.returncode != 0:
+        pytest.fail(f"docker build failed:\n{(proc.stdout + proc.stderr)[-5000:]}")
+    return IMAGE_TAG
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    simulator = Simulator(
+        token=TOKEN,
+        postgres=None,
+        restart_seconds=0.05,
+        check_grace_seconds=0.05,
+        hostname_on_loopback=False,
+    )
+    simulator.add_app(APP, machines=2, legacy=False)
+    simulator.start()
+    try:
+        yield simulator
+    finally:
+        simulator.stop()
+
+
+def declared(kind: str) -> dict[str, dict[str, str]]:
+    action = yaml.safe_load((ROOT / "action.yml").read_text())
+    return dict(action.get(kind) or {})
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+    output_file: str
+    summary: str
+
+    @property
+    def outputs(self) -> dict[str, str]:
+        return parse_outputs(self.output_file)
+
+    @property
+    def log(self) -> str:
+        return self.stdout + self.stderr
+
+    def errors(self) -> list[str]:
+        return [line for line in self.log.splitlines() if line.startswith("::error")]
+
+
+def runner_inputs(given: dict[str, str]) -> dict[str, str]:
+    """INPUT_* as the runner exports them: every declared input, default or "" when unset."""
+    values = {}
+    for name, spec in declared("inputs").items():
+        default = str(spec.get("default", ""))
+        values[name] = "" if "${{" in default else default  # expressions: none evaluated here
+    values.update(given)
+    return {"INPUT_" + name.replace(" ", "_").upper(): value for name, value in values.items()}
+
+
+def run_like_the_runner(image: str, sim: Simulator, tmp_path: Path, inputs: dict[str, str]) -> Run:
+    dirs = {name: tmp_path / name for name in ("workspace", "home", "workflow", "file_commands")}
+    for path in dirs.values():
+        path.mkdir()
+    suffix = uuid.uuid4()
+    files = {
+        "GITHUB_OUTPUT": f"set_output_{suffix}",
+        "GITHUB_STEP_SUMMARY": f"step_summary_{suffix}",
+        "GITHUB_ENV": f"set_env_{suffix}",
+        "GITHUB_PATH": f"add_path_{suffix}",
+        "GITHUB_STATE": f"save_state_{suffix}",
+    }
+    for name in files.values():
+        path = dirs["file_commands"] / name
+        path.touch(mode=0o644)
+        if os.geteuid() == 0:
+            os.chown(path, RUNNER_UID, RUNNER_UID)
+    (dirs["workflow"] / "event.json").write_text(json.dumps({"inputs": {}}))
+
+    env = {
+        "HOME": "/github/home",
+        "CI": "true",
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_WORKSPACE": "/github/workspace",
+        "GITHUB_EVENT_NAME": "workflow_dispatch",
+        "GITHUB_EVENT_PATH": "/github/workflow/event.json",
+        "GITHUB_REPOSITORY": "acme/infra",
+        "GITHUB_SHA": "0123456789abcdef0123456789abcdef01234567",
+        "GITHUB_RUN_ID": "1",
+        "RUNNER_OS": "Linux",
+        # The runner passes its own temp path, which is not mounted into the container.
+        "RUNNER_TEMP": "/home/runner/work/_temp",
+        "FLY_API_BASE_URL": sim.api_base_url,
+        "FLY_FLAPS_BASE_URL": sim.flaps_base_url,
+        **{var: f"/github/file_commands/{name}" for var, name in files.items()},
+        **runner_inputs(inputs),
+    }
+    argv = ["run", "--rm", "--network", "host", "--workdir", "/github/workspace"]
+    for name, path in dirs.items():
+        argv += ["-v", f"{path}:/github/{name}"]
+    for key, value in env.items():
+        argv += ["-e", f"{key}={value}"]
+    proc = docker(*argv, image, timeout=300)
+    return Run(
+        returncode=proc.returncode,
+        stdout=proc.stdout,
+        stderr=proc.stderr,
+        output_file=(dirs["file_commands"] / files["GITHUB_OUTPUT"]).read_text(),
+        summary=(dirs["file_commands"] / files["GITHUB_STEP_SUMMARY"]).read_text(),
+    )
+
+
+BASE_INPUTS = {"app": APP, "fly-api-token": TOKEN, "verify": "false", "pr-comment": "false"}
+
+
+def test_image_runs_as_root_from_absolute_paths(action_image: str) -> None:
+    config = json.loads(
+        docker("image", "inspect", "--format", "{{json .Config}}", action_image).stdout
+    )
+    assert config.get("User", "") in ("", "root", "0"), "the runner needs root to write file commands"
+    assert config["Entrypoint"] == ["/usr/local/bin/python", "/app/entrypoint.py"]
+    env = dict(item.split("=", 1) for item in config["Env"])
+    assert env["PYTHONUNBUFFERED"] == "1"
+    assert env["PYTHONDONTWRITEBYTECODE"] == "1"
+
+
+def test_image_holds_the_runtime_code_and_nothing_else(action_image: str) -> None:
+    probe = """
+import importlib.util, json, os, sys
+import fly_pg_external.main, fly_pg_external.github, httpx, tomlkit, github, actions_toolkit
+print(json.dumps({
+    "uid": os.getuid(),
+    "files": sorted(
+        os.path.relpath(os.path.join(d, f), "/app")
+        for d, _, fs in os.walk("/app") for f in fs if not f.endswith(".pyc")
+    ),
+    "absent": [m for m in ("flysim", "fakegithub", "psycopg", "pytest")
+               if importlib.util.find_spec(m) is None],
+}))
+"""
+    proc = docker("run", "--rm", "--entrypoint", "/usr/local/bin/python", action_image, "-c", probe)
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout)
+    assert seen["uid"] == 0
+    assert seen["absent"] == ["flysim", "fakegithub", "psycopg", "pytest"]
+    package = sorted(
+        str(p.relative_to(ROOT)) for p in (ROOT / "src" / "fly_pg_external").rglob("*.py")
+    )
+    assert seen["files"] == sorted(["entrypoint.py", "requirements.lock", *package])
+
+
+def test_plan_run_reports_outputs_and_changes_nothing(
+    action_image: str, sim: Simulator, tmp_path: Path
+) -> None:
+    run = run_like_the_runner(action_image, sim, tmp_path, {**BASE_INPUTS, "mode": "plan"})
+
+    assert run.returncode == 0, run.log
+    assert re.search(r"^changed<<ghadelimiter_[0-9a-f-]+\ntrue\n", run.output_file, flags=re.M)
+    outputs = run.outputs
+    assert set(outputs) == set(declared("outputs")), "every declared output, and only those"
+    assert outputs["changed"] == "true"
+    assert outputs["host"] == f"{APP}.fly.dev"
+    assert outputs["port"] == "5432"
+    assert outputs["ipv4"] == outputs["ipv6"] == ""
+    assert sim.mutating_requests() == []
+    assert not run.errors()
+
+
+def test_expose_run_allocates_the_public_ips(
+    action_image: str, sim: Simulator, tmp_path: Path
+) -> None:
+    run = run_like_the_runner(action_image, sim, tmp_path, {**BASE_INPUTS, "mode": "expose"})
+
+    assert run.returncode == 0, run.log
+    outputs = run.outputs
+    assert outputs["changed"] == "true"
+    public = {ip.type: ip.address for ip in sim.app(APP).ips if ip.type in ("v4", "v6")}
+    assert outputs["ipv4"] == public["v4"]
+    assert outputs["ipv6"] == public["v6"]
+    allocations = [r for r in sim.mutating_requests() if "allocateIpAddress" in r.graphql_fields]
+    assert len(allocations) == 2
+    assert run.summary.strip(), "a step summary was written"
+
+
+def test_bad_input_fails_the_step_before_any_request(
+    action_image: str, sim: Simulator, tmp_path: Path
+) -> None:
+    run = run_like_the_runner(
+        action_image, sim, tmp_path, {**BASE_INPUTS, "ip-versions": "shared-v4"}
+    )
+
+    assert run.returncode == 1, run.log
+    assert any("ip-versions" in line for line in run.errors()), run.log
+    assert "Traceback" not in run.log
+    assert sim.requests == []

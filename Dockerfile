@@ -7,9 +7,10 @@
 # - no WORKDIR reliance: the runner mounts the workspace and passes its own --workdir;
 # - no BuildKit-only syntax: self-hosted and GHES runners may build with the classic builder.
 
-# python:3.12-slim pinned by the digest of its multi-arch index (amd64, arm64). Dependabot
-# (.github/dependabot.yml) proposes the new digest when the tag moves. Overridable so the
-# container test can build this same file on a local stand-in base.
+# python:3.12-slim pinned by the digest of its multi-arch index (amd64, arm64). The release
+# workflow warns when the tag has moved on; bump it to the digest printed by
+# `docker buildx imagetools inspect python:3.12-slim`. (Dependabot does not update an ARG.)
+# Overridable so the container test can build this same file on a local stand-in base.
 ARG BASE_IMAGE=python:3.12-slim@sha256:78387bc3881b8273120a12ebe6c1ab22b018ccc2c9adf565ae1ac9b536e184ea
 FROM ${BASE_IMAGE}
 

@@ -60,7 +60,7 @@ def goals_list(goals: list[Goal]) -> list[str]:
 def breakdown_section(cells: list[Cell]) -> list[str]:
     biggest = max((c.machines for c in cells), default=0)
     lines = [
-        f"<details><summary>Where the requests go ({biggest} machines, first run)</summary>",
+        f"<details><summary>Where the requests go ({biggest} machine(s), first run)</summary>",
         "",
     ]
     for scenario in SCENARIOS:
@@ -177,6 +177,7 @@ def write_chart(path: Path, cells: list[Cell], params: Params) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     scenarios = [s for s in SCENARIOS if any(c.scenario == s for c in cells)]
     fig, axes = plt.subplots(
@@ -199,6 +200,8 @@ def write_chart(path: Path, cells: list[Cell], params: Params) -> None:
         ax.set_xlabel("machines", fontsize=8)
         ax.set_xticks(xs)
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.tick_params(labelsize=7)
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel("wall time (s, log)", fontsize=8)

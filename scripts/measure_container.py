@@ -10,7 +10,8 @@ so the figures describe that stand-in, not python:3.12-slim. Printed as a Markdo
   `image: Dockerfile` costs on every job before the base image is even pulled;
 - bare container start (`python -c pass` in the image);
 - the action's own start-up: a run stopped by a bad input, which imports the code, reads every
-  input, prints `::error` and exits, without any network request.
+  input, prints `::error` and exits, without any network request;
+- a whole `mode: plan` run against the Fly simulator on this machine (`--network host`).
 """
 
 from __future__ import annotations
@@ -22,18 +23,24 @@ import sys
 import time
 from pathlib import Path
 
+from flysim import Simulator
+
 ROOT = Path(__file__).resolve().parents[1]
 TAG = "fly-pg-external:measure"
+TOKEN = "fo1_measuretoken_0123456789"
 
 
 def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=check)
 
 
-def timed(argv: list[str]) -> float:
+def timed(argv: list[str], expect: int = 0) -> float:
     start = time.perf_counter()
-    subprocess.run(argv, capture_output=True, check=False)
-    return time.perf_counter() - start
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != expect:
+        sys.exit(f"{argv[-1]} exited {proc.returncode}, not {expect}:\n{proc.stdout}{proc.stderr}")
+    return elapsed
 
 
 def image_size(image: str) -> int:
@@ -78,10 +85,34 @@ def main() -> int:
                 "-e",
                 "INPUT_FLY-API-TOKEN=fo1_measure",
                 TAG,
-            ]
+            ],
+            expect=1,
         )
         for _ in range(args.runs)
     ]
+    sim = Simulator(token=TOKEN, restart_seconds=0.05, hostname_on_loopback=False)
+    sim.add_app("my-db", machines=3)
+    sim.start()
+    try:
+        plan = [
+            timed(
+                [
+                    "docker",
+                    "run",
+                    "--rm",
+                    "--network",
+                    "host",
+                    *("-e", f"FLY_API_BASE_URL={sim.api_base_url}"),
+                    *("-e", f"FLY_FLAPS_BASE_URL={sim.flaps_base_url}"),
+                    *("-e", "INPUT_APP=my-db", "-e", "INPUT_MODE=plan"),
+                    *("-e", f"INPUT_FLY-API-TOKEN={TOKEN}", "-e", "INPUT_PR-COMMENT=false"),
+                    TAG,
+                ]
+            )
+            for _ in range(args.runs)
+        ]
+    finally:
+        sim.stop()
     python = docker("run", "--rm", "--entrypoint", "/usr/local/bin/python", TAG, "-V").stdout
 
     print(f"Base image: `{base}` ({python.strip()}), {args.runs} runs each, median:\n")
@@ -91,6 +122,7 @@ def main() -> int:
     print(f"| Cold build from the Dockerfile (base present) | {build_seconds:.1f} s |")
     print(f"| Container start, `python -c pass` | {statistics.median(bare):.2f} s |")
     print(f"| Action start to exit on a bad input | {statistics.median(action):.2f} s |")
+    print(f"| Whole `mode: plan` run against the simulator | {statistics.median(plan):.2f} s |")
     return 0
 
 

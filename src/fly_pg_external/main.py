@@ -110,7 +110,8 @@ def _verify_expose(outcome: Outcome, settings: Settings, gha: Actions) -> None:
                 bound=bound,
             )
         except ProbeError as exc:
-            v6 = is_ipv6(target)
+            # Only "cannot reach it" is excusable for IPv6: a v6 that answers must work.
+            v6 = is_ipv6(target) and exc.stage == "tcp"
             outcome.verify.append(VerifyResult(target, False, str(exc), warning_only=v6))
             if v6:
                 gha.warning(
@@ -207,8 +208,6 @@ def run(
                 "No database-url input: the database-url output stays empty. Pass the app's "
                 "internal DATABASE_URL (from fly pg attach) to get the external one."
             )
-        if plan.external_url:
-            gha.add_mask(plan.external_url)
         title = "Plan (read only)" if plan.read_only else "Plan"
         with gha.group(title):
             _describe_plan(plan, gha)

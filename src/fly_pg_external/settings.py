@@ -70,6 +70,8 @@ class Settings:
             out.append(self.github_token)
         if self.database_url is not None:
             out.extend(self.database_url.secrets)
+            # Known before any request, so it is masked before anything is printed.
+            out.append(self.database_url.external(self.host, self.port, self.sslmode))
         return out
 
 

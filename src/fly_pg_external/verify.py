@@ -27,8 +27,11 @@ _UNROUTABLE = {101, 99, 97, 113}  # ENETUNREACH, EADDRNOTAVAIL, EAFNOSUPPORT, EH
 
 
 class ProbeError(Exception):
-    def __init__(self, message: str, *, unroutable: bool = False) -> None:
+    """`stage` says how far the probe got: tcp, tls or login."""
+
+    def __init__(self, message: str, *, stage: str = "tls", unroutable: bool = False) -> None:
         super().__init__(message)
+        self.stage = stage
         self.unroutable = unroutable
 
 
@@ -118,7 +121,7 @@ def _login(sock: ssl.SSLSocket, login: Login) -> str:
     while True:
         kind, body = _read_message(sock)
         if kind == b"E":
-            raise ProbeError("login refused: " + _error_text(body))
+            raise ProbeError(_error_text(body))
         if kind == b"R":
             code = struct.unpack("!i", body[:4])[0]
             if code == 0:
@@ -169,6 +172,7 @@ def probe(
     except OSError as exc:
         raise ProbeError(
             f"TCP connection failed: {exc.strerror or exc}",
+            stage="tcp",
             unroutable=getattr(exc, "errno", None) in _UNROUTABLE,
         ) from None
     try:
@@ -189,7 +193,12 @@ def probe(
         sock = context.wrap_socket(raw, server_hostname=server_name)
         try:
             tls = sock.version() or "TLS"
-            version = _login(sock, login) if login else None
+            try:
+                version = _login(sock, login) if login else None
+            except ProbeError as exc:
+                raise ProbeError(f"login refused: {exc}", stage="login") from None
+            except OSError as exc:
+                raise ProbeError(f"login failed: {exc}", stage="login") from None
         finally:
             sock.close()
         return ProbeResult(tls, version)
@@ -225,7 +234,7 @@ def probe_until(
             return probe(host, port, server_name=server_name, sslmode=sslmode, login=login)
         except ProbeError as exc:
             # A refused login will not get better by retrying; an unroutable family neither.
-            if exc.unroutable or "login refused" in str(exc) or clock() + pause > deadline:
+            if exc.unroutable or exc.stage == "login" or clock() + pause > deadline:
                 raise
         sleep(pause)
         pause = min(3.0, pause * 2)

@@ -254,7 +254,12 @@ class ProxyManager:
             elif code == PROTOCOL_3:
                 # A plaintext StartupMessage: pg_tls never passes plaintext through. (Whether Fly
                 # answers with an error or just closes is UNCONFIRMED; an error is friendlier.)
+                # Read the rest of the packet first: closing with unread data would be a RST
+                # that can destroy the error before the client reads it.
+                if 8 < length <= 10_000:
+                    _recv_exact(client, length - 8)
                 client.sendall(error_response("SSL required: this port only accepts TLS", "28000"))
+                client.shutdown(socket.SHUT_WR)
                 return
             else:
                 # GSSENCRequest, CancelRequest or a direct TLS ClientHello (PG17

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import socket
 import struct
 import threading
@@ -17,6 +18,8 @@ from flysim.requestlog import Api, RequestRecord
 
 if TYPE_CHECKING:
     from flysim.simulator import Simulator
+
+log = logging.getLogger("flysim.server")
 
 
 class ApiServer(ThreadingHTTPServer):
@@ -159,9 +162,12 @@ class _Handler(BaseHTTPRequestHandler):
                 json_error=json_error,
                 nonce=nonce,
             )
+        except Exception as exc:
+            log.exception("flysim failed on %s %s", method, url.path)
+            if record.ended is None:  # nothing sent yet: say so instead of dropping the line
+                self._respond(record, 500, {"error": f"simulator error: {exc}"})
         finally:
-            record.ended = time.monotonic()
-            sim._log(record)
+            self._finish_record(record)
 
     def _pipeline(
         self,
@@ -244,14 +250,23 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
+        record.status = status
+        # Logged before the client can see the answer, so a test that reads the log right after
+        # its request returns always finds it there.
+        self._finish_record(record)
         self.end_headers()
         if data and record.method != "HEAD":
             self.wfile.write(data)
-        record.status = status
+
+    def _finish_record(self, record: RequestRecord) -> None:
+        if record.ended is None:
+            record.ended = time.monotonic()
+            self.server.sim._log(record)
 
     def _reset(self, record: RequestRecord) -> None:
         """Abort the TCP connection (RST) without sending anything."""
         record.status = None
+        self._finish_record(record)
         self.close_connection = True
         with contextlib.suppress(OSError):
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

@@ -3,7 +3,7 @@
 The Python tests never see the Dockerfile; a wrong COPY, a missing dependency or a `USER` that
 cannot write $GITHUB_OUTPUT only shows in a container. So this builds the image and runs it as
 `ContainerActionHandler` does: `docker run --rm --workdir /github/workspace` with the workspace,
-home, workflow and file-command directories mounted, every declared input exported as
+home, workflow, runner-temp and file-command directories mounted, every declared input exported as
 `INPUT_<NAME>` with hyphens kept (defaults filled in), `GITHUB_OUTPUT` pointing into
 /github/file_commands, against the Fly simulator on the host (`--network host`).
 
@@ -25,7 +25,7 @@ import re
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,20 +112,14 @@ def action_image(base_image: str | None) -> str:
 
 
 @pytest.fixture
-def sim() -> Iterator[Simulator]:
-    simulator = Simulator(
+def sim(flysim: Callable[..., Simulator]) -> Simulator:
+    # No PostgreSQL and no listener on 127.0.0.1:5432: these runs use `verify: false`.
+    return flysim(
+        apps={APP: {"machines": 2, "legacy": False}},
+        postgres=False,
         token=TOKEN,
-        postgres=None,
-        restart_seconds=0.05,
-        check_grace_seconds=0.05,
         hostname_on_loopback=False,
     )
-    simulator.add_app(APP, machines=2, legacy=False)
-    simulator.start()
-    try:
-        yield simulator
-    finally:
-        simulator.stop()
 
 
 def declared(kind: str) -> dict[str, dict[str, str]]:
@@ -164,9 +158,13 @@ def runner_inputs(given: dict[str, str]) -> dict[str, str]:
 
 
 def run_like_the_runner(image: str, sim: Simulator, tmp_path: Path, inputs: dict[str, str]) -> Run:
-    dirs = {name: tmp_path / name for name in ("workspace", "home", "workflow", "file_commands")}
+    # The runner's mounts, minus /var/run/docker.sock, which the action does not use.
+    mounted = ("workspace", "home", "workflow", "file_commands", "runner_temp")
+    dirs = {name: tmp_path / name for name in mounted}
     for path in dirs.values():
         path.mkdir()
+        if os.geteuid() == 0:
+            os.chown(path, RUNNER_UID, RUNNER_UID)
     suffix = uuid.uuid4()
     files = {
         "GITHUB_OUTPUT": f"set_output_{suffix}",
@@ -193,8 +191,7 @@ def run_like_the_runner(image: str, sim: Simulator, tmp_path: Path, inputs: dict
         "GITHUB_SHA": "0123456789abcdef0123456789abcdef01234567",
         "GITHUB_RUN_ID": "1",
         "RUNNER_OS": "Linux",
-        # The runner passes its own temp path, which is not mounted into the container.
-        "RUNNER_TEMP": "/home/runner/work/_temp",
+        "RUNNER_TEMP": "/github/runner_temp",
         "FLY_API_BASE_URL": sim.api_base_url,
         "FLY_FLAPS_BASE_URL": sim.flaps_base_url,
         **{var: f"/github/file_commands/{name}" for var, name in files.items()},
@@ -222,7 +219,8 @@ def test_image_runs_as_root_from_absolute_paths(action_image: str) -> None:
     config = json.loads(
         docker("image", "inspect", "--format", "{{json .Config}}", action_image).stdout
     )
-    assert config.get("User", "") in ("", "root", "0"), "the runner needs root to write file commands"
+    user = config.get("User", "")
+    assert user in ("", "root", "0"), f"USER {user}: the runner needs root to write file commands"
     assert config["Entrypoint"] == ["/usr/local/bin/python", "/app/entrypoint.py"]
     env = dict(item.split("=", 1) for item in config["Env"])
     assert env["PYTHONUNBUFFERED"] == "1"
@@ -249,7 +247,9 @@ print(json.dumps({
     assert seen["uid"] == 0
     assert seen["absent"] == ["flysim", "fakegithub", "psycopg", "pytest"]
     package = sorted(
-        str(p.relative_to(ROOT)) for p in (ROOT / "src" / "fly_pg_external").rglob("*.py")
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "src" / "fly_pg_external").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
     )
     assert seen["files"] == sorted(["entrypoint.py", "requirements.lock", *package])
 
@@ -285,6 +285,7 @@ def test_expose_run_allocates_the_public_ips(
     allocations = [r for r in sim.mutating_requests() if "allocateIpAddress" in r.graphql_fields]
     assert len(allocations) == 2
     assert run.summary.strip(), "a step summary was written"
+    assert (tmp_path / "runner_temp" / "fly-pg-external" / APP / "fly.toml").is_file()
 
 
 def test_bad_input_fails_the_step_before_any_request(

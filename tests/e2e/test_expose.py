@@ -60,6 +60,8 @@ def test_first_exposure_of_current_cluster_allocates_ips_and_restarts_nothing(
 def test_rerun_on_exposed_app_makes_no_change(current_sim: Simulator, tmp_path: Path) -> None:
     first = run_inprocess(current_sim, tmp_path / "1", {"app": "my-db"})
     current_sim.clear_requests()
+    # With latency, sequential reads could not overlap: overlap proves one round trip.
+    current_sim.faults.latency = 0.3
     second = run_subprocess(current_sim, tmp_path / "2", {"app": "my-db"})
     assert second.code == 0, second.log
     assert second.outputs["changed"] == "false"
@@ -91,7 +93,7 @@ def test_legacy_cluster_rolls_out_replicas_first_primary_last_one_at_a_time(
     legacy_sim: Simulator, tmp_path: Path
 ) -> None:
     app = legacy_sim.app("my-db")
-    primary = app.primary().id
+    primary = app.primary.id
     configs_before = {m.id: m.config for m in app.machines}
     result = run_subprocess(legacy_sim, tmp_path, {"app": "my-db"})
     assert result.code == 0, result.log
@@ -166,7 +168,7 @@ def test_machine_that_never_becomes_healthy_is_rolled_back(
     legacy_sim: Simulator, tmp_path: Path
 ) -> None:
     app = legacy_sim.app("my-db")
-    order = sorted(app.machines, key=lambda m: (m.id == app.primary().id, m.id))
+    order = sorted(app.machines, key=lambda m: (m.id == app.primary.id, m.id))
     broken = order[1]
     legacy_sim.faults.never_healthy(broken.id)
     before = {m.id: m.config for m in app.machines}

@@ -81,6 +81,8 @@ def test_zizmor_finds_nothing() -> None:
         "--offline",
         "--no-progress",
         "--strict-collection",
+        "--config",
+        ROOT / ".github" / "zizmor.yml",
         "--persona",
         "pedantic",
         ACTION_YML,

@@ -1,0 +1,71 @@
+"""Shared fixtures: one real PostgreSQL per session and started Fly simulators per test."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flysim import PostgresServer, Simulator
+
+# pytest runs with --import-mode=importlib, which puts no test directory on sys.path; the
+# helpers the end-to-end tests share are imported by module name from here.
+_HELPERS = Path(__file__).parent / "helpers"
+if str(_HELPERS) not in sys.path:
+    sys.path.insert(0, str(_HELPERS))
+
+#: The token every simulator from ``flysim`` accepts (the one the action-run helpers send).
+SIMULATOR_TOKEN = "fo1_simulatortoken_0123456789"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL for the whole session (started on first use, stopped at the end)."""
+    started = time.monotonic()
+    server = PostgresServer.start()
+    print(f"\nPostgreSQL {server.version} ready in {time.monotonic() - started:.2f}s")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def flysim(request: pytest.FixtureRequest) -> Iterator[Callable[..., Simulator]]:
+    """Factory for started simulators; each one is stopped after the test.
+
+    ``flysim(apps=None, *, postgres=True, **simulator_kwargs) -> Simulator``
+
+    - ``apps`` maps app names to :meth:`Simulator.add_app` keyword arguments, e.g.
+      ``{"my-db": {"machines": 3, "legacy": True}, "web": {"postgres": False}}``.
+    - ``postgres=True`` puts the session's ``pg_server`` behind the pg_tls proxy (it is started
+      the first time a test asks for it); ``False`` leaves the proxy without a backend.
+    - Other keyword arguments go to :class:`Simulator`. Defaults here: the token
+      ``SIMULATOR_TOKEN``, ``restart_seconds=0.05`` and ``check_grace_seconds=0.05``, so a
+      rollout takes a fraction of a second. Public listeners use the real service ports and the
+      first exposed app is also on 127.0.0.1 (``hostname_on_loopback``), like ``<app>.fly.dev``;
+      pass ``public_port_map={5432: 0, 5433: 0}`` for free ports instead.
+    """
+    made: list[Simulator] = []
+
+    def make(
+        apps: dict[str, dict[str, Any]] | None = None,
+        *,
+        postgres: bool = True,
+        **kwargs: Any,
+    ) -> Simulator:
+        kwargs.setdefault("token", SIMULATOR_TOKEN)
+        kwargs.setdefault("restart_seconds", 0.05)
+        kwargs.setdefault("check_grace_seconds", 0.05)
+        backend = request.getfixturevalue("pg_server") if postgres else None
+        sim = Simulator(postgres=backend, **kwargs)
+        made.append(sim)
+        for name, options in (apps or {}).items():
+            sim.add_app(name, **options)
+        return sim.start()
+
+    yield make
+    for sim in made:
+        sim.stop()

@@ -1,0 +1,183 @@
+"""The leak scanner: look for secrets in everything a run leaves behind, in every spelling.
+
+A secret can travel raw, percent-encoded (a password inside a URL) or base64-encoded (HTTP basic
+auth, a token inside a JSON blob that was encoded whole). Base64 of a secret that sits inside a
+longer encoded blob does not start on a 3-byte boundary, so the scanner also looks for the part
+of the encoding that is fixed by the secret alone at each of the three alignments.
+
+What a run leaves behind: the log as the runner shows it (stdout and stderr, with the `add-mask`
+commands the runner consumes removed; a mask line the runner would *show*, e.g. one fenced by
+`::stop-commands::`, counts as a leak), every output in `$GITHUB_OUTPUT` except `database-url`
+(which carries the password by design and must be masked: that is checked too), the step
+summary, every file written under RUNNER_TEMP (fly.toml) and any extra text (PR comments).
+
+The scanner is independent of the action's own redactor on purpose: it is the oracle.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, quote_plus
+
+import workflow_log
+
+MASKED_OUTPUTS = frozenset({"database-url"})
+_MIN_CORE = 8  # shorter base64 fragments would match ordinary text by chance
+_SUB_DELIMS = "!$&'()*+,;=:@/"
+
+
+def _lower_escapes(text: str) -> str:
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "%" and i + 2 < len(text):
+            out.append(text[i : i + 3].lower())
+            i += 3
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def _base64_cores(raw: bytes) -> dict[str, str]:
+    forms: dict[str, str] = {}
+    for alphabet, encode in (("base64", base64.b64encode), ("base64url", base64.urlsafe_b64encode)):
+        whole = encode(raw).decode()
+        forms[whole] = alphabet
+        forms[whole.rstrip("=")] = alphabet
+        for offset in range(3):
+            data = b"\0" * offset + raw
+            text = encode(data).decode()
+            start = 4 if offset else 0
+            core = text[start : 4 * (len(data) // 3)]
+            if len(core) >= _MIN_CORE:
+                forms.setdefault(core, f"{alphabet} (inside a longer blob)")
+    return forms
+
+
+def secret_forms(secret: str) -> dict[str, str]:
+    """Each spelling of `secret` the scanner looks for → a name for it (never the value)."""
+    forms: dict[str, str] = {secret: "raw"}
+    for encoded in (
+        quote(secret, safe=""),
+        quote_plus(secret),
+        quote(secret, safe=_SUB_DELIMS),
+        quote(secret),
+    ):
+        if encoded != secret:
+            forms.setdefault(encoded, "percent-encoded")
+            forms.setdefault(_lower_escapes(encoded), "percent-encoded (lower-case hex)")
+    forms.update({k: v for k, v in _base64_cores(secret.encode()).items() if k not in forms})
+    return {form: kind for form, kind in forms.items() if form}
+
+
+@dataclass(frozen=True)
+class Hit:
+    secret: str  # a label ("fly token"), never the value
+    kind: str
+    where: str
+    line: int | None
+
+
+@dataclass
+class LeakReport:
+    sources: int = 0  # texts scanned
+    forms: int = 0  # spellings looked for
+    hits: list[Hit] = field(default_factory=list)
+
+
+# Every scan is reported here too, so a suite can count what it scanned (see the reliability
+# suite's conftest); listeners must not raise.
+_listeners: list[Callable[[LeakReport], None]] = []
+
+
+def add_listener(listener: Callable[[LeakReport], None]) -> None:
+    _listeners.append(listener)
+
+
+def remove_listener(listener: Callable[[LeakReport], None]) -> None:
+    if listener in _listeners:
+        _listeners.remove(listener)
+
+
+def scan_texts(texts: Mapping[str, str], secrets: Mapping[str, str]) -> LeakReport:
+    """Look for every form of every secret (label → value) in every text (name → text)."""
+    report = LeakReport(sources=len(texts))
+    for label, secret in secrets.items():
+        if not secret:
+            continue
+        forms = secret_forms(secret)
+        report.forms += len(forms)
+        for where, text in texts.items():
+            for form, kind in forms.items():
+                index = text.find(form)
+                if index >= 0:
+                    line = text.count("\n", 0, index) + 1
+                    report.hits.append(Hit(label, kind, where, line))
+    return report
+
+
+def run_texts(result: Any) -> dict[str, str]:
+    """Everything an ActionResult left behind, by name; the runner's view of the log."""
+    texts: dict[str, str] = {}
+    for stream in ("stdout", "stderr"):
+        parsed = workflow_log.parse(getattr(result, stream))
+        texts[stream] = parsed.shown_text
+    output_file = result.workdir / "file_commands" / "output"
+    raw_outputs = output_file.read_text(encoding="utf-8") if output_file.exists() else ""
+    for name, value in result.outputs.items():
+        if name in MASKED_OUTPUTS:
+            if value:
+                raw_outputs = raw_outputs.replace(value, "")
+            continue
+        texts[f"output {name}"] = value
+    texts["$GITHUB_OUTPUT"] = raw_outputs
+    texts["step summary"] = result.summary
+    for path, text in result.files.items():
+        texts[f"file {path}"] = text
+    return texts
+
+
+def masked_outputs_are_masked(result: Any) -> list[str]:
+    """Names of masked outputs that carry a value the log never registered with add-mask."""
+    masks = set(workflow_log.parse(result.stdout).masks)
+    return [
+        name
+        for name in MASKED_OUTPUTS
+        if result.outputs.get(name) and result.outputs[name] not in masks
+    ]
+
+
+def assert_no_leaks(
+    result: Any,
+    secrets: Mapping[str, str],
+    *,
+    extra: Mapping[str, str] | None = None,
+) -> LeakReport:
+    """Fail if any form of any secret appears in what `result` left behind (or in `extra`)."""
+    texts = run_texts(result)
+    texts.update(extra or {})
+    report = scan_texts(texts, secrets)
+    unmasked = masked_outputs_are_masked(result)
+    for listener in list(_listeners):
+        listener(report)
+    problems = [
+        f"{h.secret} ({h.kind}) in {h.where}" + (f" line {h.line}" if h.line else "")
+        for h in report.hits
+    ]
+    problems += [f"output {name} was set without ::add-mask::" for name in unmasked]
+    assert not problems, "secret leaked: " + "; ".join(problems)
+    return report
+
+
+def assert_clean(texts: Iterable[tuple[str, str]], secrets: Mapping[str, str]) -> LeakReport:
+    """`assert_no_leaks` for loose texts (e.g. what a fake server received)."""
+    report = scan_texts(dict(texts), secrets)
+    for listener in list(_listeners):
+        listener(report)
+    assert not report.hits, "secret leaked: " + "; ".join(
+        f"{h.secret} ({h.kind}) in {h.where}" for h in report.hits
+    )
+    return report

@@ -39,7 +39,6 @@ def main() -> int:
         sim = Simulator(token=TOKEN, postgres=pg, restart_seconds=1.0, check_grace_seconds=0.5)
         sim.add_app(APP, machines=3, legacy=True)
         with sim:
-            sim.start()
             output = Path(tmp) / "output"
             output.touch()
             internal = f"postgres://{USER}:{PASSWORD}@{APP}.flycast:5432/{DATABASE}?sslmode=disable"

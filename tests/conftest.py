@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -68,4 +69,8 @@ def flysim(request: pytest.FixtureRequest) -> Iterator[Callable[..., Simulator]]
 
     yield make
     for sim in made:
+        # A listener that could not bind (e.g. another process holds 127.0.0.1:5432) means the
+        # test's connections went somewhere else: say so next to whatever failed.
+        for error in sim.listener_errors:
+            warnings.warn(f"flysim: {error}", RuntimeWarning, stacklevel=1)
         sim.stop()

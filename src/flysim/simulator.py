@@ -165,26 +165,32 @@ class Simulator:
 
     # ============================================================================ lifecycle ====
     def start(self) -> Simulator:
+        """Start serving (idempotent). A stopped simulator cannot be started again."""
+        # Imported here: the server's route handlers import this module.
         from flysim.server import ApiServer
 
         with self._lock:
+            if self._stopped:
+                raise RuntimeError("this simulator was stopped; create a new one")
             if self._started:
                 return self
             self._started = True
-        self._tmpdir = tempfile.mkdtemp(prefix="flysim-")
-        self._proxy = ProxyManager(
-            lock=self._lock,
-            route=self._route,
-            backend=lambda: self.postgres,
-            cert_dir=self._tmpdir,
-        )
-        self._scheduler.start()
-        self._servers = [
-            ApiServer(self, "graphql", self.host, self._ports[0]),
-            ApiServer(self, "rest", self.host, self._ports[1]),
-        ]
-        with self._lock:
-            self._after_change()
+        try:
+            self._tmpdir = tempfile.mkdtemp(prefix="flysim-")
+            self._proxy = ProxyManager(
+                lock=self._lock,
+                route=self._route,
+                backend=lambda: self.postgres,
+                cert_dir=self._tmpdir,
+            )
+            self._scheduler.start()
+            self._servers.append(ApiServer(self, "graphql", self.host, self._ports[0]))
+            self._servers.append(ApiServer(self, "rest", self.host, self._ports[1]))
+            with self._lock:
+                self._after_change()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:

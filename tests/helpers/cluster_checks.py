@@ -34,12 +34,15 @@ def is_allocation(record: RequestRecord) -> bool:
 
 
 def updates(sim: Simulator, app: str, *, since: int = 0) -> list[RequestRecord]:
-    """Machine updates the simulator accepted, oldest first (from request `since` on)."""
+    """Machine updates the simulator carried out, oldest first (from request `since` on); one
+    whose response was lost after it took effect counts."""
     prefix = f"/v1/apps/{app}/machines/"
     return [
         r
         for r in sim.requests[since:]
-        if is_update(r) and r.path.startswith(prefix) and r.status == 200
+        if is_update(r)
+        and r.path.startswith(prefix)
+        and (r.status == 200 or r.fault == "reset:after_commit")
     ]
 
 

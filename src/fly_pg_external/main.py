@@ -25,7 +25,6 @@ from .rollout import Fly, RunError, apply, read_cluster
 from .settings import InputError, Settings, from_environ
 from .verify import Login, ProbeError, is_ipv6, probe_until, still_open
 
-VERIFY_BOUND = 60.0
 UNEXPOSE_VERIFY_BOUND = 30.0
 
 Publisher = Callable[[Outcome, Settings, Actions, Mapping[str, str]], str]
@@ -40,7 +39,7 @@ def _on_signal(signum: int, _frame: FrameType | None) -> None:
 
 
 def make_fly(settings: Settings) -> Fly:
-    http = FlyHttp()
+    http = FlyHttp(timeout=settings.http_timeout)
     return Fly(
         http,
         GraphQL(http, settings.api_base_url, settings.fly_auth),
@@ -98,7 +97,7 @@ def _verify_expose(outcome: Outcome, settings: Settings, gha: Actions) -> None:
         u = settings.database_url
         login = Login(u.user, u.password, u.database)
     targets = [*outcome.addresses("v4"), *outcome.addresses("v6"), settings.host]
-    bound = float(os.environ.get("FLY_PG_EXTERNAL_VERIFY_TIMEOUT", VERIFY_BOUND))
+    bound = settings.verify_timeout
     for target in targets:
         try:
             result = probe_until(

@@ -54,6 +54,10 @@ class Settings:
     api_base_url: str
     flaps_base_url: str
     fly_auth: FlyAuth = field(repr=False)
+    # Environment knobs for slow networks (and for fault tests): seconds per Fly request, and
+    # how long the verification may retry a fresh address.
+    http_timeout: float = 30.0
+    verify_timeout: float = 60.0
     github_token: str = field(repr=False, default="")
     database_url: ConnString | None = field(repr=False, default=None)
 
@@ -183,6 +187,19 @@ def clean_base_url(name: str, raw: str) -> str:
     return value
 
 
+def _env_seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 3600:
+        raise InputError(name, f"{raw[:20]!r} is not accepted; use a number of seconds, 0-3600.")
+    return value
+
+
 def from_environ(env: Mapping[str, str], read_input: Callable[[str], str | None]) -> Settings:
     """Build Settings from the runner's environment. Raises InputError on the first bad value."""
 
@@ -256,6 +273,8 @@ def from_environ(env: Mapping[str, str], read_input: Callable[[str], str | None]
             "FLY_FLAPS_BASE_URL", env.get("FLY_FLAPS_BASE_URL") or DEFAULT_FLAPS_BASE_URL
         ),
         fly_auth=fly_auth,
+        http_timeout=_env_seconds(env, "FLY_PG_EXTERNAL_HTTP_TIMEOUT", 30.0),
+        verify_timeout=_env_seconds(env, "FLY_PG_EXTERNAL_VERIFY_TIMEOUT", 60.0),
         github_token=github_token,
         database_url=database_url,
     )

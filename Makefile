@@ -48,3 +48,7 @@ standin-base:
 ## Build the action's image and run it the way the runner does, against the simulator.
 container-test: $(BIN)/.installed
 	$(BIN)/python -m pytest -m container tests/container
+
+## Run the reliability suite (tests/reliability) and write its figures to docs/reliability.md.
+reliability: $(BIN)/.installed
+	$(BIN)/python scripts/reliability_report.py

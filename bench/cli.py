@@ -124,11 +124,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         )
                 if b.detail and b.ok:
                     notes.add(b.detail.replace("GraphQL answered", "The simulator answered") + ".")
-                if a.client_requests is not None and a.client_requests != a.requests:
-                    notes.add(
-                        f"The action counted {a.client_requests} requests itself where the "
-                        f"simulator logged {a.requests} ({SCENARIO_TITLES[scenario]}, {n})."
-                    )
+                for s in (a, b):
+                    if s.client_requests is not None and s.client_requests != s.requests:
+                        notes.add(
+                            f"The {s.contender} sent {s.client_requests} requests where the "
+                            f"simulator logged {s.requests} ({SCENARIO_TITLES[scenario]}, {n})."
+                        )
                 _log(
                     f"[{time.monotonic() - began:6.1f} s] {scenario:<7} {n:>2} machine(s) "
                     f"run {run + 1}/{runs}: action {a.requests} req / {a.round_trips} rt / "

@@ -156,6 +156,12 @@ class FlyctlBaseline:
         # A fly-go client for an OAuth token (fo1_…) sends `Bearer` to both APIs.
         self.auth = {"Authorization": f"Bearer {token}"}
         self.result = BaselineResult()
+        self.sent = 0  # requests sent, to know when the simulator has logged them all
+        self._sent_lock = threading.Lock()
+
+    def _count(self) -> None:
+        with self._sent_lock:
+            self.sent += 1
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -176,6 +182,7 @@ class FlyctlBaseline:
         body: dict[str, Any] = {"query": query, "variables": variables}
         if operation_name is not None:  # genqlient-generated calls name the operation
             body["operationName"] = operation_name
+        self._count()
         response = client.post(
             self.graphql_url,
             headers={
@@ -209,6 +216,7 @@ class FlyctlBaseline:
             headers[NONCE_HEADER] = nonce
         if body is not None:
             headers["Content-Type"] = "application/json"
+        self._count()
         return client.request(
             method,
             f"{self.flaps}{path}",

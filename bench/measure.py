@@ -161,6 +161,20 @@ def _restarts(sim: Simulator, since: float) -> int:
     )
 
 
+def _logged(sim: Simulator, sent: int | None, timeout: float = 2.0) -> list[Any]:
+    """The request log once it holds every request sent.
+
+    The simulator logs a request just after sending its response, so the client can be done a
+    moment before the last record is in.
+    """
+    deadline = time.monotonic() + timeout
+    records = sim.requests
+    while sent is not None and len(records) < sent and time.monotonic() < deadline:
+        time.sleep(0.005)
+        records = sim.requests
+    return records
+
+
 def _measure(
     sim: Simulator,
     *,
@@ -178,7 +192,7 @@ def _measure(
     ok, detail, client_requests = body()
     wall = time.perf_counter() - start
     sim.faults.latency = 0.0
-    records = sim.requests
+    records = _logged(sim, client_requests)
     after = _images(sim)
     changed = [i for i, (a, b) in enumerate(zip(before, after, strict=True)) if a != b]
     shown = changed[0] if changed else 0
@@ -267,8 +281,8 @@ def measure_baseline(scenario: Scenario, machines: int, params: Params, seed: in
             try:
                 replay.run()
             except Exception as exc:  # reported in the results, not hidden
-                return False, f"{type(exc).__name__}: {exc}", None
-            return True, "", None
+                return False, f"{type(exc).__name__}: {exc}", replay.sent
+            return True, "", replay.sent
 
         sample = _measure(
             sim,

@@ -77,7 +77,8 @@ class Actions:
     def info(self, message: str) -> None:
         """Plain log text. Text that could be read as a workflow command is fenced off."""
         text = self.redactor.redact(message)
-        if any(line.lstrip().startswith("::") for line in text.splitlines()):
+        # The runner runs `::cmd::` at the start of a line and the legacy `##[cmd]` anywhere.
+        if "##[" in text or any(line.lstrip().startswith("::") for line in text.splitlines()):
             with self.stop_commands():
                 self._write(text)
         else:

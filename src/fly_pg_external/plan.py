@@ -47,12 +47,24 @@ class MachineUpdate:
         return self.machine.state not in ("started", "starting", "failed")
 
     def request_body(self) -> dict[str, Any]:
-        return {
-            "config": self.new_config,
-            "region": self.machine.region,
-            "skip_launch": self.skip_launch,
-            "skip_secrets": False,
-        }
+        return update_body(self.machine, self.new_config, skip_launch=self.skip_launch)
+
+
+def update_body(machine: Machine, config: dict[str, Any], *, skip_launch: bool) -> dict[str, Any]:
+    """The Machines API update request: the whole config (there are no partial updates).
+
+    `current_version` makes the update conditional on the version the plan was made from
+    (documented in the Machines API reference and OpenAPI spec; fly-go does not send it, so
+    whether Fly enforces it is UNCONFIRMED): a resent or late request cannot restart a machine
+    twice where it is enforced, and is ignored where it is not.
+    """
+    return {
+        "config": config,
+        "region": machine.region,
+        "skip_launch": skip_launch,
+        "skip_secrets": False,
+        "current_version": machine.instance_id,
+    }
 
 
 @dataclass(frozen=True)
@@ -229,6 +241,25 @@ def _same_image(current: str, wanted: str) -> bool:
     return current.split("@", 1)[0] == wanted
 
 
+def plan_machine(machine: Machine, port: int, image_policy: str) -> MachineUpdate | None:
+    """The update one machine needs, or None when it already complies."""
+    services_change = not has_pg_tls_port(machine.config, port)
+    image_after = machine.image
+    if image_policy == "major":
+        wanted = major_image(machine.image)
+        if not _same_image(machine.image, wanted):
+            image_after = wanted
+    if not services_change and image_after == machine.image:
+        return None
+    new_config = (
+        with_pg_tls_service(machine.config, port)
+        if services_change
+        else copy.deepcopy(machine.config)
+    )
+    new_config["image"] = image_after
+    return MachineUpdate(machine, new_config, services_change, image_after)
+
+
 def make_plan(settings: Settings, cluster: ClusterState) -> Plan:
     app = cluster.app
     warnings: list[str] = []
@@ -267,22 +298,11 @@ def make_plan(settings: Settings, cluster: ClusterState) -> Plan:
                     "port",
                 )
         for machine in sorted(cluster.machines, key=rollout_order):
-            services_change = not has_pg_tls_port(machine.config, settings.port)
-            image_after = machine.image
-            if settings.image == "major":
-                wanted = major_image(machine.image)
-                if not _same_image(machine.image, wanted):
-                    image_after = wanted
-            if not services_change and image_after == machine.image:
+            update = plan_machine(machine, settings.port, settings.image)
+            if update is None:
                 untouched.append(machine)
-                continue
-            new_config = (
-                with_pg_tls_service(machine.config, settings.port)
-                if services_change
-                else copy.deepcopy(machine.config)
-            )
-            new_config["image"] = image_after
-            updates.append(MachineUpdate(machine, new_config, services_change, image_after))
+            else:
+                updates.append(update)
         if "v6" in settings.ip_versions and "v4" not in settings.ip_versions:
             warnings.append(
                 "Only IPv6 is requested: GitHub-hosted runners have no IPv6, so jobs there cannot "

@@ -17,13 +17,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from .cluster import ClusterState, Machine
+from .cluster import ClusterState, Machine, is_active
 from .fly.errors import FlyConflict, FlyError, FlyNotFound, FlyTimeout, FlyTransient
 from .fly.graphql import AppInfo, GraphQL, IpAddress
 from .fly.http import FlyHttp
 from .fly.machines import Lease, Machines
 from .outcome import IpChange, IpFamily, MachineChange, Outcome
-from .plan import MachineUpdate, Plan, rollout_order
+from .plan import MachineUpdate, Plan, plan_machine, rollout_order, update_body
 
 LEASE_TTL = 30  # seconds; an orphaned lease (the runner killed) blocks others at most this long
 LEASE_REFRESH = 10.0
@@ -81,19 +81,65 @@ def read_cluster(fly: Fly, app: str) -> ClusterState:
 
 
 def _oldest(ips: list[IpAddress]) -> IpAddress:
-    return min(ips, key=lambda ip: (ip.created_at, ip.id))
+    """The address every racing run agrees to keep: the earliest created.
+
+    `createdAt` has one-second resolution, so ties are broken by the order the API lists the
+    addresses in (creation order, the same for every reader; UNCONFIRMED for Fly, true of its
+    list endpoints generally), never by the opaque ID.
+    """
+    return min(enumerate(ips), key=lambda pair: (pair[1].created_at, pair[0]))[1]
 
 
-def allocate_ips(fly: Fly, plan: Plan, log: Log) -> list[IpChange]:
+def _settle_seconds(fly: Fly) -> float:
+    """How long a request that timed out may still be in flight on the server."""
+    return min(30.0, 2 * fly.http.timeout)
+
+
+def _find_late(
+    fly: Fly,
+    app: str,
+    family: str,
+    known: set[str],
+    *,
+    settle: float,
+    sleep: Callable[[float], None],
+) -> tuple[IpAddress, tuple[IpAddress, ...]] | None:
+    """After an ambiguous failure: watch the app's IPs until an allocation shows up or `settle`
+    seconds pass (a timed-out request may still be carried out)."""
+    deadline = time.monotonic() + settle
+    pause = 0.25
+    while True:
+        listed = fly.graphql.get_app(app).ips
+        found = [ip for ip in listed if ip.type == family and ip.address not in known]
+        if found:
+            return _oldest(found), listed
+        if time.monotonic() + pause > deadline:
+            return None
+        sleep(pause)
+        pause = min(2.0, pause * 2)
+
+
+@dataclass
+class Allocation:
+    changes: list[IpChange]
+    ambiguous: bool  # a request failed in a way that may still take effect later
+
+
+def allocate_ips(
+    fly: Fly, plan: Plan, log: Log, *, sleep: Callable[[float], None] = time.sleep
+) -> Allocation:
     """Allocate one IP per family in `plan.allocate`; never leave a duplicate this run created.
 
-    A lost response is not retried blindly: the app's IPs are re-listed first, and the
-    allocation is repeated only if nothing of that family exists. After allocating, the list is
-    read again: if another run allocated one of the same family at the same time, the oldest
-    address is kept and the one this run created is released.
+    A failed allocation is not resent blindly: the app's IPs are watched for a while first (a
+    request that timed out may still land), and the allocation is repeated only if nothing of
+    that family showed up. The allocation's payload lists the app's addresses: if another run
+    allocated one of the same family at the same time, every run keeps the oldest and releases
+    the one it created.
     """
     changes: list[IpChange] = []
+    ambiguous = False
     for family in plan.allocate:
+        known = set(plan.existing.get(family, ()))
         created: IpAddress | None = None
         listed: tuple[IpAddress, ...] = ()
         for attempt in (1, 2):
@@ -101,13 +147,16 @@ def allocate_ips(fly: Fly, plan: Plan, log: Log) -> list[IpChange]:
                 created, listed = fly.graphql.allocate_ip(plan.app, family)
                 break
             except (FlyTransient, FlyTimeout) as exc:
+                ambiguous = True
                 log.warning(
-                    f"Allocating the {family} address failed ({exc}); checking the app's IPs."
+                    f"Allocating the {family} address failed ({exc}); checking whether it "
+                    "happened anyway before trying again."
                 )
-                listed = fly.graphql.get_app(plan.app).ips
-                found = [ip for ip in listed if ip.type == family]
-                if found:
-                    created = _oldest(found)
+                late = _find_late(
+                    fly, plan.app, family, known, settle=_settle_seconds(fly), sleep=sleep
+                )
+                if late is not None:
+                    created, listed = late
                     log.info(f"The {family} address {created.address} exists after all.")
                     break
                 if attempt == 2:
@@ -124,7 +173,26 @@ def allocate_ips(fly: Fly, plan: Plan, log: Log) -> list[IpChange]:
         else:
             log.info(f"Allocated {family} address {created.address}.")
         changes.append(IpChange(family, "allocate", (keep.address,), done=True))
-    return changes
+    return Allocation(changes, ambiguous)
+
+
+def sweep_duplicates(fly: Fly, plan: Plan, kept: list[IpChange], log: Log) -> None:
+    """After an ambiguous allocation: release any address of the family that appeared during
+    the run besides the one kept (a late request that landed after all)."""
+    try:
+        listed = fly.graphql.get_app(plan.app).ips
+    except FlyError as exc:
+        log.warning(f"Could not re-check the app's IPs for duplicates ({exc}).")
+        return
+    for change in kept:
+        known = set(plan.existing.get(change.family, ())) | set(change.addresses)
+        for ip in listed:
+            if ip.type == change.family and ip.address not in known:
+                log.warning(f"Releasing {ip.type} {ip.address}: a late duplicate of this run's.")
+                try:
+                    fly.graphql.release_ip(plan.app, ip.address)
+                except FlyError as exc:
+                    log.warning(f"Could not release {ip.address} ({exc}); release it by hand.")
 
 
 def release_ips(fly: Fly, plan: Plan, log: Log) -> tuple[list[IpChange], str | None]:
@@ -308,24 +376,138 @@ def wait_healthy(
 
 
 def _update_once(
-    fly: Fly, app: str, update: MachineUpdate, body: dict[str, Any], nonce: str
+    fly: Fly,
+    app: str,
+    update: MachineUpdate,
+    body: dict[str, Any],
+    nonce: str,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
-    """Send the update; if the response is lost, look before sending it again."""
+    """Send the update once, and make sure an ambiguous failure cannot restart it twice.
+
+    After a timeout or a reset the update may still be carried out: the machine is watched for
+    a while (we hold its lease, so a new instance_id can only be ours) before it is resent, and
+    the resend carries `current_version`, so of two requests at most one takes effect.
+    """
+    machine_id = update.machine.id
     try:
-        return fly.machines.update(app, update.machine.id, body, nonce=nonce)
+        return fly.machines.update(app, machine_id, body, nonce=nonce)
     except FlyTransient:
-        data = fly.machines.get(app, update.machine.id)
-        if data.get("instance_id") != update.machine.instance_id and (data.get("config") or {}).get(
-            "image"
-        ) == body["config"].get("image"):
-            return data  # the update went through; only its response was lost
-        return fly.machines.update(app, update.machine.id, body, nonce=nonce)
+        pass
+    deadline = time.monotonic() + _settle_seconds(fly)
+    pause = 0.25
+    while True:
+        data = fly.machines.get(app, machine_id)
+        if data.get("instance_id") != update.machine.instance_id:
+            return data  # it went through; only the answer was lost
+        if time.monotonic() + pause > deadline:
+            break
+        sleep(pause)
+        pause = min(2.0, pause * 2)
+    try:
+        return fly.machines.update(app, machine_id, body, nonce=nonce)
+    except FlyError as exc:
+        if exc.status != 412:
+            raise
+        # The first request landed in the meantime: the version moved on.
+        return fly.machines.get(app, machine_id)
 
 
 @dataclass
 class RolloutResult:
     machines: list[MachineChange]
     error: str | None = None
+
+
+# States in which a machine is on its way somewhere: it is not serving, and it will be soon.
+TRANSIENT_STATES = frozenset(
+    {"created", "creating", "starting", "stopping", "restarting", "updating", "replacing"}
+)
+
+
+def _down(data: dict[str, Any]) -> str | None:
+    """Why a machine counts as down for the one-at-a-time rule, or None if it is serving.
+
+    A stopped or suspended machine (scale to zero) was not serving before the run either.
+    """
+    state = str(data.get("state", ""))
+    if state in TRANSIENT_STATES or state == "failed":
+        return state
+    if state == "started":
+        failing = [
+            str(c.get("name")) for c in data.get("checks") or [] if c.get("status") != "passing"
+        ]
+        if failing:
+            return f"started with failing checks ({', '.join(failing)})"
+    return None
+
+
+def _refresh(
+    fly: Fly,
+    plan: Plan,
+    remaining: list[MachineUpdate],
+    log: Log,
+    *,
+    deadline: float,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> tuple[list[MachineUpdate], list[str]]:
+    """Re-read the cluster before an update. Returns the updates still needed, in order, and
+    the machines dropped because they already comply.
+
+    One list call serves three rules: no machine is restarted while another one is down (wait,
+    within the timeout, for it to come back); a plan gone stale while waiting for leases (another
+    run finished first) is brought up to date machine by machine; and roles are read again, so
+    the current primary goes last even after a failover.
+    """
+    pause = 0.5
+    announced = False
+    while True:
+        listed = {str(m["id"]): m for m in fly.machines.list(plan.app) if is_active(m)}
+        down = [(mid, why) for mid, m in sorted(listed.items()) if (why := _down(m))]
+        if not down:
+            break
+        mid, why = down[0]
+        if why == "failed" or clock() + pause > deadline:
+            raise RunError(
+                f"Machine {mid} is {why}: not restarting another machine of the cluster while "
+                "one is down. The machines not yet updated were left as they are; re-run once "
+                "the cluster is healthy."
+            )
+        if not announced:
+            log.info(f"Waiting for machine {mid} ({why}) before restarting another machine.")
+            announced = True
+        sleep(pause)
+        pause = min(5.0, pause * 2)
+
+    kept: list[MachineUpdate] = []
+    dropped: list[str] = []
+    for update in remaining:
+        data = listed.get(update.machine.id)
+        if data is None:
+            log.warning(f"Machine {update.machine.id} is gone; skipping it.")
+            dropped.append(update.machine.id)
+            continue
+        current = Machine.from_api(data)
+        if current.instance_id != update.machine.instance_id:
+            fresh = plan_machine(current, plan.port, plan.image_policy)
+            if fresh is None:
+                log.info(f"Machine {current.id} was updated meanwhile and already complies.")
+                dropped.append(current.id)
+                continue
+            kept.append(fresh)
+        else:
+            kept.append(replace(update, machine=replace(update.machine, checks=current.checks)))
+    reordered = sorted(kept, key=lambda u: rollout_order(u.machine))
+    planned = [u.machine.id for u in remaining if u.machine.id not in dropped]
+    if [u.machine.id for u in reordered] != planned:
+        primary = next((u.machine.id for u in reordered if u.machine.role == "primary"), None)
+        log.warning(
+            f"The primary moved during the rollout (now {primary or 'unknown'}); "
+            "the current primary is updated last."
+        )
+    return reordered, dropped
 
 
 def rolling_update(
@@ -336,24 +518,41 @@ def rolling_update(
     *,
     wait_timeout: float,
     clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> RolloutResult:
     """Update the machines one at a time; on a failure roll that machine back and stop."""
     remaining = list(plan.updates)
     results: dict[str, MachineChange] = {c.id: c for c in plan.outcome().machines}
-    first = True
+
+    def finish(error: str | None = None) -> RolloutResult:
+        ordered = [results[u.machine.id] for u in plan.updates] + [
+            results[x.id] for x in plan.untouched
+        ]
+        return RolloutResult(
+            [c if c.result != "pending" else replace(c, result="untouched") for c in ordered],
+            error,
+        )
+
     while remaining:
-        if not first and len(remaining) > 1:
-            remaining = _reorder_by_current_roles(fly, plan.app, remaining, log)
-        first = False
+        try:
+            remaining, dropped = _refresh(
+                fly, plan, remaining, log, deadline=clock() + wait_timeout, clock=clock, sleep=sleep
+            )
+        except (FlyError, RunError) as exc:
+            return finish(str(exc))
+        for mid in dropped:
+            results[mid] = replace(results[mid], result="untouched")
+        if not remaining:
+            break
         update = remaining.pop(0)
         m = update.machine
-        change = results[m.id]
+        change = replace(results[m.id], role=m.role)
         what = []
         if update.services_change:
             what.append(f"pg_tls service on port {plan.port}")
         if update.image_after != m.image:
             what.append(f"image {update.image_after}")
-        log.info(f"Updating machine {m.id} ({change.role}, {m.region}): {', '.join(what)}.")
+        log.info(f"Updating machine {m.id} ({m.role}, {m.region}): {', '.join(what)}.")
         start = clock()
         try:
             new = _update_once(fly, plan.app, update, update.request_body(), leases.nonce(m.id))
@@ -366,56 +565,17 @@ def rolling_update(
                 deadline=start + wait_timeout,
             )
         except (FlyError, RunError) as exc:
-            results[m.id] = replace(change, result="failed")
             error = f"Machine {m.id} did not become healthy after its update: {exc}."
             log.warning(error + " Restoring its previous config.")
             rolled = _rollback(fly, plan.app, update, leases, log, clock=clock)
             results[m.id] = replace(change, result="rolled-back" if rolled else "failed")
-            ordered = [results[u.machine.id] for u in plan.updates] + [
-                results[x.id] for x in plan.untouched
-            ]
-            untouched_note = (
-                f" {len(remaining)} machine(s) not yet updated were left untouched."
-                if remaining
-                else ""
-            )
-            return RolloutResult(
-                [c if c.result != "pending" else replace(c, result="untouched") for c in ordered],
-                error
-                + (" It was restored to its previous config." if rolled else " Rollback failed.")
-                + untouched_note,
-            )
+            note = " It was restored to its previous config." if rolled else " Rollback failed."
+            if remaining:
+                note += f" {len(remaining)} machine(s) not yet updated were left untouched."
+            return finish(error + note)
         results[m.id] = replace(change, result="updated")
         log.info(f"Machine {m.id} is healthy again ({clock() - start:.1f} s).")
-    ordered = [results[u.machine.id] for u in plan.updates] + [
-        results[x.id] for x in plan.untouched
-    ]
-    return RolloutResult(ordered)
-
-
-def _reorder_by_current_roles(
-    fly: Fly, app: str, remaining: list[MachineUpdate], log: Log
-) -> list[MachineUpdate]:
-    """Roles can move during a rollout (repmgr fails over): keep the current primary last."""
-    try:
-        current = {m["id"]: Machine.from_api(m) for m in fly.machines.list(app) if "id" in m}
-    except FlyError as exc:
-        log.warning(f"Could not re-read machine roles ({exc}); keeping the planned order.")
-        return remaining
-    refreshed = [
-        replace(u, machine=replace(u.machine, checks=current[u.machine.id].checks))
-        if u.machine.id in current
-        else u
-        for u in remaining
-    ]
-    reordered = sorted(refreshed, key=lambda u: rollout_order(u.machine))
-    if [u.machine.id for u in reordered] != [u.machine.id for u in remaining]:
-        primary = next((u.machine.id for u in reordered if u.machine.role == "primary"), None)
-        log.warning(
-            f"The primary moved during the rollout (now {primary or 'unknown'}); "
-            "the current primary is updated last."
-        )
-    return reordered
+    return finish()
 
 
 def _rollback(
@@ -427,13 +587,10 @@ def _rollback(
     *,
     clock: Callable[[], float],
 ) -> bool:
-    body = {
-        "config": update.machine.config,
-        "region": update.machine.region,
-        "skip_launch": update.skip_launch,
-        "skip_secrets": False,
-    }
     try:
+        # The failed update made a new version: the rollback is conditional on that one.
+        current = Machine.from_api(fly.machines.get(app, update.machine.id))
+        body = update_body(current, update.machine.config, skip_launch=update.skip_launch)
         new = fly.machines.update(
             app, update.machine.id, body, nonce=leases.nonce(update.machine.id)
         )
@@ -470,9 +627,12 @@ def apply(fly: Fly, plan: Plan, log: Log, *, wait_timeout: float) -> Outcome:
     ip_changes: list[IpChange] = []
     try:
         with leased(fly, plan.app, [u.machine for u in plan.updates], log) as leases:
+            ambiguous = False
             for family in plan.allocate:
                 # One family at a time, so a failure keeps what was already allocated on record.
-                ip_changes += allocate_ips(fly, replace(plan, allocate=(family,)), log)
+                allocation = allocate_ips(fly, replace(plan, allocate=(family,)), log)
+                ip_changes += allocation.changes
+                ambiguous = ambiguous or allocation.ambiguous
             outcome.ips = [*ip_changes, *[i for i in outcome.ips if i.action != "allocate"]]
             if plan.updates:
                 result = rolling_update(fly, plan, leases, log, wait_timeout=wait_timeout)
@@ -480,6 +640,8 @@ def apply(fly: Fly, plan: Plan, log: Log, *, wait_timeout: float) -> Outcome:
                 if result.error:
                     outcome.status = "failed"
                     outcome.error = result.error
+            if ambiguous:
+                sweep_duplicates(fly, plan, ip_changes, log)
     except (RunError, FlyError) as exc:
         outcome.status = "failed"
         outcome.error = str(exc) if isinstance(exc, RunError) else f"Fly API error: {exc}"

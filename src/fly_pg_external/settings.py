@@ -26,6 +26,7 @@ DEFAULT_FLAPS_BASE_URL = "https://api.machines.dev"
 _APP_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _HOST_LABEL_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _MAX_INPUT_LEN = 4096
+_MAX_TOKEN_LEN = 16384
 _TRUE = {"true"}
 _FALSE = {"false"}
 
@@ -135,7 +136,7 @@ def clean_host(raw: str, app: str) -> str:
         raise InputError(
             "host",
             f"{value[:80]!r} is not a hostname: dot-separated labels of letters, digits and "
-            "hyphens (no scheme, port, path or IP literal). Empty means <app>.fly.dev.",
+            "hyphens (no scheme, port or path). Empty means <app>.fly.dev.",
         )
     return value
 
@@ -225,13 +226,11 @@ def from_environ(env: Mapping[str, str], read_input: Callable[[str], str | None]
     pr_comment = clean_bool("pr-comment", inp("pr-comment", "true"))
     github_token = _clean_text("github-token", inp("github-token"))
 
-    raw_url = inp("database-url")
-    if len(raw_url) > _MAX_INPUT_LEN:
-        raise InputError("database-url", f"is longer than {_MAX_INPUT_LEN} characters.")
+    raw_url = _clean_text("database-url", inp("database-url"))
     database_url: ConnString | None = None
-    if raw_url.strip():
+    if raw_url:
         try:
-            database_url = parse_conn_string(raw_url.strip(), app=app, external_host=host)
+            database_url = parse_conn_string(raw_url, app=app, external_host=host)
         except ConnStringError as exc:
             raise InputError("database-url", str(exc)) from None
 
@@ -248,6 +247,13 @@ def from_environ(env: Mapping[str, str], read_input: Callable[[str], str | None]
             "no Fly API token: set the fly-api-token input (or the FLY_API_TOKEN environment "
             "variable) from a secret holding a deploy token for the Postgres app "
             "(fly tokens create deploy -a <app>).",
+        )
+    if len(raw_token) > _MAX_TOKEN_LEN:
+        # Checked here: sent as a header, an oversized token only earns an HTTP 431 page.
+        raise InputError(
+            token_name,
+            f"is {len(raw_token)} characters long; at most {_MAX_TOKEN_LEN} accepted (Fly "
+            "tokens are a few kilobytes at most).",
         )
     try:
         fly_auth = parse_token(raw_token)

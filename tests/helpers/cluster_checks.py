@@ -75,7 +75,9 @@ def assert_cluster_serving(sim: Simulator, app: str) -> None:
     """Every machine started with all checks passing, a primary, and no lease left behind."""
     state = sim.app(app)
     with sim._lock:
-        down = [(m.id, m.state, [c.status for c in m.checks]) for m in state.machines if not m.healthy]
+        down = [
+            (m.id, m.state, [c.status for c in m.checks]) for m in state.machines if not m.healthy
+        ]
         primary = state.primary
     assert not down, f"machines not serving: {down}"
     assert primary is not None and primary.healthy, "no healthy primary"

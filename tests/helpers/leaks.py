@@ -141,13 +141,37 @@ def run_texts(result: Any) -> dict[str, str]:
 
 
 def masked_outputs_are_masked(result: Any) -> list[str]:
-    """Names of masked outputs that carry a value the log never registered with add-mask."""
+    """Names of masked outputs with a value (or a line of it: the runner masks line by line)
+    that the log never registered with add-mask."""
     masks = set(workflow_log.parse(result.stdout).masks)
     return [
         name
         for name in MASKED_OUTPUTS
-        if result.outputs.get(name) and result.outputs[name] not in masks
+        if result.outputs.get(name)
+        and result.outputs[name] not in masks
+        and not all(line in masks for line in result.outputs[name].splitlines() if line.strip())
     ]
+
+
+def find_leaks(
+    result: Any,
+    secrets: Mapping[str, str],
+    *,
+    extra: Mapping[str, str] | None = None,
+) -> tuple[LeakReport, list[str]]:
+    """Every form of every secret found in what `result` left behind (or in `extra`), and each
+    masked output the log did not mask; nothing is reported to the listeners."""
+    texts = run_texts(result)
+    texts.update(extra or {})
+    report = scan_texts(texts, secrets)
+    problems = [
+        f"{h.secret} ({h.kind}) in {h.where}" + (f" line {h.line}" if h.line else "")
+        for h in report.hits
+    ]
+    problems += [
+        f"output {name} was set without ::add-mask::" for name in masked_outputs_are_masked(result)
+    ]
+    return report, problems
 
 
 def assert_no_leaks(
@@ -157,17 +181,9 @@ def assert_no_leaks(
     extra: Mapping[str, str] | None = None,
 ) -> LeakReport:
     """Fail if any form of any secret appears in what `result` left behind (or in `extra`)."""
-    texts = run_texts(result)
-    texts.update(extra or {})
-    report = scan_texts(texts, secrets)
-    unmasked = masked_outputs_are_masked(result)
+    report, problems = find_leaks(result, secrets, extra=extra)
     for listener in list(_listeners):
         listener(report)
-    problems = [
-        f"{h.secret} ({h.kind}) in {h.where}" + (f" line {h.line}" if h.line else "")
-        for h in report.hits
-    ]
-    problems += [f"output {name} was set without ::add-mask::" for name in unmasked]
     assert not problems, "secret leaked: " + "; ".join(problems)
     return report
 

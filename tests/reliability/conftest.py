@@ -78,6 +78,10 @@ def pytest_runtest_makereport(
             record.xfail_reason = str(report.wasxfail)
         else:
             record.verdict = report.outcome
+        if call.excinfo is not None and not record.outcome:
+            # The test stopped before describing its outcome: what it tripped on is the outcome.
+            first = (str(call.excinfo.value).strip().splitlines() or [call.excinfo.typename])[0]
+            record.outcome = first[:200]
     elif report.when == "teardown":
         if report.outcome == "failed":
             record.verdict = "error"

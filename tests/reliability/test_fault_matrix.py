@@ -9,6 +9,7 @@ the cluster serving, and a re-run must then finish the job.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,7 +194,7 @@ def test_survives(fault: Survivable, sim: Simulator, tmp_path: Path, scenario: A
             if r.status == 429 and r.ended is not None:
                 retry = next(x for x in log[i + 1 :] if x.path == r.path and x.method == r.method)
                 assert retry.started - r.ended >= 0.9, "Retry-After: 1 was not honoured"
-    if fault.id == "lost-allocation" or fault.id == "503-allocation":
+    if fault.id in {"lost-allocation", "503-allocation"}:
         assert any("checking the app's IPs" in w for w in result.log.splitlines())
     scenario.outcome = f"survived: exit 0, 3/3 machines updated once, {fired} fault(s) absorbed"
     scenario.add("faults_injected", fired)
@@ -450,9 +451,7 @@ def test_stops_cleanly_then_rerun_completes(
 
     again = checked(sim, tmp_path / "rerun", {"app": APP})
     assert_completed(sim, again)
-    scenario.outcome = (
-        f"stopped safely ({fired} fault(s)): {errors[0][len('::error::') :][:90]}…; "
-        "re-run completed"
-    )
+    message = re.sub(r" \[fly-request-id [^\]]*\]", "", errors[0][len("::error::") :])
+    scenario.outcome = f"stopped safely ({fired} fault(s)): {message[:100]}…; re-run completed"
     scenario.add("faults_injected", fired)
     scenario.add("faults_stopped_safely", fired)

@@ -53,6 +53,9 @@ class CallStats:
 
 
 def _error_text(response: httpx.Response) -> str:
+    if "html" in response.headers.get("content-type", "") or response.text.lstrip().startswith("<"):
+        # A proxy's error page says nothing the status line does not.
+        return f"HTTP {response.status_code} {response.reason_phrase}".strip()
     try:
         body = response.json()
     except ValueError:
@@ -108,6 +111,7 @@ class FlyHttp:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.retry = retry or RetryPolicy()
+        self.timeout = timeout
         self.stats = CallStats()
         self._client = httpx.Client(
             timeout=httpx.Timeout(timeout, connect=10.0),

@@ -1,0 +1,235 @@
+"""The leak scanner, and the runs that exercise every place a secret could end up.
+
+Every run in this suite goes through `leaks.assert_no_leaks` (tests/helpers/reliability_runs.py).
+Here: proof that the scanner finds a planted secret in each form and place, a full pull-request
+run (real Postgres login, PR comment on a fake GitHub) whose comment and API requests are scanned
+too, and the failure paths, where error messages and tracebacks are printed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import leaks
+import pytest
+from reliability_runs import GITHUB_TOKEN, PASSWORD, SECRETS, Background, checked
+
+from fakegithub import FakeGitHub
+from flysim import PostgresServer, Simulator
+
+from action_run import TOKEN, ActionResult
+
+GROUP = "Leak scan"
+APP = "my-db"
+USER, DB = "app_user", "app_db"
+REPO, PR = "acme/infra", 7
+HOSTILE_TITLE = "Expose db\n::set-output name=database-url::postgres://x ##[add-mask]my-db"
+
+
+# -- the scanner finds what is there -------------------------------------------------------------
+
+
+def fake_result(tmp_path: Path, **kw: Any) -> ActionResult:
+    files = tmp_path / "file_commands"
+    files.mkdir(parents=True, exist_ok=True)
+    outputs: dict[str, str] = kw.pop("outputs", {})
+    (files / "output").write_text(
+        "".join(f"{k}<<ghadelimiter_0\n{v}\nghadelimiter_0\n" for k, v in outputs.items())
+    )
+    fields: dict[str, Any] = {"stdout": "", "stderr": "", "summary": "", "files": {}, **kw}
+    return ActionResult(0, outputs=outputs, workdir=tmp_path, **fields)
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+PLANTED: dict[str, Callable[[], dict[str, Any]]] = {
+    "raw token in the log": lambda: {"stdout": f"using {TOKEN}\n"},
+    "token in stderr traceback": lambda: {"stderr": f"Traceback\n  token='{TOKEN}'\n"},
+    "percent-encoded password in an output": lambda: {
+        "outputs": {"host": f"x{quote(PASSWORD, safe='')}y"}
+    },
+    "lower-case hex percent-encoding in fly.toml": lambda: {
+        "files": {"fly.toml": quote(PASSWORD, safe="").lower()}
+    },
+    "base64 token in the summary": lambda: {"summary": f"auth: {b64(TOKEN)}"},
+    "base64 of user:password (basic auth) in the summary": lambda: {
+        "summary": f"Authorization: Basic {b64(USER + ':' + PASSWORD)}"
+    },
+    "base64 of a JSON blob holding the token": lambda: {
+        "stdout": b64(json.dumps({"k": 1, "token": TOKEN})) + "\n"
+    },
+    "mask line fenced by stop-commands (shown as text)": lambda: {
+        "stdout": f"::stop-commands::abc\n::add-mask::{TOKEN}\n::abc::\n"
+    },
+    "database-url output never masked": lambda: {
+        "outputs": {"database-url": "postgres://u:***@h/db"}
+    },
+}
+
+
+def test_scanner_finds_every_planted_leak(tmp_path: Path, scenario: Any) -> None:
+    scenario.describe(
+        GROUP,
+        "scanner self-test",
+        injected=f"{len(PLANTED)} planted leaks: raw, percent-encoded (both hex cases), base64 "
+        "(alone, inside basic auth, inside an encoded blob), a fenced mask, an unmasked output",
+        checked="each one is reported; a clean run with masks and the masked output is not",
+    )
+    missed = []
+    for i, (name, plant) in enumerate(PLANTED.items()):
+        _, problems = leaks.find_leaks(fake_result(tmp_path / str(i), **plant()), SECRETS)
+        if not problems:
+            missed.append(name)
+    assert not missed, f"the scanner missed: {missed}"
+    url = f"postgres://{USER}:{quote(PASSWORD, safe='')}@localhost:5432/{DB}"
+    escaped = url.replace("%", "%25")  # workflow command data is escaped; the runner unescapes
+    clean = fake_result(
+        tmp_path / "clean",
+        stdout=f"::add-mask::{TOKEN}\n::add-mask::{escaped}\nURL: postgres://{USER}:***@h\n",
+        outputs={"database-url": url, "user": USER},
+    )
+    report, problems = leaks.find_leaks(clean, SECRETS)
+    assert problems == [] and report.forms > 10
+    scenario.outcome = f"{len(PLANTED)}/{len(PLANTED)} planted leaks found; 0 false positives"
+
+
+# -- a full pull-request run ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_github() -> Iterator[FakeGitHub]:
+    with FakeGitHub(
+        login="github-actions[bot]", user_endpoint_forbidden=True, token=GITHUB_TOKEN
+    ) as fake:
+        pr = fake.add_pr(REPO, PR, head_sha="1" * 40)
+        pr.title = HOSTILE_TITLE
+        yield fake
+
+
+def pr_env(tmp_path: Path, fake: FakeGitHub) -> dict[str, str]:
+    event = {
+        "action": "synchronize",
+        "number": PR,
+        "pull_request": {
+            "number": PR,
+            "title": HOSTILE_TITLE,
+            "head": {"sha": "1" * 40, "repo": {"full_name": REPO}},
+            "base": {"sha": "b" * 40, "repo": {"full_name": REPO}},
+        },
+    }
+    path = tmp_path / "event.json"
+    path.write_text(json.dumps(event), encoding="utf-8")
+    return {
+        "GITHUB_EVENT_NAME": "pull_request",
+        "GITHUB_EVENT_PATH": str(path),
+        "GITHUB_REPOSITORY": REPO,
+        "GITHUB_API_URL": fake.base_url,
+        "GITHUB_SERVER_URL": fake.server_url,
+        "GITHUB_RUN_ID": "4242",
+    }
+
+
+@pytest.fixture
+def pg_sim(flysim: Callable[..., Simulator], pg_server: PostgresServer) -> Simulator:
+    sim = flysim(apps={APP: {"machines": 2, "legacy": True}})
+    return sim
+
+
+def test_pull_request_run_leaks_nothing_anywhere(
+    pg_sim: Simulator, fake_github: FakeGitHub, tmp_path: Path, scenario: Any
+) -> None:
+    scenario.describe(
+        GROUP,
+        "pull-request run",
+        injected="a full expose on a pull_request event: database-url with a password full of "
+        "URL metacharacters, login through pg_tls, PR comment via a fake GitHub API, a PR "
+        "title carrying workflow commands",
+        checked="log, outputs (but database-url), summary, fly.toml, the PR comment and every "
+        "request body GitHub received hold no form of the Fly token, the password or the "
+        "GitHub token; database-url is masked; no command from the title",
+    )
+    internal = pg_sim.attach_database(APP, USER, PASSWORD, DB)
+    secrets = {**SECRETS, "github token": GITHUB_TOKEN}
+    run = Background(
+        pg_sim,
+        tmp_path,
+        {
+            "app": APP,
+            "database-url": internal,
+            "host": "localhost",
+            "verify": "true",
+            "pr-comment": "true",
+            "github-token": GITHUB_TOKEN,
+        },
+        pr_env(tmp_path, fake_github),
+    )
+    result = run.finish(timeout=120, secrets=secrets)
+    assert result.code == 0, result.log
+    assert result.outputs["database-url"].startswith(f"postgres://{USER}:")
+    [comment] = fake_github.comments(REPO, PR)
+    assert result.outputs["comment-url"].endswith(f"#issuecomment-{comment.id}")
+    assert f"postgres://{USER}:***@localhost:5432/{DB}" in comment.body
+    sent = {
+        f"GitHub request {i} {r.method} {r.path}": json.dumps(r.body)
+        for i, r in enumerate(fake_github.requests)
+    }
+    report = leaks.assert_clean([("PR comment", comment.body), *sent.items()], secrets)
+    assert "logged in" in result.stdout
+    scenario.outcome = (
+        f"0 hits in {report.sources + len(leaks.run_texts(result))} texts "
+        f"({len(sent)} GitHub requests, 1 comment)"
+    )
+    scenario.add("injection_attempts")
+
+
+# -- failure paths print errors and tracebacks ----------------------------------------------------
+
+
+def test_failure_paths_leak_nothing(pg_sim: Simulator, tmp_path: Path, scenario: Any) -> None:
+    scenario.describe(
+        GROUP,
+        "failure paths",
+        injected="a wrong password (login refused during verification); the token given as "
+        "FLY_API_TOKEN with a 'Bearer' prefix; an unwritable $GITHUB_OUTPUT (unexpected error, "
+        "traceback on stderr)",
+        checked="the error texts, the traceback and every output hold no form of any secret",
+    )
+    internal = pg_sim.attach_database(APP, USER, PASSWORD, DB)
+    wrong = "Wr0ng/p@ss:w0rd+%"
+    wrong_url = internal.replace(quote(PASSWORD, safe=""), quote(wrong, safe=""))
+    secrets = {**SECRETS, "wrong password": wrong}
+
+    refused = checked(
+        pg_sim,
+        tmp_path / "wrong-password",
+        {"app": APP, "database-url": wrong_url, "host": "localhost", "verify": "true"},
+        secrets=secrets,
+    )
+    assert refused.code == 1 and any("login refused" in e for e in refused.errors())
+    assert refused.outputs["database-url"] == ""
+
+    via_env = checked(
+        pg_sim,
+        tmp_path / "env-token",
+        {"app": APP, "fly-api-token": ""},
+        {"FLY_API_TOKEN": f"Bearer {TOKEN}"},
+    )
+    assert via_env.code == 0, via_env.log
+
+    crash = Background(
+        pg_sim,
+        tmp_path / "crash",
+        {"app": APP, "database-url": internal, "host": "localhost"},
+        {"GITHUB_OUTPUT": str(tmp_path / "missing-dir" / "output")},
+    ).finish(timeout=60)
+    assert crash.code == 1
+    assert any("Unexpected error" in e for e in crash.errors()), crash.log
+    assert "Traceback" in crash.stderr
+    scenario.outcome = "0 hits: login refusal, env token, unexpected-error traceback"

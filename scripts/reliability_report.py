@@ -166,9 +166,11 @@ def render(records: list[dict[str, Any]], *, seconds: float | None, pytest_code:
             "Their rows below say what the action does today.",
             "",
         ]
-        lines += [
-            f"- `{cell(r['nodeid'].split('::', 1)[1])}`: {cell(r['xfail_reason'])}" for r in known
-        ]
+        lines += ["| # | Bug | Test |", "| --- | --- | --- |"]
+        for r in sorted(known, key=lambda r: finding(r["xfail_reason"])[0]):
+            number, text = finding(r["xfail_reason"])
+            test = r["nodeid"].split("/")[-1].replace("`", "'")
+            lines.append(f"| [{number}]({FINDINGS}) | {cell(text)} | `{test}` |")
         lines += [""]
     if pytest_code not in (None, 0):
         lines += [f"**The suite failed (pytest exit status {pytest_code}).**", ""]

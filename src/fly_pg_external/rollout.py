@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from .cluster import ClusterState, Machine, is_active
 from .fly.errors import FlyConflict, FlyError, FlyNotFound, FlyTimeout, FlyTransient
-from .fly.graphql import AppInfo, GraphQL, IpAddress
+from .fly.graphql import GraphQL, IpAddress
 from .fly.http import FlyHttp
 from .fly.machines import Lease, Machines
 from .outcome import IpChange, IpFamily, MachineChange, Outcome
@@ -265,6 +265,15 @@ class LeaseSet:
         with self._lock:
             self.leases[machine.id] = lease
 
+    def versions_match(self, versions: dict[str, str]) -> bool:
+        """Do the leases name these instance_ids (the machines did not change since read)?"""
+        with self._lock:
+            return all(
+                # A lease without a version (not seen, but possible) counts as a change.
+                mid in self.leases and self.leases[mid].version == version
+                for mid, version in versions.items()
+            )
+
     def nonce(self, machine_id: str) -> str:
         with self._lock:
             if machine_id in self.lost:
@@ -339,8 +348,14 @@ def wait_healthy(
     deadline: float,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
-) -> dict[str, Any]:
-    """Wait until the machine runs `version` in the wanted state with every check passing."""
+) -> list[Machine]:
+    """Wait until the machine runs `version` in the wanted state with every check passing.
+
+    The state comes from the wait endpoint; checks have no such endpoint, so the machine list is
+    polled, quickly at first (checks usually pass within a second or two of the start) and more
+    slowly later (Fly runs checks every 15 s; Get Machine is rate-limited to 5 req/s). Returns
+    the last list read: the next step needs every machine's health and role anyway.
+    """
     state = "started" if want_started else "stopped"
     while True:
         remaining = deadline - clock()
@@ -355,24 +370,28 @@ def wait_healthy(
             continue
         except FlyTransient:
             sleep(0.5)
-    pause = 0.1
+    reached = clock()
     while True:
-        data = fly.machines.get(app, machine_id)
-        if data.get("state") == "failed":
+        listed = active_machines(fly, app)
+        target = next((m for m in listed if m.id == machine_id), None)
+        if target is None:
+            raise FlyError(f"machine {machine_id} disappeared")
+        if target.state == "failed":
             raise FlyError(f"machine {machine_id} failed to start")
-        if not want_started:
-            return data
-        checks = data.get("checks") or []
-        if data.get("state") == "started" and all(c.get("status") == "passing" for c in checks):
-            return data
+        if not want_started or target.healthy:
+            return listed
+        pause = min(1.0, max(0.1, 0.2 * (clock() - reached)))
         if clock() + pause > deadline:
-            failing = [c.get("name") for c in checks if c.get("status") != "passing"]
+            failing = [str(c.get("name")) for c in target.checks if c.get("status") != "passing"]
             raise FlyTimeout(
-                f"machine {machine_id} is {data.get('state')} but its checks "
-                f"{', '.join(map(str, failing)) or '(none)'} are not passing"
+                f"machine {machine_id} is {target.state} but its checks "
+                f"{', '.join(failing) or '(none)'} are not passing"
             )
         sleep(pause)
-        pause = min(2.0, pause * 1.5)
+
+
+def active_machines(fly: Fly, app: str) -> list[Machine]:
+    return [Machine.from_api(m) for m in fly.machines.list(app) if is_active(m)]
 
 
 def _update_once(
@@ -426,20 +445,16 @@ TRANSIENT_STATES = frozenset(
 )
 
 
-def _down(data: dict[str, Any]) -> str | None:
+def _down(machine: Machine) -> str | None:
     """Why a machine counts as down for the one-at-a-time rule, or None if it is serving.
 
     A stopped or suspended machine (scale to zero) was not serving before the run either.
     """
-    state = str(data.get("state", ""))
-    if state in TRANSIENT_STATES or state == "failed":
-        return state
-    if state == "started":
-        failing = [
-            str(c.get("name")) for c in data.get("checks") or [] if c.get("status") != "passing"
-        ]
-        if failing:
-            return f"started with failing checks ({', '.join(failing)})"
+    if machine.state in TRANSIENT_STATES or machine.state == "failed":
+        return machine.state
+    if machine.state == "started" and not machine.healthy:
+        failing = [str(c.get("name")) for c in machine.checks if c.get("status") != "passing"]
+        return f"started with failing checks ({', '.join(failing)})"
     return None
 
 
@@ -449,23 +464,27 @@ def _refresh(
     remaining: list[MachineUpdate],
     log: Log,
     *,
+    known: list[Machine] | None,
     deadline: float,
     clock: Callable[[], float],
     sleep: Callable[[float], None],
 ) -> tuple[list[MachineUpdate], list[str]]:
-    """Re-read the cluster before an update. Returns the updates still needed, in order, and
-    the machines dropped because they already comply.
+    """Check the cluster before an update. Returns the updates still needed, in order, and the
+    machines dropped because they already comply.
 
-    One list call serves three rules: no machine is restarted while another one is down (wait,
-    within the timeout, for it to come back); a plan gone stale while waiting for leases (another
-    run finished first) is brought up to date machine by machine; and roles are read again, so
-    the current primary goes last even after a failover.
+    Three rules: no machine is restarted while another one is down (wait, within the timeout,
+    for it to come back); a plan gone stale while waiting for leases (another run finished
+    first) is brought up to date machine by machine; and roles are read again, so the current
+    primary goes last even after a failover. `known` is a list just read (the last health poll
+    of the previous machine), which saves a request; it is read again while anything is down.
     """
     pause = 0.5
     announced = False
+    machines = known
     while True:
-        listed = {str(m["id"]): m for m in fly.machines.list(plan.app) if is_active(m)}
-        down = [(mid, why) for mid, m in sorted(listed.items()) if (why := _down(m))]
+        if machines is None:
+            machines = active_machines(fly, plan.app)
+        down = [(m.id, why) for m in machines if (why := _down(m))]
         if not down:
             break
         mid, why = down[0]
@@ -480,16 +499,17 @@ def _refresh(
             announced = True
         sleep(pause)
         pause = min(5.0, pause * 2)
+        machines = None
 
+    by_id = {m.id: m for m in machines}
     kept: list[MachineUpdate] = []
     dropped: list[str] = []
     for update in remaining:
-        data = listed.get(update.machine.id)
-        if data is None:
+        current = by_id.get(update.machine.id)
+        if current is None:
             log.warning(f"Machine {update.machine.id} is gone; skipping it.")
             dropped.append(update.machine.id)
             continue
-        current = Machine.from_api(data)
         if current.instance_id != update.machine.instance_id:
             fresh = plan_machine(current, plan.port, plan.image_policy)
             if fresh is None:
@@ -533,10 +553,22 @@ def rolling_update(
             error,
         )
 
+    # The plan was read just before the leases were taken; if every lease names the version
+    # the plan saw, that read is still the truth and needs no second look.
+    known: list[Machine] | None = None
+    if leases.versions_match({u.machine.id: u.machine.instance_id for u in plan.updates}):
+        known = [u.machine for u in plan.updates] + list(plan.untouched)
     while remaining:
         try:
             remaining, dropped = _refresh(
-                fly, plan, remaining, log, deadline=clock() + wait_timeout, clock=clock, sleep=sleep
+                fly,
+                plan,
+                remaining,
+                log,
+                known=known,
+                deadline=clock() + wait_timeout,
+                clock=clock,
+                sleep=sleep,
             )
         except (FlyError, RunError) as exc:
             return finish(str(exc))
@@ -556,7 +588,7 @@ def rolling_update(
         start = clock()
         try:
             new = _update_once(fly, plan.app, update, update.request_body(), leases.nonce(m.id))
-            wait_healthy(
+            known = wait_healthy(
                 fly,
                 plan.app,
                 m.id,
@@ -625,33 +657,46 @@ def apply(fly: Fly, plan: Plan, log: Log, *, wait_timeout: float) -> Outcome:
             outcome.status, outcome.error = "failed", error
         return outcome
     ip_changes: list[IpChange] = []
+    ambiguous = False
+
+    def allocate_all() -> None:
+        nonlocal ambiguous
+        for family in plan.allocate:
+            # One family at a time, so a failure keeps what was already allocated on record.
+            allocation = allocate_ips(fly, replace(plan, allocate=(family,)), log)
+            ip_changes.extend(allocation.changes)
+            ambiguous = ambiguous or allocation.ambiguous
+
     try:
         with leased(fly, plan.app, [u.machine for u in plan.updates], log) as leases:
-            ambiguous = False
-            for family in plan.allocate:
-                # One family at a time, so a failure keeps what was already allocated on record.
-                allocation = allocate_ips(fly, replace(plan, allocate=(family,)), log)
-                ip_changes += allocation.changes
-                ambiguous = ambiguous or allocation.ambiguous
+            # IPs do not depend on the machines: they are allocated while the first machine
+            # restarts, once the leases are held (so a run stopped by a lease changed nothing).
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="allocate") as pool:
+                allocating = pool.submit(allocate_all)
+                result = (
+                    rolling_update(fly, plan, leases, log, wait_timeout=wait_timeout)
+                    if plan.updates
+                    else RolloutResult(outcome.machines)
+                )
+                allocation_error = allocating.exception()
             outcome.ips = [*ip_changes, *[i for i in outcome.ips if i.action != "allocate"]]
-            if plan.updates:
-                result = rolling_update(fly, plan, leases, log, wait_timeout=wait_timeout)
-                outcome.machines = result.machines
-                if result.error:
-                    outcome.status = "failed"
-                    outcome.error = result.error
+            outcome.machines = result.machines
+            if result.error:
+                outcome.status = "failed"
+                outcome.error = result.error
+            if allocation_error is not None:
+                raise allocation_error
             if ambiguous:
                 sweep_duplicates(fly, plan, ip_changes, log)
     except (RunError, FlyError) as exc:
         outcome.status = "failed"
-        outcome.error = str(exc) if isinstance(exc, RunError) else f"Fly API error: {exc}"
-        outcome.changed = bool(ip_changes)
+        if outcome.error is None:
+            outcome.error = str(exc) if isinstance(exc, RunError) else f"Fly API error: {exc}"
+        outcome.changed = bool(ip_changes) or any(
+            c.result in ("updated", "rolled-back", "failed") for c in outcome.machines
+        )
         outcome.ips = [*ip_changes, *[i for i in plan.outcome().ips if i.action != "allocate"]]
         outcome.machines = [
             c if c.result != "pending" else replace(c, result="untouched") for c in outcome.machines
         ]
     return outcome
-
-
-def refresh_ips(fly: Fly, app: str) -> AppInfo:
-    return fly.graphql.get_app(app)

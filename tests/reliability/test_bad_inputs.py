@@ -179,7 +179,7 @@ CASES = [
     Bad(
         "db-huge",
         "database-url",
-        "longer than 4096",
+        "at most 4096",
         {"database-url": url("my-db.flycast/" + "d" * HUGE)},
     ),
     # -- environment ------------------------------------------------------------------------------

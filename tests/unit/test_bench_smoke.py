@@ -18,6 +18,9 @@ from bench.cli import main as bench_main  # noqa: E402
 from bench.measure import Params, measure_action, round_trips  # noqa: E402
 
 TINY = Params(latency=0.001, restart_seconds=0.05, check_grace_seconds=0.02, smoke_seconds=0.1)
+# Round trips are read from overlapping request spans: with ~0 latency two concurrent requests
+# may not overlap at all, so the round-trip count is checked with a latency that makes it real.
+SLOW = Params(latency=0.2, restart_seconds=0.05, check_grace_seconds=0.02, smoke_seconds=0.1)
 
 
 class _Span:
@@ -33,7 +36,7 @@ def test_round_trips_counts_waves_of_overlapping_requests() -> None:
 
 
 def test_noop_run_is_two_requests_in_one_round_trip() -> None:
-    sample = measure_action("noop", 1, TINY, seed=1)
+    sample = measure_action("noop", 1, SLOW, seed=1)
     assert sample.ok, sample.detail
     assert sample.requests <= 2
     assert sample.round_trips == 1

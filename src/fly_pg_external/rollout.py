@@ -148,12 +148,14 @@ def allocate_ips(
                 break
             except (FlyTransient, FlyTimeout) as exc:
                 ambiguous = True
+                # A 5xx answer was most likely not carried out; a timeout may be in flight.
+                settle = 1.0 if isinstance(exc, FlyTransient) and exc.status else None
                 log.warning(
                     f"Allocating the {family} address failed ({exc}); checking whether it "
                     "happened anyway before trying again."
                 )
                 late = _find_late(
-                    fly, plan.app, family, known, settle=_settle_seconds(fly), sleep=sleep
+                    fly, plan.app, family, known, settle=settle or _settle_seconds(fly), sleep=sleep
                 )
                 if late is not None:
                     created, listed = late
@@ -412,9 +414,10 @@ def _update_once(
     machine_id = update.machine.id
     try:
         return fly.machines.update(app, machine_id, body, nonce=nonce)
-    except FlyTransient:
-        pass
-    deadline = time.monotonic() + _settle_seconds(fly)
+    except FlyTransient as exc:
+        # A 5xx answer was most likely not carried out; a timeout or reset may be in flight.
+        settle = 1.0 if exc.status else _settle_seconds(fly)
+    deadline = time.monotonic() + settle
     pause = 0.25
     while True:
         data = fly.machines.get(app, machine_id)
@@ -657,35 +660,22 @@ def apply(fly: Fly, plan: Plan, log: Log, *, wait_timeout: float) -> Outcome:
             outcome.status, outcome.error = "failed", error
         return outcome
     ip_changes: list[IpChange] = []
-    ambiguous = False
-
-    def allocate_all() -> None:
-        nonlocal ambiguous
-        for family in plan.allocate:
-            # One family at a time, so a failure keeps what was already allocated on record.
-            allocation = allocate_ips(fly, replace(plan, allocate=(family,)), log)
-            ip_changes.extend(allocation.changes)
-            ambiguous = ambiguous or allocation.ambiguous
-
     try:
         with leased(fly, plan.app, [u.machine for u in plan.updates], log) as leases:
-            # IPs do not depend on the machines: they are allocated while the first machine
-            # restarts, once the leases are held (so a run stopped by a lease changed nothing).
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="allocate") as pool:
-                allocating = pool.submit(allocate_all)
-                result = (
-                    rolling_update(fly, plan, leases, log, wait_timeout=wait_timeout)
-                    if plan.updates
-                    else RolloutResult(outcome.machines)
-                )
-                allocation_error = allocating.exception()
+            # IPs first: a failed allocation stops the run before any machine restarts.
+            ambiguous = False
+            for family in plan.allocate:
+                # One family at a time, so a failure keeps what was already allocated on record.
+                allocation = allocate_ips(fly, replace(plan, allocate=(family,)), log)
+                ip_changes += allocation.changes
+                ambiguous = ambiguous or allocation.ambiguous
             outcome.ips = [*ip_changes, *[i for i in outcome.ips if i.action != "allocate"]]
-            outcome.machines = result.machines
-            if result.error:
-                outcome.status = "failed"
-                outcome.error = result.error
-            if allocation_error is not None:
-                raise allocation_error
+            if plan.updates:
+                result = rolling_update(fly, plan, leases, log, wait_timeout=wait_timeout)
+                outcome.machines = result.machines
+                if result.error:
+                    outcome.status = "failed"
+                    outcome.error = result.error
             if ambiguous:
                 sweep_duplicates(fly, plan, ip_changes, log)
     except (RunError, FlyError) as exc:

@@ -84,10 +84,19 @@ def finding_link(reason: str) -> str:
     return f" ([#{m.group(1)}]({FINDINGS}))" if m else ""
 
 
-def finding(reason: str) -> tuple[int, str]:
-    """'FINDINGS.md #3: text' → (3, 'text')."""
-    m = re.match(r"\s*FINDINGS\.md #(\d+):\s*(.*)", reason, re.S)
-    return (int(m.group(1)), m.group(2)) if m else (0, reason)
+def finding_number(record: dict[str, Any]) -> int:
+    """The FINDINGS.md entry of a record: its `finding` marker, or its xfail reason's '#n'."""
+    if record.get("finding"):
+        return int(record["finding"])
+    m = re.search(r"#(\d+)", record.get("xfail_reason", ""))
+    return int(m.group(1)) if m else 0
+
+
+def finding_titles() -> dict[int, str]:
+    """'## #3 Title' headings of FINDINGS.md → {3: 'Title'}."""
+    path = ROOT / "tests" / "reliability" / "FINDINGS.md"
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    return {int(n): t.strip() for n, t in re.findall(r"^## #(\d+) (.+)$", text, re.M)}
 
 
 def fmt(n: float) -> str:
@@ -102,7 +111,6 @@ def render(records: list[dict[str, Any]], *, seconds: float | None, pytest_code:
     real = [r for r in records if r["group"] != "Leak scan" or r["name"] != "scanner self-test"]
     gap = next((r for r in records if "write_gap_s" in r["figures"]), None)
     bad = by_group.get("Bad input", [])
-    known = [r for r in records if r["verdict"] == "xfailed"]
     injected, survived = total(records, "faults_injected"), total(records, "faults_survived")
     mishandled = injected - survived - total(records, "faults_stopped_safely")
 
@@ -132,7 +140,7 @@ def render(records: list[dict[str, Any]], *, seconds: float | None, pytest_code:
         f"| … absorbed (run completed) | {fmt(survived)} |",
         f"| … stopped safely (clear error, cluster serving, re-run completed) | "
         f"{fmt(total(records, 'faults_stopped_safely'))} |",
-        f"| … mishandled (known bugs below) | {fmt(mishandled)} |",
+        f"| … mishandled (open bugs) | {fmt(mishandled)} |",
         f"| Races run (two runs on one app at once) | {fmt(total(records, 'races'))} |",
         f"| Bad inputs tried | {fmt(total(records, 'bad_inputs'))} "
         f"({sum(1 for r in bad if r['verdict'] == 'passed')} refused cleanly) |",
@@ -150,27 +158,32 @@ def render(records: list[dict[str, Any]], *, seconds: float | None, pytest_code:
             "run) |"
         )
     lines.append(
-        f"| Tests | {len(records)}: "
+        f"| Scenario tests | {len(records)}: "
         + ", ".join(f"{n} {VERDICT.get(v, v)}" for v, n in sorted(verdicts.items()))
         + " |"
     )
     if seconds is not None:
         lines.append(f"| Suite run time | {seconds:.0f} s |")
     lines += [""]
-    if known:
+    found = [r for r in records if r.get("finding") or r["verdict"] == "xfailed"]
+    if found:
+        titles = finding_titles()
         lines += [
-            "## Known bugs",
+            "## Bugs found by the suite",
             "",
-            "Tests marked `xfail(strict=True)` until the action is fixed; "
-            f"[FINDINGS.md]({FINDINGS}) describes each bug (where, what happens, what should). "
-            "Their rows below say what the action does today.",
+            f"Each was first a failing test; [FINDINGS.md]({FINDINGS}) says where it was, what "
+            "happened and what should. A fixed one keeps its test as a regression test; an open "
+            "one is marked `xfail(strict=True)` and its row below says what the action does today.",
             "",
+            "| # | Bug | Test | Status |",
+            "| --- | --- | --- | --- |",
         ]
-        lines += ["| # | Bug | Test |", "| --- | --- | --- |"]
-        for r in sorted(known, key=lambda r: finding(r["xfail_reason"])[0]):
-            number, text = finding(r["xfail_reason"])
+        for r in sorted(found, key=lambda r: (finding_number(r), r["nodeid"])):
+            number = finding_number(r)
+            status = {"passed": "fixed", "xfailed": "open"}.get(r["verdict"], r["verdict"])
             test = r["nodeid"].split("/")[-1].replace("`", "'")
-            lines.append(f"| [{number}]({FINDINGS}) | {cell(text)} | `{test}` |")
+            title = cell(titles.get(number, "").replace("`", ""))
+            lines.append(f"| [{number}]({FINDINGS}) | {title} | `{test}` | {status} |")
         lines += [""]
     if pytest_code not in (None, 0):
         lines += [f"**The suite failed (pytest exit status {pytest_code}).**", ""]
@@ -185,6 +198,8 @@ def render(records: list[dict[str, Any]], *, seconds: float | None, pytest_code:
             verdict = VERDICT.get(r["verdict"], r["verdict"])
             if r["verdict"] == "xfailed":
                 verdict += finding_link(r["xfail_reason"])
+            elif r.get("finding"):
+                verdict += f" (regression test of [#{r['finding']}]({FINDINGS}))"
             lines.append(
                 f"| {cell(r['name'])} | {cell(r['injected'])} | {cell(r['outcome'])} | "
                 f"{cell(r['checked'])} | {verdict} |"

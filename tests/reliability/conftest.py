@@ -37,6 +37,7 @@ class Scenario:
     leak_hits: int = 0
     verdict: str = "not run"
     xfail_reason: str = ""
+    finding: int | None = None  # the FINDINGS.md entry this test guards against
 
     def describe(self, group: str, name: str, *, injected: str, checked: str) -> None:
         self.group, self.name, self.injected, self.checked = group, name, injected, checked
@@ -45,9 +46,18 @@ class Scenario:
         self.figures[figure] = self.figures.get(figure, 0) + amount
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "finding(n): regression test for bug #n of tests/reliability/FINDINGS.md"
+    )
+
+
 @pytest.fixture
 def scenario(request: pytest.FixtureRequest) -> Iterator[Scenario]:
     record = Scenario(nodeid=request.node.nodeid)
+    marker = request.node.get_closest_marker("finding")
+    if marker is not None:
+        record.finding = int(marker.args[0])
     request.node.stash[_KEY] = record
 
     def count(report: leaks.LeakReport) -> None:

@@ -103,11 +103,7 @@ def test_sigterm_releases_leases_and_rerun_completes(
     scenario.add("faults_stopped_safely")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FINDINGS.md #4: a rollout restarts a machine while another machine of the cluster "
-    "is still down",
-)
+@pytest.mark.finding(4)
 def test_rerun_right_after_cancel_never_has_two_machines_down(
     flysim: Callable[..., Simulator], tmp_path: Path, scenario: Any
 ) -> None:
@@ -134,7 +130,7 @@ def test_rerun_right_after_cancel_never_has_two_machines_down(
     assert interrupted is not None and not interrupted.healthy  # still restarting
     again = checked(sim, tmp_path / "rerun", {"app": APP})
     down = sim.max_machines_down(APP)
-    scenario.outcome = f"re-run exit {again.code}; at most {down} machines down at once"
+    scenario.outcome = f"re-run exit {again.code}; at most {down} machine(s) down at once"
     scenario.add("faults_injected")
     assert_rerun_completes(sim, again, order)
     assert down <= 1, f"{down} machines were down at the same time"

@@ -74,11 +74,7 @@ def test_two_runs_on_a_legacy_cluster(
     scenario.outcome = f"exit codes per race {', '.join(verdicts)}; 1 IP per family; max 1 down"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FINDINGS.md #1: concurrent allocations in the same second keep two addresses "
-    "(ties on createdAt are broken by the random IP id)",
-)
+@pytest.mark.finding(1)
 def test_two_runs_allocating_in_the_same_second_keep_one_address(
     flysim: Callable[..., Simulator],
     tmp_path: Path,
@@ -117,11 +113,7 @@ def test_two_runs_allocating_in_the_same_second_keep_one_address(
     assert_no_double_allocation(sim, "my-db", results)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FINDINGS.md #5: a run does not re-read the machines after taking the leases and "
-    "re-applies a stale plan, restarting every machine again",
-)
+@pytest.mark.finding(5)
 def test_run_delayed_behind_another_does_not_restart_machines_again(
     flysim: Callable[..., Simulator], tmp_path: Path, scenario: Any
 ) -> None:

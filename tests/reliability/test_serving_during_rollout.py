@@ -90,7 +90,7 @@ def test_client_keeps_writing_through_a_rolling_update(
     scenario.outcome = (
         f"longest write gap {gap:.2f} s in a {run_seconds:.1f} s run; "
         f"{report.succeeded_between(start, end)} writes succeeded meanwhile, "
-        f"{report.failures} attempts failed, {report.connections - 1} reconnects"
+        f"{report.failures} attempts failed, {report.connections - 1} reconnect(s)"
     )
     scenario.figures.update(
         write_gap_s=round(gap, 2),

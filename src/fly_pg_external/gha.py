@@ -93,9 +93,6 @@ class Actions:
     def error(self, message: str, title: str | None = None) -> None:
         self._command("error", message, **({"title": title} if title else {}))
 
-    def debug(self, message: str) -> None:
-        self._command("debug", message)
-
     @contextmanager
     def group(self, title: str) -> Iterator[None]:
         self._command("group", title)

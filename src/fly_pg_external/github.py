@@ -274,7 +274,6 @@ class _Stage:
 
     doing: str = "connect to GitHub"
     writing: bool = False
-    creating: bool = False
 
 
 class _CreateUncertain(Exception):
@@ -385,7 +384,7 @@ def _upsert_once(
             f"{outcome.app} to update, and a push run does not start one."
         )
         return ""
-    stage.doing, stage.writing, stage.creating = f"comment on {where}", True, True
+    stage.doing, stage.writing = f"comment on {where}", True
     try:
         created = issue.create_comment(body)
     except GithubException as e:

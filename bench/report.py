@@ -7,7 +7,7 @@ import shlex
 from pathlib import Path
 
 from bench.measure import SCENARIO_TITLES, SCENARIOS, Params
-from bench.results import Cell, Goal, Summary
+from bench.results import Cell, Goal, Summary, legacy_floor
 from bench.startup import Startup
 
 
@@ -46,6 +46,43 @@ def results_table(cells: list[Cell]) -> list[str]:
             lines.append(_row(c, "action", c.action, f"**{c.ratio:.3f}**"))
             lines.append(_row(c, "flyctl steps", c.baseline, ""))
         lines.append("")
+    return lines
+
+
+def floor_section(cells: list[Cell], params: Params) -> list[str]:
+    """The least any run can cost on a legacy cluster under the rollout rules, beside the
+    measured figures: how far the action is from the best it could do, and which goals no
+    implementation of those rules can reach."""
+    rows = sorted((c for c in cells if c.scenario == "legacy"), key=lambda c: c.machines)
+    if not rows:
+        return []
+    lines = [
+        "## What the rollout rules allow",
+        "",
+        "The action keeps these rules on a legacy cluster: every machine is leased before "
+        "anything changes and released at the end, the IPs are allocated only once the leases "
+        "are held, and the machines restart one at a time (update, wait, read the checks), "
+        "never two at once. The least any run can cost under them, counting everything that may "
+        "run concurrently as concurrent, leaving out lease refreshes and taking the last check "
+        "read to land the instant the checks pass: 5·n + 4 requests, 3·n + 4 round trips, "
+        "and n restarts plus (n + 4) request latencies of wall time.",
+        "",
+        "| Machines | | Requests | Round trips | Wall time | Over the sum of restarts |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    for c in rows:
+        least = legacy_floor(c.machines, params)
+        restarts = c.machines * params.machine_restart
+        lines += [
+            f"| {c.machines} | least possible | {least.requests} | {least.round_trips} | "
+            f"{least.wall:.2f} s | {least.wall / restarts - 1:+.1%} |",
+            f"| {c.machines} | action | {_num(c.action.requests)} | "
+            f"{_num(c.action.round_trips)} | {c.action.wall:.2f} s | "
+            f"{c.action.wall / restarts - 1:+.1%} |",
+            f"| {c.machines} | flyctl steps ÷ 5 | {c.baseline.requests / 5:.1f} | "
+            f"{c.baseline.round_trips / 5:.1f} | | |",
+        ]
+    lines.append("")
     return lines
 
 
@@ -116,6 +153,7 @@ def write_markdown(
     if chart is not None:
         lines += [f"![Wall time against machine count]({chart.name})", ""]
     lines += ["## Goals", "", *goals_list(goals), ""]
+    lines += floor_section(cells, params)
     if startup is not None:
         lines += [
             "## Start-up",
@@ -195,6 +233,14 @@ def write_chart(path: Path, cells: list[Cell], params: Params) -> None:
                 ":",
                 color="grey",
                 label="sum of restarts",
+            )
+            ax.plot(
+                xs,
+                [legacy_floor(n, params).wall for n in xs],
+                "-.",
+                color="#2ca02c",
+                linewidth=0.8,
+                label="least possible",
             )
         ax.set_title(SCENARIO_TITLES[scenario].split(" (")[0], fontsize=9)
         ax.set_xlabel("machines", fontsize=8)

@@ -178,6 +178,52 @@ def allocate_ips(
     return Allocation(changes, ambiguous)
 
 
+def allocate_families(fly: Fly, plan: Plan, log: Log) -> tuple[list[IpChange], bool]:
+    """Allocate every family in `plan.allocate`, the families concurrently (one round trip).
+
+    The families are independent: each has its own race and late-answer handling in
+    `allocate_ips`. When one fails, the other's address is still recorded (via the exception's
+    `allocated`) so the run reports what it did change before stopping.
+    """
+    families = list(plan.allocate)
+    if not families:
+        return [], False
+
+    def one(family: IpFamily) -> Allocation:
+        return allocate_ips(fly, replace(plan, allocate=(family,)), log)
+
+    if len(families) == 1:
+        results = [_outcome_of(one, families[0])]
+    else:
+        with ThreadPoolExecutor(max_workers=len(families)) as pool:
+            futures = [pool.submit(_outcome_of, one, f) for f in families]
+            results = [f.result() for f in futures]
+    changes = [c for r in results if isinstance(r, Allocation) for c in r.changes]
+    ambiguous = any(r.ambiguous for r in results if isinstance(r, Allocation))
+    failure = next((r for r in results if isinstance(r, BaseException)), None)
+    if failure is not None:
+        raise AllocationFailed(failure, changes) from failure
+    return changes, ambiguous
+
+
+class AllocationFailed(Exception):
+    """A family's allocation failed (`error`); `changes` holds what the others allocated."""
+
+    def __init__(self, error: Exception, changes: list[IpChange]) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.changes = changes
+
+
+def _outcome_of(
+    fn: Callable[[IpFamily], Allocation], family: IpFamily
+) -> Allocation | Exception:
+    try:
+        return fn(family)
+    except Exception as exc:  # handed back to the caller, which re-raises the first one
+        return exc
+
+
 def sweep_duplicates(fly: Fly, plan: Plan, kept: list[IpChange], log: Log) -> None:
     """After an ambiguous allocation: release any address of the family that appeared during
     the run besides the one kept (a late request that landed after all)."""
@@ -663,12 +709,11 @@ def apply(fly: Fly, plan: Plan, log: Log, *, wait_timeout: float) -> Outcome:
     try:
         with leased(fly, plan.app, [u.machine for u in plan.updates], log) as leases:
             # IPs first: a failed allocation stops the run before any machine restarts.
-            ambiguous = False
-            for family in plan.allocate:
-                # One family at a time, so a failure keeps what was already allocated on record.
-                allocation = allocate_ips(fly, replace(plan, allocate=(family,)), log)
-                ip_changes += allocation.changes
-                ambiguous = ambiguous or allocation.ambiguous
+            try:
+                ip_changes, ambiguous = allocate_families(fly, plan, log)
+            except AllocationFailed as failed:
+                ip_changes = failed.changes
+                raise failed.error from None
             outcome.ips = [*ip_changes, *[i for i in outcome.ips if i.action != "allocate"]]
             if plan.updates:
                 result = rolling_update(fly, plan, leases, log, wait_timeout=wait_timeout)

@@ -28,8 +28,15 @@ class FaultRule:
     retry_after: float | None = None
     seconds: float = 0.0
     after_commit: bool = False
+    # Only IP allocations of this type ("v4", "v6"): the action allocates the families at once,
+    # so "the next allocation" alone would hit whichever family the scheduler sent first.
+    ip_type: str | None = None
 
     def matches(self, record: RequestRecord) -> bool:
+        if self.ip_type is not None and not (
+            _is_allocation(record) and _ip_type(record) == self.ip_type
+        ):
+            return False
         if self.method is not None and record.method != self.method.upper():
             return False
         if self.path_contains is not None and self.path_contains not in record.path:
@@ -57,6 +64,13 @@ def _is_allocation(record: RequestRecord) -> bool:
     if record.api == "graphql":
         return "allocateIpAddress" in record.graphql_fields
     return record.method == "POST" and record.path.rstrip("/").endswith("/ip_assignments")
+
+
+def _ip_type(record: RequestRecord) -> str | None:
+    variables = record.graphql_variables or {}
+    given = variables.get("input")
+    value = given.get("type") if isinstance(given, dict) else variables.get("type")
+    return value if isinstance(value, str) else None
 
 
 class Faults:
@@ -96,11 +110,16 @@ class Faults:
         path_contains: str | None = None,
         method: str | None = None,
         operation: str | None = None,
+        ip_type: str | None = None,
     ) -> None:
         """The next ``count`` matching requests get ``status`` (5xx) without being processed."""
         if not 500 <= status <= 599:
             raise ValueError("fail_next injects server errors: status must be 5xx")
-        self._arm(FaultRule("fail", count, method, path_contains, operation, status=status))
+        self._arm(
+            FaultRule(
+                "fail", count, method, path_contains, operation, status=status, ip_type=ip_type
+            )
+        )
 
     def rate_limit_next(
         self,
@@ -110,11 +129,18 @@ class Faults:
         path_contains: str | None = None,
         method: str | None = None,
         operation: str | None = None,
+        ip_type: str | None = None,
     ) -> None:
         """The next ``count`` matching requests get 429; ``Retry-After`` unless it is None."""
         self._arm(
             FaultRule(
-                "rate_limit", count, method, path_contains, operation, retry_after=retry_after
+                "rate_limit",
+                count,
+                method,
+                path_contains,
+                operation,
+                retry_after=retry_after,
+                ip_type=ip_type,
             )
         )
 
@@ -125,6 +151,7 @@ class Faults:
         path_contains: str | None = None,
         method: str | None = None,
         operation: str | None = None,
+        ip_type: str | None = None,
         after_commit: bool = False,
     ) -> None:
         """Close the connection without a response (TCP RST).
@@ -133,7 +160,15 @@ class Faults:
         answer is lost.
         """
         self._arm(
-            FaultRule("reset", count, method, path_contains, operation, after_commit=after_commit)
+            FaultRule(
+                "reset",
+                count,
+                method,
+                path_contains,
+                operation,
+                after_commit=after_commit,
+                ip_type=ip_type,
+            )
         )
 
     def slow_next(
@@ -144,18 +179,23 @@ class Faults:
         path_contains: str | None = None,
         method: str | None = None,
         operation: str | None = None,
+        ip_type: str | None = None,
     ) -> None:
         """Sleep ``seconds`` before handling the next ``count`` matching requests."""
-        self._arm(FaultRule("slow", count, method, path_contains, operation, seconds=seconds))
+        self._arm(
+            FaultRule(
+                "slow", count, method, path_contains, operation, seconds=seconds, ip_type=ip_type
+            )
+        )
 
     def wait_timeout_next(self, count: int = 1, *, after: float = 0.0) -> None:
         """The next ``count`` wait requests answer 408 ``deadline_exceeded`` after ``after`` s."""
         self._arm(FaultRule("wait_timeout", count, seconds=after))
 
-    def lose_allocation_response(self, count: int = 1) -> None:
+    def lose_allocation_response(self, count: int = 1, *, ip_type: str | None = None) -> None:
         """The next ``count`` successful IP allocations (GraphQL or ip_assignments) are committed,
         then the connection is reset: the client must list the IPs to learn what happened."""
-        self._arm(FaultRule("lose_allocation", count))
+        self._arm(FaultRule("lose_allocation", count, ip_type=ip_type))
 
     # -- platform faults -------------------------------------------------------------------------
     def never_healthy(self, machine_id: str) -> None:

@@ -151,6 +151,9 @@ class _Listener:
                 client, _ = self.sock.accept()
             except OSError:
                 return
+            # A relay forwards each small protocol message as it comes; with Nagle on, a reply
+            # could wait for a delayed ACK (40 ms) that no real proxy adds.
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             threading.Thread(
                 target=self._manager._serve,
                 args=(client, self.app, self.service_port),
@@ -283,6 +286,7 @@ class ProxyManager:
                 tls.sendall(error_response("no PostgreSQL server is attached to the simulator"))
                 return
             backend = socket.create_connection((backend_info.host, backend_info.port), timeout=5)
+            backend.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn.backend = backend
             if conn.cut_event.is_set():
                 return

@@ -65,6 +65,9 @@ class ApiServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: ApiServer
     protocol_version = "HTTP/1.1"  # keep-alive, as real clients use it
+    # Headers and body go out in two writes; with Nagle on, the body waits for the client's
+    # delayed ACK (40 ms on Linux), a stall no real API server adds to every response.
+    disable_nagle_algorithm = True
     server_version = "Fly/flysim"
     sys_version = ""
     timeout = 60  # idle keep-alive connections are dropped after this

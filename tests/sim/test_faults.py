@@ -48,6 +48,17 @@ def test_fail_next_can_target_a_graphql_operation(
     assert sim.app("my-db").public_v4 == []
 
 
+def test_allocation_faults_can_target_one_ip_type(sim: Simulator, gql: GraphQL) -> None:
+    sim.faults.fail_next(1, status=503, operation="allocateIpAddress", ip_type="v6")
+    sim.faults.lose_allocation_response(1, ip_type="v4")
+    assert gql(ALLOCATE, {"input": {"appId": "my-db", "type": "v6"}}).status_code == 503
+    with pytest.raises(httpx.TransportError):  # v4 committed, its answer lost
+        gql(ALLOCATE, {"input": {"appId": "my-db", "type": "v4"}})
+    assert sim.faults.pending == []
+    assert len(sim.app("my-db").public_v4) == 1
+    assert gql(ALLOCATE, {"input": {"appId": "my-db", "type": "v6"}}).status_code == 200
+
+
 def test_rate_limit_sends_retry_after_when_asked(sim: Simulator, rest: httpx.Client) -> None:
     sim.faults.rate_limit_next(1, retry_after=2)
     sim.faults.rate_limit_next(1, retry_after=None)

@@ -16,6 +16,7 @@ if str(ROOT) not in sys.path:  # `bench` lives at the repository root, next to s
 
 from bench.cli import main as bench_main  # noqa: E402
 from bench.measure import Params, measure_action, round_trips  # noqa: E402
+from bench.results import legacy_floor  # noqa: E402
 
 TINY = Params(latency=0.001, restart_seconds=0.05, check_grace_seconds=0.02, smoke_seconds=0.1)
 # Round trips are read from overlapping request spans: with ~0 latency two concurrent requests
@@ -50,6 +51,36 @@ def test_first_exposure_of_current_cluster_restarts_nothing() -> None:
     assert sample.requests <= 4
     assert sample.restarts == 0
     assert not sample.image_changed
+
+
+def test_current_cluster_allocates_both_families_in_one_round_trip() -> None:
+    # The read, then the v4 and v6 allocations at once: nothing else is needed.
+    sample = measure_action("current", 3, SLOW, seed=3)
+    assert sample.ok, sample.detail
+    assert sample.breakdown.get("graphql allocateIpAddress") == 2
+    assert sample.round_trips == 2
+
+
+def test_legacy_floor_is_a_lower_bound_the_action_comes_close_to() -> None:
+    # The floor is what no run keeping the rollout rules can beat: a measured run at or above
+    # it in requests and round trips, and not far above it in round trips (the action's extra
+    # ones are the first lease taken alone and the health polls).
+    sample = measure_action("legacy", 2, SLOW, seed=4)
+    assert sample.ok, sample.detail
+    least = legacy_floor(2, SLOW)
+    assert sample.requests >= least.requests
+    assert least.round_trips <= sample.round_trips <= least.round_trips + 1 + 2 * 3
+    assert least.requests == 5 * 2 + 4 and least.round_trips == 3 * 2 + 4
+
+
+def test_legacy_floor_figures() -> None:
+    p = Params(latency=0.05, restart_seconds=2.0, check_grace_seconds=0.5)
+    one = legacy_floor(1, p)
+    assert (one.requests, one.round_trips) == (9, 7)
+    assert abs(one.wall - (2.5 + 5 * 0.05)) < 1e-9  # +10 % over the restart itself
+    ten = legacy_floor(10, p)
+    assert (ten.requests, ten.round_trips) == (54, 34)
+    assert abs(ten.wall - (25 + 14 * 0.05)) < 1e-9
 
 
 def test_bench_cli_writes_report_and_chart(tmp_path: Path) -> None:

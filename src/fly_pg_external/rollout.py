@@ -302,14 +302,38 @@ class LeaseSet:
         self._thread.start()
 
     def _take(self, machine: Machine) -> None:
-        try:
-            lease = self.fly.machines.acquire_lease(self.app, machine.id, LEASE_TTL)
-        except FlyConflict as exc:
-            raise RunError(
-                f"Machine {machine.id} is leased by someone else ({exc.message}). Another "
-                "deploy or run is changing this cluster; nothing was changed. Re-run when it "
-                "is done (an abandoned lease expires by itself)."
-            ) from None
+        """Lease one machine; a failed attempt is sent once more.
+
+        A first acquire is not idempotent, so the HTTP layer does not resend it. Sending it once
+        more here is still safe: if the failed attempt was carried out after all, the second one
+        is refused (409) and the run stops having changed nothing, and that lease expires by
+        itself within LEASE_TTL.
+        """
+        failed: FlyError | None = None
+        for attempt in (1, 2):
+            try:
+                lease = self.fly.machines.acquire_lease(self.app, machine.id, LEASE_TTL)
+                break
+            except FlyConflict as exc:
+                if failed is not None:
+                    raise RunError(
+                        f"Machine {machine.id} is leased ({exc.message}), maybe by this run's "
+                        f"first attempt, whose answer was lost ({failed}). Nothing was changed; "
+                        f"that lease expires within {LEASE_TTL} s: re-run after that."
+                    ) from None
+                raise RunError(
+                    f"Machine {machine.id} is leased by someone else ({exc.message}). Another "
+                    "deploy or run is changing this cluster; nothing was changed. Re-run when it "
+                    "is done (an abandoned lease expires by itself)."
+                ) from None
+            except (FlyTransient, FlyTimeout) as exc:
+                if attempt == 2:
+                    raise
+                failed = exc
+                self.log.warning(
+                    f"Taking the lease on machine {machine.id} failed ({exc}); trying once more."
+                )
+                self.fly.http.retry.sleep(self.fly.http.retry.delay(1))
         with self._lock:
             self.leases[machine.id] = lease
 

@@ -176,6 +176,8 @@ def probe(
             unroutable=getattr(exc, "errno", None) in _UNROUTABLE,
         ) from None
     try:
+        # As libpq does: each protocol message goes out at once, not held for an ACK.
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         raw.sendall(SSL_REQUEST)
         answer = raw.recv(1)
         if answer == b"N":

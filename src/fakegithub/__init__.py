@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
-from .server import ACTIONS_BOT, BODY_LIMIT, Comment, FakeGitHub, PullRequest, Request
+from .server import ACTIONS_BOT, BODY_LIMIT, Comment, FakeGitHub, Identity, PullRequest, Request
 
-__all__ = ["ACTIONS_BOT", "BODY_LIMIT", "Comment", "FakeGitHub", "PullRequest", "Request"]
+__all__ = [
+    "ACTIONS_BOT",
+    "BODY_LIMIT",
+    "Comment",
+    "FakeGitHub",
+    "Identity",
+    "PullRequest",
+    "Request",
+]

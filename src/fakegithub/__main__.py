@@ -12,7 +12,7 @@ import contextlib
 import signal
 import threading
 
-from .server import ACTIONS_BOT, FakeGitHub
+from .server import ACTIONS_BOT, FakeGitHub, Identity
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,6 +24,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="answer 403 to GET /user, like the Actions GITHUB_TOKEN",
     )
+    parser.add_argument(
+        "--app",
+        metavar="SLUG",
+        help="act as the GitHub App bot SLUG[bot] with an installation token "
+        "(403 on GET /user and on other accounts' comments)",
+    )
     parser.add_argument("--api-prefix", default="", help="e.g. /api/v3 for GitHub Enterprise")
     parser.add_argument(
         "--pr",
@@ -33,9 +39,11 @@ def main(argv: list[str] | None = None) -> int:
         help="a pull request to serve (repeatable)",
     )
     args = parser.parse_args(argv)
+    if args.app and args.actions_token:
+        parser.error("--app and --actions-token exclude each other")
     fake = FakeGitHub(
-        login=args.login,
-        user_endpoint_forbidden=args.actions_token,
+        login=Identity.app_bot(args.app).login if args.app else args.login,
+        user_endpoint_forbidden=args.actions_token or bool(args.app),
         api_prefix=args.api_prefix,
         port=args.port,
     )

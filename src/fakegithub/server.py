@@ -9,8 +9,12 @@ to PyGithub and are reproduced exactly:
 - the `Link` header has GitHub's exact shape (`<url>; rel="next", <url>; rel="last"`), because
   PyGithub's parser splits on ", " and "; ".
 
-State lives in memory behind one lock; tests program it (`add_pr`, `add_comment`, `forbid_writes`,
-`fail_next`) and inspect it (`comments`, `requests`).
+Each token acts as an `Identity`: a person's token (a PAT) may read `GET /user` and edit anyone's
+comment; an integration token (the Actions `GITHUB_TOKEN`, a GitHub App installation token) gets
+403 from `GET /user` and may edit or delete only the comments it wrote itself, like GitHub.
+
+State lives in memory behind one lock; tests program it (`add_pr`, `add_comment`, `add_token`,
+`forbid_writes`, `fail_next`) and inspect it (`comments`, `requests`).
 """
 
 from __future__ import annotations
@@ -19,20 +23,58 @@ import itertools
 import json
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 from urllib.parse import parse_qs, quote, urlsplit
 
 ACTIONS_BOT = "github-actions[bot]"
 BODY_LIMIT = 65_536
 DOCS = "https://docs.github.com/rest"
+NOT_INTEGRATION_ACCESSIBLE = "Resource not accessible by integration"
 _EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 
 Json = dict[str, Any]
+UserType = Literal["User", "Bot"]
+
+
+def _type_of(login: str) -> UserType:
+    # GitHub logins cannot contain brackets: only bot accounts end in "[bot]".
+    return "Bot" if login.endswith("[bot]") else "User"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a token acts as.
+
+    `login` writes the comments the token creates; `type` is the account's `user.type` in the
+    JSON ("User" for a person, "Bot" for the Actions bot and GitHub App bots). An `integration`
+    token (the Actions `GITHUB_TOKEN`, a GitHub App installation token) gets 403 "Resource not
+    accessible by integration" from `GET /user`, and from an edit or delete of a comment it did not
+    write.
+    """
+
+    login: str
+    type: UserType = "User"
+    integration: bool = False
+
+    @classmethod
+    def user(cls, login: str) -> Identity:
+        """A person's token (a PAT): `GET /user` works, it may edit anyone's comment."""
+        return cls(login, "User", integration=False)
+
+    @classmethod
+    def actions_bot(cls) -> Identity:
+        """The Actions `GITHUB_TOKEN`: comments by github-actions[bot]."""
+        return cls(ACTIONS_BOT, "Bot", integration=True)
+
+    @classmethod
+    def app_bot(cls, slug: str) -> Identity:
+        """A GitHub App installation token: comments by `<slug>[bot]`."""
+        return cls(f"{slug}[bot]", "Bot", integration=True)
 
 
 @dataclass(frozen=True)
@@ -87,15 +129,27 @@ class _State:
     requests: list[Request] = field(default_factory=list)
     failures: list[_Failure] = field(default_factory=list)
     writes_forbidden: str | None = None
+    tokens: dict[str, Identity] = field(default_factory=dict)
+    # The `type` of accounts that wrote comments (default: from the login, see `_type_of`).
+    account_types: dict[str, UserType] = field(default_factory=dict)
 
 
 class FakeGitHub:
-    """A fake GitHub API for one token's identity.
+    """A fake GitHub API.
 
-    `login` is who the token acts as: comments it creates are written by that login.
-    `user_endpoint_forbidden=True` mimics the Actions `GITHUB_TOKEN`, for which `GET /user`
-    answers 403. `api_prefix="/api/v3"` mimics GitHub Enterprise Server. With `token` set, a
-    request carrying another token gets 401 "Bad credentials".
+    With one identity (the default): `login` is who the token acts as, and comments it creates
+    are written by that login. `user_endpoint_forbidden=True` makes it an integration token like
+    the Actions `GITHUB_TOKEN`: `GET /user` answers 403, and editing or deleting a comment another
+    account wrote answers 403. With `token` set, a request carrying another token gets 401 "Bad
+    credentials".
+
+    With several identities: `tokens` (or `add_token`) maps each token to the `Identity` it acts
+    as, e.g. a PAT user, `Identity.actions_bot()` and `Identity.app_bot("my-deployer")`; then
+    `login`, `user_endpoint_forbidden` and `token` are not used, and a request carrying a token
+    not in the map gets 401.
+
+    `api_prefix="/api/v3"` mimics GitHub Enterprise Server. `omit_user_type=True` leaves `type`
+    out of the user objects in the JSON (clients must not depend on it being there).
     """
 
     def __init__(
@@ -105,19 +159,26 @@ class FakeGitHub:
         user_endpoint_forbidden: bool = False,
         api_prefix: str = "",
         token: str | None = None,
+        tokens: Mapping[str, Identity] | None = None,
         body_limit: int = BODY_LIMIT,
+        omit_user_type: bool = False,
         port: int = 0,
     ) -> None:
         if api_prefix and (not api_prefix.startswith("/") or api_prefix.endswith("/")):
             raise ValueError(f"api_prefix must look like '/api/v3', got {api_prefix!r}")
+        if tokens and (token is not None or user_endpoint_forbidden or login != ACTIONS_BOT):
+            raise ValueError("pass either tokens= or login=/user_endpoint_forbidden=/token=")
         self.login = login
         self.user_endpoint_forbidden = user_endpoint_forbidden
         self.api_prefix = api_prefix
         self.token = token
         self.body_limit = body_limit
+        self.omit_user_type = omit_user_type
         self._port = port
         self._lock = threading.Lock()
         self._state = _State()
+        for t, identity in (tokens or {}).items():
+            self._add_token(t, identity)
         self._ids = itertools.count(1001)
         self._clock = itertools.count(1)
         self._server: ThreadingHTTPServer | None = None
@@ -207,11 +268,24 @@ class FakeGitHub:
             self._state.pulls[(repo, number)] = pr
         return pr
 
-    def add_comment(self, repo: str, number: int, body: str, login: str) -> Comment:
-        """A comment written by `login` (anyone: the token's identity or somebody else)."""
+    def add_token(self, token: str, identity: Identity) -> None:
+        """Accept `token`, acting as `identity` (switches the fake to several identities)."""
+        with self._lock:
+            self._add_token(token, identity)
+
+    def add_comment(
+        self, repo: str, number: int, body: str, login: str, *, user_type: UserType | None = None
+    ) -> Comment:
+        """A comment written by `login` (anyone: a token's identity or somebody else).
+
+        `user_type` is the account's `type` in the JSON; by default "Bot" for a login ending in
+        "[bot]" (only bots can have one), else "User".
+        """
         with self._lock:
             if (repo, number) not in self._state.pulls:
                 raise KeyError(f"no pull request #{number} in {repo}; call add_pr first")
+            if user_type is not None:
+                self._state.account_types[login] = user_type
             return self._create_comment(repo, number, body, login)
 
     def comments(self, repo: str, number: int) -> list[Comment]:
@@ -267,6 +341,32 @@ class FakeGitHub:
             )
 
     # -- internals used by the handler (called with the lock held) ------------------------
+    def _add_token(self, token: str, identity: Identity) -> None:
+        if not token:
+            raise ValueError("a token must not be empty")
+        self._state.tokens[token] = identity
+        self._state.account_types[identity.login] = identity.type
+
+    def _identity(self, authorization: str | None) -> Identity:
+        """Who a request acts as; 401 for a token the fake does not accept."""
+        given = None
+        for scheme in ("token ", "Bearer "):
+            if authorization is not None and authorization.startswith(scheme):
+                given = authorization[len(scheme) :]
+        if self._state.tokens:
+            identity = self._state.tokens.get(given) if given is not None else None
+            if identity is None:
+                raise _Reply(401, "Bad credentials")
+            return identity
+        if self.token is not None and given != self.token:
+            raise _Reply(401, "Bad credentials")
+        return Identity(
+            self.login, self._user_type(self.login), integration=self.user_endpoint_forbidden
+        )
+
+    def _user_type(self, login: str) -> UserType:
+        return self._state.account_types.get(login, _type_of(login))
+
     def _tick(self) -> datetime:
         return _EPOCH + timedelta(seconds=next(self._clock))
 
@@ -306,6 +406,7 @@ _Route = Callable[["_Ctx", re.Match[str]], tuple[int, Any, dict[str, str]]]
 @dataclass
 class _Ctx:
     fake: FakeGitHub
+    identity: Identity  # who the request's token acts as
     method: str
     path: str  # without the API prefix
     query: dict[str, str]
@@ -315,14 +416,16 @@ class _Ctx:
 
     # JSON shapes ---------------------------------------------------------------------------
     def user_json(self, login: str) -> Json:
-        bot = login.endswith("[bot]")
-        return {
+        user: Json = {
             "login": login,
             "id": abs(hash(login)) % 10_000_000,
-            "type": "Bot" if bot else "User",
+            "type": self.fake._user_type(login),
             "url": f"{self.api}/users/{quote(login)}",
             "html_url": f"{self.web}/{quote(login)}",
         }
+        if self.fake.omit_user_type:
+            del user["type"]
+        return user
 
     def repo_json(self, repo: str) -> Json:
         owner, name = repo.split("/")
@@ -381,7 +484,7 @@ class _Ctx:
             "user": self.user_json(c.login),
             "created_at": _iso(c.created_at),
             "updated_at": _iso(c.updated_at),
-            "author_association": "NONE" if c.login.endswith("[bot]") else "MEMBER",
+            "author_association": "NONE" if self.fake._user_type(c.login) == "Bot" else "MEMBER",
         }
 
     # helpers -------------------------------------------------------------------------------
@@ -396,6 +499,12 @@ class _Ctx:
         if pr is None:
             raise _Reply(404, "Not Found")
         return pr
+
+    def own(self, c: Comment) -> Comment:
+        """`c`, if the token may change it: an integration token may change only its own."""
+        if self.identity.integration and c.login != self.identity.login:
+            raise _Reply(403, NOT_INTEGRATION_ACCESSIBLE)
+        return c
 
     def comment_body(self) -> str:
         body = self.body.get("body") if isinstance(self.body, dict) else None
@@ -446,9 +555,9 @@ class _Ctx:
 
 
 def _get_user(ctx: _Ctx, m: re.Match[str]) -> tuple[int, Any, dict[str, str]]:
-    if ctx.fake.user_endpoint_forbidden:
-        raise _Reply(403, "Resource not accessible by integration")
-    return 200, ctx.user_json(ctx.fake.login), {}
+    if ctx.identity.integration:
+        raise _Reply(403, NOT_INTEGRATION_ACCESSIBLE)
+    return 200, ctx.user_json(ctx.identity.login), {}
 
 
 def _get_repo(ctx: _Ctx, m: re.Match[str]) -> tuple[int, Any, dict[str, str]]:
@@ -475,7 +584,7 @@ def _list_comments(ctx: _Ctx, m: re.Match[str]) -> tuple[int, Any, dict[str, str
 
 def _create_comment(ctx: _Ctx, m: re.Match[str]) -> tuple[int, Any, dict[str, str]]:
     pr = ctx.pull(m)
-    c = ctx.fake._create_comment(pr.repo, pr.number, ctx.comment_body(), ctx.fake.login)
+    c = ctx.fake._create_comment(pr.repo, pr.number, ctx.comment_body(), ctx.identity.login)
     return 201, ctx.comment_json(c), {"Location": ctx.comment_json(c)["url"]}
 
 
@@ -492,14 +601,15 @@ def _get_comment(ctx: _Ctx, m: re.Match[str]) -> tuple[int, Any, dict[str, str]]
 
 
 def _edit_comment(ctx: _Ctx, m: re.Match[str]) -> tuple[int, Any, dict[str, str]]:
-    # Like GitHub for a token with write access, any comment may be edited, not only the
-    # token's own: the client is the one that must not touch other people's comments.
-    c = _one_comment(ctx, m)
+    # Like GitHub, a person's token with write access may edit any comment, not only its own:
+    # the client is the one that must not touch other people's comments. An integration token
+    # may edit only the comments it wrote.
+    c = ctx.own(_one_comment(ctx, m))
     return 200, ctx.comment_json(ctx.fake._edit_comment(c.id, ctx.comment_body())), {}
 
 
 def _delete_comment(ctx: _Ctx, m: re.Match[str]) -> tuple[int, Any, dict[str, str]]:
-    c = _one_comment(ctx, m)
+    c = ctx.own(_one_comment(ctx, m))
     del ctx.fake._state.comments[c.id]
     return 204, None, {}
 
@@ -605,21 +715,17 @@ def _make_handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
             if prefix and not (path == prefix or path.startswith(prefix + "/")):
                 return 404, {"message": "Not Found", "documentation_url": DOCS}, {}
             route_path = path[len(prefix) :] or "/"
-            ctx = _Ctx(
-                fake=fake,
-                method=method,
-                path=route_path,
-                query=query,
-                body=body,
-                api=f"http://{host}{prefix}",
-                web=f"http://{host}",
-            )
             try:
-                if fake.token is not None and auth not in (
-                    f"token {fake.token}",
-                    f"Bearer {fake.token}",
-                ):
-                    raise _Reply(401, "Bad credentials")
+                ctx = _Ctx(
+                    fake=fake,
+                    identity=fake._identity(auth),
+                    method=method,
+                    path=route_path,
+                    query=query,
+                    body=body,
+                    api=f"http://{host}{prefix}",
+                    web=f"http://{host}",
+                )
                 failure = self._take_failure(method, route_path)
                 if failure is not None and not failure.after:
                     raise _Reply(failure.status, failure.message)

@@ -215,9 +215,7 @@ class AllocationFailed(Exception):
         self.changes = changes
 
 
-def _outcome_of(
-    fn: Callable[[IpFamily], Allocation], family: IpFamily
-) -> Allocation | Exception:
+def _outcome_of(fn: Callable[[IpFamily], Allocation], family: IpFamily) -> Allocation | Exception:
     try:
         return fn(family)
     except Exception as exc:  # handed back to the caller, which re-raises the first one

@@ -17,7 +17,7 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from fakegithub import FakeGitHub
+from fakegithub import FakeGitHub, Identity
 from fly_pg_external.github import ClientTuning, publish
 from fly_pg_external.outcome import IpChange, MachineChange, Outcome
 from fly_pg_external.redact import Redactor
@@ -328,6 +328,300 @@ def test_a_token_that_may_read_user_matches_its_own_login(
         [mine] = our_comments(fake, login="deploy-bot")
         assert "Applied:" in mine.body
         assert ("GET", "/user") in [(r.method, r.path) for r in fake.requests]
+
+
+# -- integration tokens: the Actions bot and GitHub App bots ---------------------------------
+#
+# An installation token (the Actions GITHUB_TOKEN, or one from a GitHub App) gets 403 from
+# GET /user, and GitHub refuses it an edit of a comment it did not write. A GitHub App's comments
+# are by `<slug>[bot]`, not github-actions[bot].
+
+APP_TOKEN = "ghs_Fake0App0Installation0Token0abc"
+PAT = "github_pat_Fake0Personal0Token0For0Tests"
+APP_BOT = "my-deployer[bot]"
+
+
+@pytest.fixture
+def multi() -> Iterator[FakeGitHub]:
+    """One PR, three tokens: the Actions token, a GitHub App's token and a person's PAT."""
+    tokens = {
+        TOKEN: Identity.actions_bot(),
+        APP_TOKEN: Identity.app_bot("my-deployer"),
+        PAT: Identity.user("octo-dev"),
+    }
+    with FakeGitHub(tokens=tokens) as f:
+        f.add_pr(REPO, PR, head_sha=HEAD_SHA)
+        yield f
+
+
+def patched(fake: FakeGitHub) -> list[int]:
+    """The ids of the comments an edit was attempted on, in order."""
+    return [int(r.path.rsplit("/", 1)[1]) for r in fake.requests if r.method == "PATCH"]
+
+
+def report(status: str = "plan") -> str:
+    return comment_body(outcome(status=status), commit=None, run_url=None)
+
+
+def test_app_token_updates_its_own_comment_on_the_second_run(
+    multi: FakeGitHub, gha: RecordingGha, tmp_path: Path
+) -> None:
+    first = run(outcome(status="plan"), make_env(tmp_path, multi, run_id="1"), gha, token=APP_TOKEN)
+    [mine] = multi.comments(REPO, PR)
+    assert mine.login == APP_BOT
+    multi.clear_requests()
+
+    second = run(
+        outcome(status="applied"), make_env(tmp_path, multi, run_id="2"), gha, token=APP_TOKEN
+    )
+
+    assert second == first
+    [comment] = multi.comments(REPO, PR)
+    assert comment.id == mine.id
+    assert "Applied: `my-pg` is open" in comment.body
+    assert writes(multi) == [("PATCH", f"/repos/{REPO}/issues/comments/{mine.id}")]
+    assert gha.warnings == []
+
+
+def test_app_token_shortcuts_leave_its_comment_alone(
+    multi: FakeGitHub, gha: RecordingGha, tmp_path: Path
+) -> None:
+    run(outcome(status="applied"), make_env(tmp_path, multi, run_id="1"), gha, token=APP_TOKEN)
+    before = multi.comments(REPO, PR)
+    multi.clear_requests()
+
+    same = run(
+        outcome(status="applied"), make_env(tmp_path, multi, run_id="2"), gha, token=APP_TOKEN
+    )
+    quiet = run(
+        outcome(status="no-change"), make_env(tmp_path, multi, run_id="3"), gha, token=APP_TOKEN
+    )
+
+    assert same == quiet == f"{multi.server_url}/{REPO}/pull/{PR}#issuecomment-{before[0].id}"
+    assert multi.comments(REPO, PR) == before
+    assert writes(multi) == []
+    assert any("already up to date" in m for m in gha.infos)
+    assert any("left as is" in m for m in gha.infos)
+
+
+def test_app_token_leaves_the_actions_bots_and_a_persons_comment_alone(
+    multi: FakeGitHub, gha: RecordingGha, tmp_path: Path
+) -> None:
+    human = multi.add_comment(REPO, PR, report(), login="alice")
+    # An earlier workflow, before the switch to the App's token, commented as the Actions bot.
+    run(outcome(status="plan"), make_env(tmp_path, multi, run_id="1"), gha, token=TOKEN)
+    [_, actions] = multi.comments(REPO, PR)
+    assert actions.login == "github-actions[bot]"
+    multi.clear_requests()
+
+    url = run(
+        outcome(status="applied"), make_env(tmp_path, multi, run_id="2"), gha, token=APP_TOKEN
+    )
+
+    [h, a, mine] = multi.comments(REPO, PR)
+    assert (h, a) == (human, actions)  # untouched
+    assert mine.login == APP_BOT
+    assert "Applied:" in mine.body
+    assert url.endswith(f"#issuecomment-{mine.id}")
+    # It tried the Actions bot's comment (refused: not this token's), never the person's.
+    assert writes(multi) == [
+        ("PATCH", f"/repos/{REPO}/issues/comments/{actions.id}"),
+        ("POST", f"/repos/{REPO}/issues/{PR}/comments"),
+    ]
+    assert all(f"/comments/{human.id}" not in r.path for r in multi.requests)
+    [refusal] = [m for m in gha.infos if "could not edit" in m]
+    assert f"#issuecomment-{actions.id} by github-actions[bot]" in refusal
+    assert "403" in refusal
+    assert TOKEN not in refusal and APP_TOKEN not in refusal
+    assert gha.warnings == []
+
+    # The next run finds its own comment after the refused one and edits it.
+    multi.clear_requests()
+    run(outcome(status="failed"), make_env(tmp_path, multi, run_id="3"), gha, token=APP_TOKEN)
+    assert patched(multi) == [actions.id, mine.id]
+    assert [m for m, _ in writes(multi)] == ["PATCH", "PATCH"]
+    assert "Failed" in multi.comment(mine.id).body
+    assert len(multi.comments(REPO, PR)) == 3
+
+
+def test_a_persons_copy_of_the_report_does_not_count_for_an_integration_token(
+    multi: FakeGitHub, gha: RecordingGha, tmp_path: Path
+) -> None:
+    # A person's comment is not a report of this action, so neither shortcut may stop at it:
+    # not "already up to date" (PR 7: word for word what the run would post) and not "left as
+    # is" on a run that changed nothing (PR 8).
+    multi.add_pr(REPO, 8, head_sha=HEAD_SHA)
+    same = multi.add_comment(
+        REPO, PR, comment_body(outcome(), commit=HEAD_SHA, run_url=None), login="alice"
+    )
+    last = multi.add_comment(REPO, 8, report(status="applied"), login="alice")
+
+    run(outcome(), make_env(tmp_path, multi), gha, token=APP_TOKEN)
+    pr8 = make_env(tmp_path, multi, payload=pr_payload(number=8), run_id="8")
+    run(outcome(status="no-change"), pr8, gha, token=TOKEN)
+
+    assert [c.login for c in multi.comments(REPO, PR)] == ["alice", APP_BOT]
+    assert [c.login for c in multi.comments(REPO, 8)] == ["alice", "github-actions[bot]"]
+    assert (multi.comment(same.id), multi.comment(last.id)) == (same, last)
+    assert [m for m, _ in writes(multi)] == ["POST", "POST"]
+    assert not any("already up to date" in m or "left as is" in m for m in gha.infos)
+
+
+def test_actions_token_still_finds_its_own_comment_first(
+    multi: FakeGitHub, gha: RecordingGha, tmp_path: Path
+) -> None:
+    # The App bot's comment is older, but the Actions token goes to its own straight away.
+    app_comment = multi.add_comment(REPO, PR, report(), login=APP_BOT)
+    ours = multi.add_comment(REPO, PR, report(), login="github-actions[bot]")
+    multi.clear_requests()
+
+    url = run(outcome(status="applied"), make_env(tmp_path, multi), gha, token=TOKEN)
+
+    assert url.endswith(f"#issuecomment-{ours.id}")
+    assert "Applied:" in multi.comment(ours.id).body
+    assert multi.comment(app_comment.id) == app_comment
+    assert writes(multi) == [("PATCH", f"/repos/{REPO}/issues/comments/{ours.id}")]
+    assert ("GET", "/user") in [(r.method, r.path) for r in multi.requests]
+    assert not any("could not edit" in m for m in gha.infos)
+
+
+def test_a_refused_author_is_not_tried_twice_and_attempts_are_bounded(
+    multi: FakeGitHub, gha: RecordingGha, tmp_path: Path
+) -> None:
+    actions = [multi.add_comment(REPO, PR, report(), "github-actions[bot]") for _ in range(2)]
+    others = [multi.add_comment(REPO, PR, report(), f"bot-{i}[bot]") for i in range(3)]
+    mine = multi.add_comment(REPO, PR, report(), login=APP_BOT)
+    multi.clear_requests()
+
+    run(outcome(status="applied"), make_env(tmp_path, multi), gha, token=APP_TOKEN)
+
+    # One refusal per author; after three refusals the App posts a comment of its own.
+    assert patched(multi) == [actions[0].id, others[0].id, others[1].id]
+    assert [m for m, _ in writes(multi)] == ["PATCH", "PATCH", "PATCH", "POST"]
+    assert multi.comment(mine.id) == mine
+    assert len(multi.comments(REPO, PR)) == 7
+    assert gha.warnings == []
+
+
+def test_a_pat_matches_its_login_exactly(
+    multi: FakeGitHub, gha: RecordingGha, tmp_path: Path
+) -> None:
+    # A PAT may edit anyone's comment: only the exact login keeps it off the bots' and alice's.
+    others = [
+        multi.add_comment(REPO, PR, report(), login=login)
+        for login in ("github-actions[bot]", APP_BOT, "alice")
+    ]
+    run(outcome(status="applied"), make_env(tmp_path, multi, run_id="1"), gha, token=PAT)
+    [mine] = [c for c in multi.comments(REPO, PR) if c.login == "octo-dev"]
+    multi.clear_requests()
+
+    run(outcome(status="failed"), make_env(tmp_path, multi, run_id="2"), gha, token=PAT)
+
+    assert [multi.comment(c.id) for c in others] == others
+    assert writes(multi) == [("PATCH", f"/repos/{REPO}/issues/comments/{mine.id}")]
+    assert "Failed" in multi.comment(mine.id).body
+    assert gha.warnings == []
+
+
+def test_bots_are_recognised_without_the_type_field(gha: RecordingGha, tmp_path: Path) -> None:
+    with FakeGitHub(tokens={APP_TOKEN: Identity.app_bot("my-deployer")}, omit_user_type=True) as f:
+        f.add_pr(REPO, PR, head_sha=HEAD_SHA)
+        human = f.add_comment(REPO, PR, report(), login="alice")
+        mine = f.add_comment(REPO, PR, report(), login=APP_BOT)
+        f.clear_requests()
+
+        run(outcome(status="applied"), make_env(tmp_path, f), gha, token=APP_TOKEN)
+
+        assert "Applied:" in f.comment(mine.id).body
+        assert f.comment(human.id) == human
+        assert writes(f) == [("PATCH", f"/repos/{REPO}/issues/comments/{mine.id}")]
+        # The login's "[bot]" told; nobody's account was fetched to find out.
+        assert not any(r.path.startswith("/users/") for r in f.requests)
+
+
+def test_app_token_push_updates_its_own_comment(
+    multi: FakeGitHub, gha: RecordingGha, tmp_path: Path
+) -> None:
+    run(outcome(status="plan"), make_env(tmp_path, multi, run_id="1"), gha, token=APP_TOKEN)
+    [mine] = multi.comments(REPO, PR)
+    multi.add_pr(REPO, PR, head_sha=HEAD_SHA, merge_commit_sha=MERGE_SHA, merged=True)
+    multi.clear_requests()
+
+    push = make_env(tmp_path, multi, event="push", payload={}, sha=MERGE_SHA, run_id="2")
+    url = run(outcome(status="applied"), push, gha, token=APP_TOKEN)
+
+    assert url.endswith(f"#issuecomment-{mine.id}")
+    assert "Applied:" in multi.comment(mine.id).body
+    assert writes(multi) == [("PATCH", f"/repos/{REPO}/issues/comments/{mine.id}")]
+
+
+def test_push_with_only_another_bots_comment_warns_and_posts_nothing(
+    multi: FakeGitHub, gha: RecordingGha, tmp_path: Path
+) -> None:
+    multi.add_pr(REPO, PR, head_sha=HEAD_SHA, merge_commit_sha=MERGE_SHA, merged=True)
+    actions = multi.add_comment(REPO, PR, report(), login="github-actions[bot]")
+    push = make_env(tmp_path, multi, event="push", payload={}, sha=MERGE_SHA)
+
+    assert run(outcome(status="applied"), push, gha, token=APP_TOKEN) == ""
+
+    assert multi.comments(REPO, PR) == [actions]
+    assert [m for m, _ in writes(multi)] == ["PATCH"]
+    [warning] = gha.warnings
+    assert "could not edit the comment of app my-pg" in warning
+    assert "may edit only the comments it wrote itself" in warning
+    assert "pull-requests: write" in warning
+
+
+def test_app_token_without_write_permission_gets_the_edit_warning(
+    multi: FakeGitHub, gha: RecordingGha, tmp_path: Path
+) -> None:
+    run(outcome(), make_env(tmp_path, multi), gha, token=APP_TOKEN)
+    multi.forbid_writes()
+    assert run(outcome(status="applied"), make_env(tmp_path, multi), gha, token=APP_TOKEN) == ""
+    assert [m for m, _ in writes(multi)] == ["POST", "PATCH", "POST"]
+    [warning] = gha.warnings
+    assert "could not edit the comment of app my-pg on pull request #7" in warning
+    assert "403" in warning
+    assert "pull-requests: write" in warning
+    assert len(multi.comments(REPO, PR)) == 1
+
+
+def test_fake_integration_tokens_may_change_only_their_own_comments(multi: FakeGitHub) -> None:
+    from github import Auth, Github, GithubException
+
+    def client(token: str) -> Github:
+        return Github(auth=Auth.Token(token), base_url=multi.base_url, lazy=True, retry=None)
+
+    actions_c = multi.add_comment(REPO, PR, "by the Actions bot", "github-actions[bot]")
+    app_c = multi.add_comment(REPO, PR, "by the App", APP_BOT)
+    for token, login in ((TOKEN, "github-actions[bot]"), (APP_TOKEN, APP_BOT)):
+        gh = client(token)
+        with pytest.raises(GithubException) as err:
+            _ = gh.get_user().login
+        assert err.value.status == 403
+        issue = gh.get_repo(REPO).get_issue(PR)
+        comments = {c.user.login: c for c in issue.get_comments()}
+        assert comments[login].user.type == "Bot"
+        foreign = comments["github-actions[bot]" if login == APP_BOT else APP_BOT]
+        with pytest.raises(GithubException) as err:
+            foreign.edit("mine now")
+        with pytest.raises(GithubException) as err_delete:
+            foreign.delete()
+        for e in (err.value, err_delete.value):
+            assert e.status == 403
+            assert e.data["message"] == "Resource not accessible by integration"
+        comments[login].edit(f"edited by {login}")
+    assert multi.comment(actions_c.id).body == "edited by github-actions[bot]"
+    assert multi.comment(app_c.id).body == f"edited by {APP_BOT}"
+
+    pat = client(PAT)
+    me = pat.get_user()
+    assert (me.login, me.type) == ("octo-dev", "User")
+    pat.get_repo(REPO).get_issue(PR).get_comments()[0].edit("a maintainer's edit")
+    assert multi.comment(actions_c.id).body == "a maintainer's edit"
+    with pytest.raises(GithubException) as err:
+        _ = client("ghs_unknown").get_user().login
+    assert err.value.status == 401
 
 
 # -- push after merge ------------------------------------------------------------------------

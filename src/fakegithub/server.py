@@ -9,9 +9,11 @@ to PyGithub and are reproduced exactly:
 - the `Link` header has GitHub's exact shape (`<url>; rel="next", <url>; rel="last"`), because
   PyGithub's parser splits on ", " and "; ".
 
-Each token acts as an `Identity`: a person's token (a PAT) may read `GET /user` and edit anyone's
-comment; an integration token (the Actions `GITHUB_TOKEN`, a GitHub App installation token) gets
-403 from `GET /user` and may edit or delete only the comments it wrote itself, like GitHub.
+Each token acts as an `Identity`: a person's token (a PAT) may read `GET /user`; an integration
+token (the Actions `GITHUB_TOKEN`, a GitHub App installation token) gets 403 from it, like GitHub.
+Any token may edit or delete anyone's comment (GitHub lets every account with write access do
+so), so a test sees it when a client touches a comment that is not its own. GraphQL answers the
+one query the action sends: `nodes(ids:)` with `viewerDidAuthor`.
 
 State lives in memory behind one lock; tests program it (`add_pr`, `add_comment`, `add_token`,
 `forbid_writes`, `fail_next`) and inspect it (`comments`, `requests`).
@@ -53,8 +55,7 @@ class Identity:
     `login` writes the comments the token creates; `type` is the account's `user.type` in the
     JSON ("User" for a person, "Bot" for the Actions bot and GitHub App bots). An `integration`
     token (the Actions `GITHUB_TOKEN`, a GitHub App installation token) gets 403 "Resource not
-    accessible by integration" from `GET /user`, and from an edit or delete of a comment it did not
-    write.
+    accessible by integration" from `GET /user`.
     """
 
     login: str
@@ -63,7 +64,7 @@ class Identity:
 
     @classmethod
     def user(cls, login: str) -> Identity:
-        """A person's token (a PAT): `GET /user` works, it may edit anyone's comment."""
+        """A person's token (a PAT): `GET /user` works."""
         return cls(login, "User", integration=False)
 
     @classmethod
@@ -139,9 +140,8 @@ class FakeGitHub:
 
     With one identity (the default): `login` is who the token acts as, and comments it creates
     are written by that login. `user_endpoint_forbidden=True` makes it an integration token like
-    the Actions `GITHUB_TOKEN`: `GET /user` answers 403, and editing or deleting a comment another
-    account wrote answers 403. With `token` set, a request carrying another token gets 401 "Bad
-    credentials".
+    the Actions `GITHUB_TOKEN`: `GET /user` answers 403. With `token` set, a request carrying
+    another token gets 401 "Bad credentials".
 
     With several identities: `tokens` (or `add_token`) maps each token to the `Identity` it acts
     as, e.g. a PAT user, `Identity.actions_bot()` and `Identity.app_bot("my-deployer")`; then
@@ -500,12 +500,6 @@ class _Ctx:
             raise _Reply(404, "Not Found")
         return pr
 
-    def own(self, c: Comment) -> Comment:
-        """`c`, if the token may change it: an integration token may change only its own."""
-        if self.identity.integration and c.login != self.identity.login:
-            raise _Reply(403, NOT_INTEGRATION_ACCESSIBLE)
-        return c
-
     def comment_body(self) -> str:
         body = self.body.get("body") if isinstance(self.body, dict) else None
         if not isinstance(body, str):
@@ -601,15 +595,15 @@ def _get_comment(ctx: _Ctx, m: re.Match[str]) -> tuple[int, Any, dict[str, str]]
 
 
 def _edit_comment(ctx: _Ctx, m: re.Match[str]) -> tuple[int, Any, dict[str, str]]:
-    # Like GitHub, a person's token with write access may edit any comment, not only its own:
-    # the client is the one that must not touch other people's comments. An integration token
-    # may edit only the comments it wrote.
-    c = ctx.own(_one_comment(ctx, m))
+    # Like GitHub, any token with write access may edit any comment, not only its own (a
+    # maintainer's edit; an App or Actions token with `pull-requests: write` as well): the client
+    # is the one that must not touch other people's comments.
+    c = _one_comment(ctx, m)
     return 200, ctx.comment_json(ctx.fake._edit_comment(c.id, ctx.comment_body())), {}
 
 
 def _delete_comment(ctx: _Ctx, m: re.Match[str]) -> tuple[int, Any, dict[str, str]]:
-    c = ctx.own(_one_comment(ctx, m))
+    c = _one_comment(ctx, m)
     del ctx.fake._state.comments[c.id]
     return 204, None, {}
 
@@ -632,6 +626,30 @@ def _commit_pulls(ctx: _Ctx, m: re.Match[str]) -> tuple[int, Any, dict[str, str]
         item.pop("merged")
         items.append(item)
     return ctx.paginate(items)
+
+
+def _graphql(ctx: _Ctx) -> tuple[int, Any, dict[str, str]]:
+    """The one GraphQL question the action asks: which of these comments did the viewer write.
+
+    `nodes(ids:)` with `... on IssueComment { id viewerDidAuthor }`; an unknown ID is null, as on
+    GitHub. Any other query gets GitHub's error shape (200 with `errors`).
+    """
+    body = ctx.body if isinstance(ctx.body, dict) else {}
+    query = body.get("query")
+    variables = body.get("variables") or {}
+    if not isinstance(query, str) or "nodes(" not in query or "viewerDidAuthor" not in query:
+        return 200, {"errors": [{"message": "the fake answers only nodes/viewerDidAuthor"}]}, {}
+    ids = variables.get("ids") if isinstance(variables, dict) else None
+    if not isinstance(ids, list) or len(ids) > 100:
+        return 200, {"errors": [{"type": "INVALID", "message": "ids: 1 to 100 IDs"}]}, {}
+    by_node = {f"IC_{c.id}": c for c in ctx.fake._state.comments.values()}
+    nodes: list[Json | None] = []
+    for node_id in ids:
+        c = by_node.get(str(node_id))
+        nodes.append(
+            None if c is None else {"id": node_id, "viewerDidAuthor": c.login == ctx.identity.login}
+        )
+    return 200, {"data": {"nodes": nodes}}, {}
 
 
 _REPO = r"/repos/(?P<owner>[\w.-]+)/(?P<name>[\w.-]+)"
@@ -712,9 +730,14 @@ def _make_handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
             host: str,
         ) -> tuple[int, Any, dict[str, str]]:
             prefix = fake.api_prefix
-            if prefix and not (path == prefix or path.startswith(prefix + "/")):
+            # GraphQL sits next to the REST API: /graphql, or /api/graphql on GHES (/api/v3).
+            graphql_path = prefix.removesuffix("/v3") + "/graphql"
+            if path == graphql_path:
+                route_path = "/graphql"
+            elif prefix and not (path == prefix or path.startswith(prefix + "/")):
                 return 404, {"message": "Not Found", "documentation_url": DOCS}, {}
-            route_path = path[len(prefix) :] or "/"
+            else:
+                route_path = path[len(prefix) :] or "/"
             try:
                 ctx = _Ctx(
                     fake=fake,
@@ -731,8 +754,15 @@ def _make_handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
                     raise _Reply(failure.status, failure.message)
                 if bad_json:
                     raise _Reply(400, "Problems parsing JSON")
-                if method != "GET" and fake._state.writes_forbidden is not None:
+                # A GraphQL query is a POST but reads nothing but the answer.
+                writing = method != "GET" and route_path != "/graphql"
+                if writing and fake._state.writes_forbidden is not None:
                     raise _Reply(403, fake._state.writes_forbidden)
+                if route_path == "/graphql" and method == "POST":
+                    answer = _graphql(ctx)
+                    if failure is not None:
+                        raise _Reply(failure.status, failure.message)
+                    return answer
                 for route_method, pattern, route in _ROUTES:
                     m = pattern.fullmatch(route_path)
                     if m is not None and route_method == method:

@@ -1,18 +1,12 @@
 """Publish the report: the job summary on every run, and one PR comment per app.
 
 The comment is found again by its hidden marker line (it names the app and carries a digest of the
-content), and only among comments the token's own identity may have written, so another app's
-comment or a person's comment that quotes the marker is never touched:
-
-- a token that may read `GET /user` (a PAT) knows its login: only that login's comments count;
-- an integration token (the Actions `GITHUB_TOKEN`, a GitHub App installation token) gets 403 from
-  `GET /user`, and no REST endpoint tells it its bot login (`<app-slug>[bot]` for an App). Its
-  candidates are the comments by bots that carry the marker; GitHub refuses (403) such a token an
-  edit of a comment it did not write, so a refused candidate is someone else's and the next one is
-  tried. See `_integration_candidates` and `_update_first_own`.
-
-Nothing here can change the step's result: every GitHub problem becomes a warning that says how to
-fix it.
+content), and only among comments written by the token's own account, so another app's comment or
+someone else's comment that quotes the marker is never touched. Which account that is, GitHub's
+GraphQL API tells for every kind of token (`viewerDidAuthor` on each comment): a PAT, the Actions
+`GITHUB_TOKEN` and a GitHub App installation token alike. The REST API cannot: an installation
+token gets 403 from `GET /user`, and nothing gives it its bot login (`<app-slug>[bot]`). Nothing
+here can change the step's result: every GitHub problem becomes a warning that says how to fix it.
 
 PyGithub is imported inside the functions that use it: it pulls in requests, urllib3, PyJWT and
 cryptography (about 0.2 s), a waste for runs that never comment.
@@ -36,7 +30,6 @@ from .report import (
 
 if TYPE_CHECKING:
     from github import Github, GithubException
-    from github.GithubObject import GithubObject
     from github.IssueComment import IssueComment
     from github.Repository import Repository
 
@@ -47,9 +40,6 @@ DEFAULT_API_URL = "https://api.github.com"
 DEFAULT_SERVER_URL = "https://github.com"
 # Who writes the comments of the Actions GITHUB_TOKEN; that token may not read GET /user.
 ACTIONS_BOT_LOGIN = "github-actions[bot]"
-# How many bot comments an integration token tries to edit before it posts its own (each refused
-# edit is one wasted request; more than one other bot reporting on the same app is already rare).
-MAX_EDIT_ATTEMPTS = 3
 PR_EVENTS = frozenset({"pull_request", "pull_request_target"})
 # The runner refuses a step summary over 1 MiB per step. The report stays well below, leaving
 # room for whatever else the step appends.
@@ -287,8 +277,6 @@ class _Stage:
 
     doing: str = "connect to GitHub"
     writing: bool = False
-    # A sentence the warning adds after GitHub's answer.
-    note: str = ""
 
 
 class _CreateUncertain(Exception):
@@ -363,16 +351,11 @@ def _upsert_once(
         )
         return ""
     where = f"pull request #{number} in {ctx.repository}"
-    stage.doing = "find out which account the token acts as"
-    login = _token_login(gh)
     stage.doing = f"read the comments of {where}"
     issue = repo.get_issue(number)
-    candidates: list[IssueComment]
-    if login is not None:
-        own = _find_own_comment(issue.get_comments(), app=outcome.app, login=login)
-        candidates = [own] if own is not None else []
-    else:
-        candidates = _integration_candidates(issue.get_comments(), app=outcome.app)
+    reports = _reports_for(issue.get_comments(), app=outcome.app)
+    stage.doing = f"find out which comments of {where} the token's account wrote"
+    existing = _own_report(gh, reports)
     body = comment_body(
         outcome,
         commit=ctx.commit,
@@ -383,45 +366,22 @@ def _upsert_once(
     # The body was redacted piece by piece while rendering; a secret spanning two pieces would
     # only show in the whole.
     body = redactor.redact(body)
-    # The two shortcuts below never write. With a PAT the candidate is known to be ours. With an
-    # integration token a candidate is only known to be ours once an edit of it succeeds, which
-    # these paths must not try; they trust any candidate all the same, because leaving a comment
-    # alone cannot harm anyone's comment, and a candidate is a bot's comment whose marker names
-    # this app, i.e. a report of this action on this app (a person's comment quoting the marker is
-    # never a candidate). So one that already holds the same content (digest) says what this run
-    # would say, and on a no-change run any of them still tells what was last done to the app.
-    # Which token wrote it does not matter to the reader. (With the Actions token its own comment,
-    # if any, comes first, so that token keeps finding it as before.)
-    if candidates and outcome.status == "no-change":
-        url = str(candidates[0].html_url)
-        gha.info(
-            f"PR comment: left as is on {where}; this run changed nothing, so the comment "
-            f"keeps telling what was last done: {url}"
-        )
-        return url
-    digest = marker_digest(body)
-    same = next((c for c in candidates if marker_digest(c.body or "") == digest), None)
-    if same is not None:
-        url = str(same.html_url)
-        gha.info(f"PR comment: already up to date on {where}: {url}")
-        return url
-    stage.doing, stage.writing = f"edit the comment of app {outcome.app} on {where}", True
-    updated, refused = _update_first_own(
-        candidates, body, trusted=login is not None, gha=gha, redactor=redactor
-    )
-    if updated is not None:
-        url = str(updated.html_url)
+    if existing is not None:
+        url = str(existing.html_url)
+        if outcome.status == "no-change":
+            gha.info(
+                f"PR comment: left as is on {where}; this run changed nothing, so the comment "
+                f"keeps telling what was last done: {url}"
+            )
+            return url
+        if marker_digest(existing.body or "") == marker_digest(body):
+            gha.info(f"PR comment: already up to date on {where}: {url}")
+            return url
+        stage.doing, stage.writing = f"edit the comment of app {outcome.app} on {where}", True
+        existing.edit(body)
         gha.info(f"PR comment: updated on {where}: {url}")
         return url
     if ctx.event_name == "push":
-        if refused is not None:
-            # A token that may not write at all is refused every edit: keep warning about it.
-            stage.note = (
-                "An Actions or GitHub App token may edit only the comments it wrote itself: if "
-                "another bot wrote this one, the token has no comment here to update (a push run "
-                "does not start one)."
-            )
-            raise refused
         gha.info(
             f"PR comment: none, {where} (merged as {ctx.commit}) has no comment for app "
             f"{outcome.app} to update, and a push run does not start one."
@@ -433,11 +393,6 @@ def _upsert_once(
     except GithubException as e:
         if e.status >= 500:
             raise _CreateUncertain(e) from e
-        if refused is not None and e.status in (403, 404):
-            # Refused the create as well: the token may not write comments at all, and the
-            # first refusal (an edit) is reported, as it was before candidates were tried.
-            stage.doing = f"edit the comment of app {outcome.app} on {where}"
-            raise refused from e
         raise
     except requests.RequestException as e:
         raise _CreateUncertain(e) from e
@@ -446,123 +401,78 @@ def _upsert_once(
     return url
 
 
-def _token_login(gh: Github) -> str | None:
-    """The login the token writes comments as, or None for an integration token.
+def _reports_for(comments: Iterable[IssueComment], *, app: str) -> list[IssueComment]:
+    """Every comment whose marker names `app`, whoever wrote it, oldest first (all pages)."""
+    found = []
+    for c in comments:
+        marker = parse_marker(c.body)
+        if marker is not None and marker.app == app:
+            found.append(c)
+    return found
 
-    The Actions GITHUB_TOKEN and a GitHub App installation token may not read /user (403
-    "Resource not accessible by integration"). Their comments are by github-actions[bot] and
-    `<app-slug>[bot]`, and nothing in the REST API tells an installation token its slug.
+
+# `viewerDidAuthor` is true when the token's own account wrote the comment. `nodes` takes at most
+# 100 IDs; the REST listing gives each comment's GraphQL ID as `node_id`.
+VIEWER_DID_AUTHOR = (
+    "query($ids: [ID!]!) { nodes(ids: $ids) { ... on IssueComment { id viewerDidAuthor } } }"
+)
+NODES_PER_QUERY = 100
+
+
+def _own_report(gh: Github, reports: list[IssueComment]) -> IssueComment | None:
+    """The oldest of `reports` written by the token's own account.
+
+    Asked of GraphQL: one query per 100 reports, and right for every kind of token. Where
+    GraphQL is not there (an old GitHub Enterprise Server, a proxy that only passes the REST API)
+    the author is compared with the token's login instead (`_token_login`), which is exact for a
+    PAT and for the Actions `GITHUB_TOKEN`, but not for a GitHub App token.
     """
+    from github import GithubException
+
+    if not reports:
+        return None
+    try:
+        authored = _viewer_authored(gh, [str(c.node_id) for c in reports])
+    except GithubException as e:
+        # 401: the token is bad for REST too. 5xx: GraphQL is there but failing; guessing now
+        # could edit a comment that is not ours, so the run gives up on the comment (a warning).
+        if e.status == 401 or e.status >= 500:
+            raise
+        # Not there (404), refused (403), or a query it does not know (400): fall back.
+        # With an integration token this assumes the Actions bot: a GitHub App token on such a
+        # server would take the Actions bot's report of the same app for its own.
+        login = _token_login(gh)
+        return next((c for c in reports if c.user is not None and c.user.login == login), None)
+    return next((c for c in reports if str(c.node_id) in authored), None)
+
+
+def _viewer_authored(gh: Github, node_ids: list[str]) -> set[str]:
+    """The IDs among `node_ids` of the comments the token's account wrote."""
+    authored: set[str] = set()
+    for start in range(0, len(node_ids), NODES_PER_QUERY):
+        ids = node_ids[start : start + NODES_PER_QUERY]
+        _, data = gh.requester.graphql_query(VIEWER_DID_AUTHOR, {"ids": ids})
+        nodes = (data.get("data") or {}).get("nodes") or []
+        for node in nodes:
+            if isinstance(node, dict) and node.get("viewerDidAuthor") is True:
+                authored.add(str(node.get("id")))
+    return authored
+
+
+def _token_login(gh: Github) -> str:
+    """The login the token writes comments as, from the REST API (the fallback)."""
     from github import GithubException
 
     try:
         return str(gh.get_user().login)
     except GithubException as e:
+        # The Actions GITHUB_TOKEN (and a GitHub App installation token) may not read /user:
+        # 403 "Resource not accessible by integration". The Actions token's comments are by
+        # github-actions[bot]; an App token's are by `<slug>[bot]`, which no REST endpoint gives
+        # it, so this guess is right for the Actions token only (the default `github-token`).
         if e.status in (403, 404):
-            return None
+            return ACTIONS_BOT_LOGIN
         raise
-
-
-def _find_own_comment(
-    comments: Iterable[IssueComment], *, app: str, login: str
-) -> IssueComment | None:
-    """The oldest comment by `login` whose marker names `app`, reading every page."""
-    for c in comments:
-        author = c.user.login if c.user is not None else None
-        if author != login:
-            continue
-        marker = parse_marker(c.body)
-        if marker is not None and marker.app == app:
-            return c
-    return None
-
-
-def _integration_candidates(comments: Iterable[IssueComment], *, app: str) -> list[IssueComment]:
-    """The comments an integration token may have written for `app`, in the order to try them.
-
-    Those by a bot whose marker names `app`, reading every page: github-actions[bot]'s first (so
-    the Actions token meets its own comment first, as when it was the only one looked at), then
-    the other bots', each oldest first. A person's comment is never one, marker or not.
-    """
-    found = [
-        c
-        for c in comments
-        if _is_bot(c.user) and (marker := parse_marker(c.body)) is not None and marker.app == app
-    ]
-    # sorted() is stable: within each group the listing's order (oldest first) stays.
-    return sorted(found, key=lambda c: _login(c.user) != ACTIONS_BOT_LOGIN)
-
-
-def _is_bot(user: GithubObject | None) -> bool:
-    """Whether the author is a bot: `type` "Bot" in the JSON, else a login ending in "[bot]".
-
-    Read from the listing's JSON: PyGithub's `user.type` would fetch the user (one more request
-    per comment) whenever the field is missing.
-    """
-    if user is None:
-        return False
-    kind = user._rawData.get("type")
-    if isinstance(kind, str):
-        return kind == "Bot"
-    return _login(user).endswith("[bot]")
-
-
-def _login(user: GithubObject | None) -> str:
-    if user is None:
-        return ""
-    login = user._rawData.get("login")
-    return login if isinstance(login, str) else ""
-
-
-def _update_first_own(
-    candidates: list[IssueComment],
-    body: str,
-    *,
-    trusted: bool,
-    gha: GhaLike,
-    redactor: Redactor,
-) -> tuple[IssueComment | None, GithubException | None]:
-    """Edit the first candidate GitHub lets the token edit; return it and the first refusal.
-
-    A `trusted` candidate (a PAT's own comment) is edited and any error is raised, as for every
-    write. An integration token's candidate may be another bot's: GitHub answers 403 to its edit
-    (404 if it is gone meanwhile), and then the next one is tried, at most MAX_EDIT_ATTEMPTS, and
-    none by an author already refused (one refusal shows that author is not this token).
-    """
-    from github import GithubException
-
-    refused: GithubException | None = None
-    refused_authors: set[str] = set()
-    attempts = 0
-    for c in candidates:
-        author = _login(c.user)
-        if author in refused_authors:
-            continue
-        if attempts == MAX_EDIT_ATTEMPTS:
-            gha.info(
-                f"PR comment: tried {attempts} comments this token may not edit; "
-                "not trying more of them."
-            )
-            break
-        attempts += 1
-        try:
-            c.edit(body)
-        except GithubException as e:
-            if trusted or e.status not in (403, 404):
-                raise
-            if e.status == 403:
-                refused_authors.add(author)
-            refused = refused or e
-            gha.info(
-                redactor.redact(
-                    f"PR comment: could not edit {c.html_url} by {author} (GitHub answered "
-                    f"{e.status}); an Actions or GitHub App token may edit only its own comments, "
-                    "so it is taken to be another bot's and left alone."
-                )
-            )
-            continue
-        return c, refused
-    return None, refused
 
 
 def _merged_pr_number(repo: Repository, sha: str) -> int | None:
@@ -601,8 +511,6 @@ def _explain_github_error(e: GithubException, ctx: RunContext, stage: _Stage) ->
     message = _github_message(e)
     answer = f"GitHub answered {status}" + (f" ({message})" if message else "")
     lead = f"PR comment: could not {stage.doing}: {answer}."
-    if stage.note:
-        lead += f" {stage.note}"
     tail = " The report is in the job summary; the step's result is unchanged."
     if status == 401:
         return (

@@ -164,7 +164,12 @@ def run(
 
 
 def writes(fake: FakeGitHub) -> list[tuple[str, str]]:
-    return [(r.method, r.path) for r in fake.requests if r.method != "GET"]
+    # A GraphQL query is a POST that changes nothing.
+    return [
+        (r.method, r.path)
+        for r in fake.requests
+        if r.method != "GET" and not r.path.endswith("/graphql")
+    ]
 
 
 def our_comments(fake: FakeGitHub, login: str = "github-actions[bot]") -> list[Any]:
@@ -310,9 +315,7 @@ def test_small_pages_are_all_read(fake: FakeGitHub, gha: RecordingGha, tmp_path:
     assert len(fake.comments(REPO, PR)) == 8
 
 
-def test_a_token_that_may_read_user_matches_its_own_login(
-    tmp_path: Path, gha: RecordingGha
-) -> None:
+def test_a_persons_token_edits_only_its_own_comment(tmp_path: Path, gha: RecordingGha) -> None:
     with FakeGitHub(login="deploy-bot", token=TOKEN) as fake:
         fake.add_pr(REPO, PR, head_sha=HEAD_SHA)
         # Written by the Actions bot in another workflow: not this token's comment.
@@ -327,14 +330,17 @@ def test_a_token_that_may_read_user_matches_its_own_login(
         assert fake.comment(actions.id).body.count("Plan:") == 1
         [mine] = our_comments(fake, login="deploy-bot")
         assert "Applied:" in mine.body
-        assert ("GET", "/user") in [(r.method, r.path) for r in fake.requests]
+        # GraphQL told which comment is the token's; no login was needed.
+        assert ("POST", "/graphql") in [(r.method, r.path) for r in fake.requests]
 
 
 # -- integration tokens: the Actions bot and GitHub App bots ---------------------------------
 #
 # An installation token (the Actions GITHUB_TOKEN, or one from a GitHub App) gets 403 from
-# GET /user, and GitHub refuses it an edit of a comment it did not write. A GitHub App's comments
-# are by `<slug>[bot]`, not github-actions[bot].
+# GET /user, and nothing in the REST API gives it its bot login; a GitHub App's comments are by
+# `<slug>[bot]`, not github-actions[bot]. GitHub lets any account with write access edit anyone's
+# comment, so only the client can keep off comments that are not its own: it asks GraphQL
+# (`viewerDidAuthor`) which ones are.
 
 APP_TOKEN = "ghs_Fake0App0Installation0Token0abc"
 PAT = "github_pat_Fake0Personal0Token0For0Tests"
@@ -354,13 +360,12 @@ def multi() -> Iterator[FakeGitHub]:
         yield f
 
 
-def patched(fake: FakeGitHub) -> list[int]:
-    """The ids of the comments an edit was attempted on, in order."""
-    return [int(r.path.rsplit("/", 1)[1]) for r in fake.requests if r.method == "PATCH"]
-
-
 def report(status: str = "plan") -> str:
     return comment_body(outcome(status=status), commit=None, run_url=None)
+
+
+def graphql_queries(fake: FakeGitHub) -> int:
+    return sum(1 for r in fake.requests if r.method == "POST" and r.path.endswith("/graphql"))
 
 
 def test_app_token_updates_its_own_comment_on_the_second_run(
@@ -380,6 +385,8 @@ def test_app_token_updates_its_own_comment_on_the_second_run(
     assert comment.id == mine.id
     assert "Applied: `my-pg` is open" in comment.body
     assert writes(multi) == [("PATCH", f"/repos/{REPO}/issues/comments/{mine.id}")]
+    assert graphql_queries(multi) == 1
+    assert ("GET", "/user") not in [(r.method, r.path) for r in multi.requests]
     assert gha.warnings == []
 
 
@@ -419,37 +426,27 @@ def test_app_token_leaves_the_actions_bots_and_a_persons_comment_alone(
     )
 
     [h, a, mine] = multi.comments(REPO, PR)
-    assert (h, a) == (human, actions)  # untouched
+    assert (h, a) == (human, actions)  # untouched, although the fake would allow the edit
     assert mine.login == APP_BOT
     assert "Applied:" in mine.body
     assert url.endswith(f"#issuecomment-{mine.id}")
-    # It tried the Actions bot's comment (refused: not this token's), never the person's.
-    assert writes(multi) == [
-        ("PATCH", f"/repos/{REPO}/issues/comments/{actions.id}"),
-        ("POST", f"/repos/{REPO}/issues/{PR}/comments"),
-    ]
-    assert all(f"/comments/{human.id}" not in r.path for r in multi.requests)
-    [refusal] = [m for m in gha.infos if "could not edit" in m]
-    assert f"#issuecomment-{actions.id} by github-actions[bot]" in refusal
-    assert "403" in refusal
-    assert TOKEN not in refusal and APP_TOKEN not in refusal
-    assert gha.warnings == []
+    assert writes(multi) == [("POST", f"/repos/{REPO}/issues/{PR}/comments")]
 
-    # The next run finds its own comment after the refused one and edits it.
+    # The next run edits its own comment, and only that one.
     multi.clear_requests()
     run(outcome(status="failed"), make_env(tmp_path, multi, run_id="3"), gha, token=APP_TOKEN)
-    assert patched(multi) == [actions.id, mine.id]
-    assert [m for m, _ in writes(multi)] == ["PATCH", "PATCH"]
+    assert writes(multi) == [("PATCH", f"/repos/{REPO}/issues/comments/{mine.id}")]
     assert "Failed" in multi.comment(mine.id).body
-    assert len(multi.comments(REPO, PR)) == 3
+    assert multi.comments(REPO, PR)[:2] == [human, actions]
+    assert gha.warnings == []
 
 
-def test_a_persons_copy_of_the_report_does_not_count_for_an_integration_token(
+def test_a_persons_copy_of_the_report_never_counts(
     multi: FakeGitHub, gha: RecordingGha, tmp_path: Path
 ) -> None:
-    # A person's comment is not a report of this action, so neither shortcut may stop at it:
-    # not "already up to date" (PR 7: word for word what the run would post) and not "left as
-    # is" on a run that changed nothing (PR 8).
+    # A person's comment is not this token's, so neither shortcut may stop at it: not "already
+    # up to date" (PR 7: word for word what the run would post) and not "left as is" on a run
+    # that changed nothing (PR 8).
     multi.add_pr(REPO, 8, head_sha=HEAD_SHA)
     same = multi.add_comment(
         REPO, PR, comment_body(outcome(), commit=HEAD_SHA, run_url=None), login="alice"
@@ -467,11 +464,10 @@ def test_a_persons_copy_of_the_report_does_not_count_for_an_integration_token(
     assert not any("already up to date" in m or "left as is" in m for m in gha.infos)
 
 
-def test_actions_token_still_finds_its_own_comment_first(
+def test_actions_token_finds_its_own_comment_after_an_app_bots(
     multi: FakeGitHub, gha: RecordingGha, tmp_path: Path
 ) -> None:
-    # The App bot's comment is older, but the Actions token goes to its own straight away.
-    app_comment = multi.add_comment(REPO, PR, report(), login=APP_BOT)
+    app_comment = multi.add_comment(REPO, PR, report(), login=APP_BOT)  # older
     ours = multi.add_comment(REPO, PR, report(), login="github-actions[bot]")
     multi.clear_requests()
 
@@ -481,32 +477,11 @@ def test_actions_token_still_finds_its_own_comment_first(
     assert "Applied:" in multi.comment(ours.id).body
     assert multi.comment(app_comment.id) == app_comment
     assert writes(multi) == [("PATCH", f"/repos/{REPO}/issues/comments/{ours.id}")]
-    assert ("GET", "/user") in [(r.method, r.path) for r in multi.requests]
-    assert not any("could not edit" in m for m in gha.infos)
 
 
-def test_a_refused_author_is_not_tried_twice_and_attempts_are_bounded(
+def test_a_pat_edits_only_its_own_comment(
     multi: FakeGitHub, gha: RecordingGha, tmp_path: Path
 ) -> None:
-    actions = [multi.add_comment(REPO, PR, report(), "github-actions[bot]") for _ in range(2)]
-    others = [multi.add_comment(REPO, PR, report(), f"bot-{i}[bot]") for i in range(3)]
-    mine = multi.add_comment(REPO, PR, report(), login=APP_BOT)
-    multi.clear_requests()
-
-    run(outcome(status="applied"), make_env(tmp_path, multi), gha, token=APP_TOKEN)
-
-    # One refusal per author; after three refusals the App posts a comment of its own.
-    assert patched(multi) == [actions[0].id, others[0].id, others[1].id]
-    assert [m for m, _ in writes(multi)] == ["PATCH", "PATCH", "PATCH", "POST"]
-    assert multi.comment(mine.id) == mine
-    assert len(multi.comments(REPO, PR)) == 7
-    assert gha.warnings == []
-
-
-def test_a_pat_matches_its_login_exactly(
-    multi: FakeGitHub, gha: RecordingGha, tmp_path: Path
-) -> None:
-    # A PAT may edit anyone's comment: only the exact login keeps it off the bots' and alice's.
     others = [
         multi.add_comment(REPO, PR, report(), login=login)
         for login in ("github-actions[bot]", APP_BOT, "alice")
@@ -521,22 +496,6 @@ def test_a_pat_matches_its_login_exactly(
     assert writes(multi) == [("PATCH", f"/repos/{REPO}/issues/comments/{mine.id}")]
     assert "Failed" in multi.comment(mine.id).body
     assert gha.warnings == []
-
-
-def test_bots_are_recognised_without_the_type_field(gha: RecordingGha, tmp_path: Path) -> None:
-    with FakeGitHub(tokens={APP_TOKEN: Identity.app_bot("my-deployer")}, omit_user_type=True) as f:
-        f.add_pr(REPO, PR, head_sha=HEAD_SHA)
-        human = f.add_comment(REPO, PR, report(), login="alice")
-        mine = f.add_comment(REPO, PR, report(), login=APP_BOT)
-        f.clear_requests()
-
-        run(outcome(status="applied"), make_env(tmp_path, f), gha, token=APP_TOKEN)
-
-        assert "Applied:" in f.comment(mine.id).body
-        assert f.comment(human.id) == human
-        assert writes(f) == [("PATCH", f"/repos/{REPO}/issues/comments/{mine.id}")]
-        # The login's "[bot]" told; nobody's account was fetched to find out.
-        assert not any(r.path.startswith("/users/") for r in f.requests)
 
 
 def test_app_token_push_updates_its_own_comment(
@@ -555,7 +514,7 @@ def test_app_token_push_updates_its_own_comment(
     assert writes(multi) == [("PATCH", f"/repos/{REPO}/issues/comments/{mine.id}")]
 
 
-def test_push_with_only_another_bots_comment_warns_and_posts_nothing(
+def test_push_with_only_another_bots_comment_posts_nothing(
     multi: FakeGitHub, gha: RecordingGha, tmp_path: Path
 ) -> None:
     multi.add_pr(REPO, PR, head_sha=HEAD_SHA, merge_commit_sha=MERGE_SHA, merged=True)
@@ -565,11 +524,9 @@ def test_push_with_only_another_bots_comment_warns_and_posts_nothing(
     assert run(outcome(status="applied"), push, gha, token=APP_TOKEN) == ""
 
     assert multi.comments(REPO, PR) == [actions]
-    assert [m for m, _ in writes(multi)] == ["PATCH"]
-    [warning] = gha.warnings
-    assert "could not edit the comment of app my-pg" in warning
-    assert "may edit only the comments it wrote itself" in warning
-    assert "pull-requests: write" in warning
+    assert writes(multi) == []
+    assert gha.warnings == []
+    assert any("has no comment for app my-pg to update" in m for m in gha.infos)
 
 
 def test_app_token_without_write_permission_gets_the_edit_warning(
@@ -578,7 +535,7 @@ def test_app_token_without_write_permission_gets_the_edit_warning(
     run(outcome(), make_env(tmp_path, multi), gha, token=APP_TOKEN)
     multi.forbid_writes()
     assert run(outcome(status="applied"), make_env(tmp_path, multi), gha, token=APP_TOKEN) == ""
-    assert [m for m, _ in writes(multi)] == ["POST", "PATCH", "POST"]
+    assert [m for m, _ in writes(multi)] == ["POST", "PATCH"]
     [warning] = gha.warnings
     assert "could not edit the comment of app my-pg on pull request #7" in warning
     assert "403" in warning
@@ -586,7 +543,54 @@ def test_app_token_without_write_permission_gets_the_edit_warning(
     assert len(multi.comments(REPO, PR)) == 1
 
 
-def test_fake_integration_tokens_may_change_only_their_own_comments(multi: FakeGitHub) -> None:
+@pytest.mark.parametrize("status", [404, 403])
+def test_without_graphql_the_token_login_decides(
+    multi: FakeGitHub, gha: RecordingGha, tmp_path: Path, status: int
+) -> None:
+    # GraphQL not there (an old GHES, a REST-only proxy): the Actions token still finds its own
+    # comment as github-actions[bot], and a PAT by its login from GET /user.
+    multi.fail_next("POST", "/graphql", status=status, times=None)
+    actions = multi.add_comment(REPO, PR, report(), login="github-actions[bot]")
+    alice = multi.add_comment(REPO, PR, report(), login="alice")
+
+    run(outcome(status="applied"), make_env(tmp_path, multi, run_id="1"), gha, token=TOKEN)
+    assert writes(multi) == [("PATCH", f"/repos/{REPO}/issues/comments/{actions.id}")]
+    assert "Applied:" in multi.comment(actions.id).body
+
+    before = multi.comment(actions.id)
+    multi.clear_requests()
+    run(outcome(status="plan"), make_env(tmp_path, multi, run_id="2"), gha, token=PAT)
+    assert (multi.comment(actions.id), multi.comment(alice.id)) == (before, alice)
+    assert writes(multi) == [("POST", f"/repos/{REPO}/issues/{PR}/comments")]
+    assert ("GET", "/user") in [(r.method, r.path) for r in multi.requests]
+    assert gha.warnings == []
+
+
+def test_graphql_server_error_is_a_warning_and_touches_nothing(
+    multi: FakeGitHub, gha: RecordingGha, tmp_path: Path
+) -> None:
+    actions = multi.add_comment(REPO, PR, report(), login="github-actions[bot]")
+    multi.fail_next("POST", "/graphql", status=502, times=None)
+    assert run(outcome(status="applied"), make_env(tmp_path, multi), gha, token=APP_TOKEN) == ""
+    assert writes(multi) == []
+    assert multi.comments(REPO, PR) == [actions]
+    [warning] = gha.warnings
+    assert "502" in warning
+
+
+def test_more_than_a_hundred_reports_are_asked_about_in_pages(
+    multi: FakeGitHub, gha: RecordingGha, tmp_path: Path
+) -> None:
+    for _ in range(120):
+        multi.add_comment(REPO, PR, report(), login="github-actions[bot]")
+    mine = multi.add_comment(REPO, PR, report(), login=APP_BOT)
+    multi.clear_requests()
+    run(outcome(status="applied"), make_env(tmp_path, multi), gha, token=APP_TOKEN)
+    assert graphql_queries(multi) == 2
+    assert writes(multi) == [("PATCH", f"/repos/{REPO}/issues/comments/{mine.id}")]
+
+
+def test_fake_github_identities_and_graphql(multi: FakeGitHub) -> None:
     from github import Auth, Github, GithubException
 
     def client(token: str) -> Github:
@@ -594,31 +598,27 @@ def test_fake_integration_tokens_may_change_only_their_own_comments(multi: FakeG
 
     actions_c = multi.add_comment(REPO, PR, "by the Actions bot", "github-actions[bot]")
     app_c = multi.add_comment(REPO, PR, "by the App", APP_BOT)
+    query = (
+        "query($ids: [ID!]!) { nodes(ids: $ids) { ... on IssueComment { id viewerDidAuthor } } }"
+    )
+    ids = [f"IC_{actions_c.id}", f"IC_{app_c.id}", "IC_0"]
     for token, login in ((TOKEN, "github-actions[bot]"), (APP_TOKEN, APP_BOT)):
         gh = client(token)
         with pytest.raises(GithubException) as err:
             _ = gh.get_user().login
         assert err.value.status == 403
-        issue = gh.get_repo(REPO).get_issue(PR)
-        comments = {c.user.login: c for c in issue.get_comments()}
-        assert comments[login].user.type == "Bot"
-        foreign = comments["github-actions[bot]" if login == APP_BOT else APP_BOT]
-        with pytest.raises(GithubException) as err:
-            foreign.edit("mine now")
-        with pytest.raises(GithubException) as err_delete:
-            foreign.delete()
-        for e in (err.value, err_delete.value):
-            assert e.status == 403
-            assert e.data["message"] == "Resource not accessible by integration"
-        comments[login].edit(f"edited by {login}")
-    assert multi.comment(actions_c.id).body == "edited by github-actions[bot]"
-    assert multi.comment(app_c.id).body == f"edited by {APP_BOT}"
-
-    pat = client(PAT)
-    me = pat.get_user()
-    assert (me.login, me.type) == ("octo-dev", "User")
-    pat.get_repo(REPO).get_issue(PR).get_comments()[0].edit("a maintainer's edit")
+        _, data = gh.requester.graphql_query(query, {"ids": ids})
+        nodes = data["data"]["nodes"]
+        assert nodes[2] is None
+        assert [n["viewerDidAuthor"] for n in nodes[:2]] == [
+            login == "github-actions[bot]",
+            login == APP_BOT,
+        ]
+    # Like GitHub, an account with write access may edit anyone's comment.
+    client(APP_TOKEN).get_repo(REPO).get_issue(PR).get_comments()[0].edit("a maintainer's edit")
     assert multi.comment(actions_c.id).body == "a maintainer's edit"
+    me = client(PAT).get_user()
+    assert (me.login, me.type) == ("octo-dev", "User")
     with pytest.raises(GithubException) as err:
         _ = client("ghs_unknown").get_user().login
     assert err.value.status == 401
@@ -937,7 +937,9 @@ def test_ghes_api_prefix(gha: RecordingGha, tmp_path: Path) -> None:
         assert url.endswith(f"#issuecomment-{comment.id}")
         assert "Applied:" in comment.body
         assert fake.requests
-        assert all(r.path.startswith("/api/v3/") for r in fake.requests)
+        # REST under /api/v3, GraphQL at /api/graphql, as on GitHub Enterprise Server.
+        assert all(r.path.startswith("/api/v3/") or r.path == "/api/graphql" for r in fake.requests)
+        assert any(r.path == "/api/graphql" for r in fake.requests)
 
 
 # -- the real workflow-command implementation fits -------------------------------------------

@@ -27,8 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--app",
         metavar="SLUG",
-        help="act as the GitHub App bot SLUG[bot] with an installation token "
-        "(403 on GET /user and on other accounts' comments)",
+        help="act as the GitHub App bot SLUG[bot] with an installation token (403 on GET /user)",
     )
     parser.add_argument("--api-prefix", default="", help="e.g. /api/v3 for GitHub Enterprise")
     parser.add_argument(

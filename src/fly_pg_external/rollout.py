@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from .cluster import ClusterState, Machine, is_active
 from .fly.errors import FlyConflict, FlyError, FlyNotFound, FlyTimeout, FlyTransient
@@ -37,6 +37,56 @@ class Log(Protocol):
 
 class RunError(Exception):
     """A failure with a message for the person reading the log."""
+
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def _concurrently(
+    fn: Callable[[_T], _R], items: Sequence[_T], *, workers: int, name: str
+) -> list[_R | Exception]:
+    """`fn` over `items`, up to `workers` at once; each result, or the exception it raised, in
+    the order of `items`.
+
+    The calling thread does the first item itself; the others go to daemon threads, not to a
+    ThreadPoolExecutor. A cancellation (SIGTERM/SIGINT) is raised in the main thread by the signal
+    handler, and leaving an executor's block waits for its workers, as the interpreter's exit does
+    for every executor thread: a cancelled run would sit out an allocation that can take a minute
+    and a half to settle before releasing its leases, and the runner kills it long before. Here
+    the wait is Thread.join, which the signal interrupts, and the daemon threads are left behind.
+    """
+    results: list[_R | Exception] = [RuntimeError(f"{name}: not run") for _ in items]
+    pending = iter(enumerate(items))
+    lock = threading.Lock()
+
+    def run(index: int, item: _T) -> None:
+        try:
+            results[index] = fn(item)
+        except Exception as exc:  # handed back to the caller, which decides what to raise
+            results[index] = exc
+
+    def work() -> None:
+        while True:
+            with lock:
+                taken = next(pending, None)
+            if taken is None:
+                return
+            run(*taken)
+
+    first = next(pending, None)  # taken before any helper starts: it is this thread's
+    helpers = [
+        threading.Thread(target=work, name=f"{name}-{n}", daemon=True)
+        for n in range(1, min(workers, len(items)))
+    ]
+    for helper in helpers:
+        helper.start()
+    if first is not None:
+        run(*first)
+        work()
+    for helper in helpers:
+        helper.join()
+    return results
 
 
 class Fly:
@@ -182,8 +232,9 @@ def allocate_families(fly: Fly, plan: Plan, log: Log) -> tuple[list[IpChange], b
     """Allocate every family in `plan.allocate`, the families concurrently (one round trip).
 
     The families are independent: each has its own race and late-answer handling in
-    `allocate_ips`. When one fails, the other's address is still recorded (via the exception's
-    `allocated`) so the run reports what it did change before stopping.
+    `allocate_ips`. When one fails, what the others allocated is still recorded (the exception's
+    `changes`, and `ambiguous` if they succeeded only after a failed attempt) so the run reports
+    what it did change, and looks for late duplicates, before stopping.
     """
     families = list(plan.allocate)
     if not families:
@@ -192,34 +243,30 @@ def allocate_families(fly: Fly, plan: Plan, log: Log) -> tuple[list[IpChange], b
     def one(family: IpFamily) -> Allocation:
         return allocate_ips(fly, replace(plan, allocate=(family,)), log)
 
-    if len(families) == 1:
-        results = [_outcome_of(one, families[0])]
-    else:
-        with ThreadPoolExecutor(max_workers=len(families)) as pool:
-            futures = [pool.submit(_outcome_of, one, f) for f in families]
-            results = [f.result() for f in futures]
-    changes = [c for r in results if isinstance(r, Allocation) for c in r.changes]
-    ambiguous = any(r.ambiguous for r in results if isinstance(r, Allocation))
-    failure = next((r for r in results if isinstance(r, BaseException)), None)
-    if failure is not None:
-        raise AllocationFailed(failure, changes) from failure
+    results = _concurrently(one, families, workers=len(families), name="allocate")
+    done = [r for r in results if isinstance(r, Allocation)]
+    changes = [c for r in done for c in r.changes]
+    ambiguous = any(r.ambiguous for r in done)
+    failures = [(f, r) for f, r in zip(families, results, strict=True) if isinstance(r, Exception)]
+    if failures:
+        (_, error), *others = failures
+        # The first failure becomes the run's error; a second one would otherwise go unsaid.
+        for family, exc in others:
+            log.warning(f"Allocating the {family} address failed as well: {exc}")
+        raise AllocationFailed(error, changes, ambiguous) from error
     return changes, ambiguous
 
 
 class AllocationFailed(Exception):
-    """A family's allocation failed (`error`); `changes` holds what the others allocated."""
+    """A family's allocation failed (`error`); `changes` holds what the others allocated, and
+    `ambiguous` tells whether they got there only after a failed attempt (which may still land:
+    the caller should sweep for duplicates)."""
 
-    def __init__(self, error: Exception, changes: list[IpChange]) -> None:
+    def __init__(self, error: Exception, changes: list[IpChange], ambiguous: bool) -> None:
         super().__init__(str(error))
         self.error = error
         self.changes = changes
-
-
-def _outcome_of(fn: Callable[[IpFamily], Allocation], family: IpFamily) -> Allocation | Exception:
-    try:
-        return fn(family)
-    except Exception as exc:  # handed back to the caller, which re-raises the first one
-        return exc
+        self.ambiguous = ambiguous
 
 
 def sweep_duplicates(fly: Fly, plan: Plan, kept: list[IpChange], log: Log) -> None:
@@ -279,6 +326,7 @@ class LeaseSet:
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _released: bool = False  # release_all ran: a lease taken after that is given back at once
 
     def acquire(self, machines: list[Machine]) -> None:
         """Lease every machine; stop at the first one held by someone else.
@@ -286,18 +334,26 @@ class LeaseSet:
         The first machine (the same for every run, since the order is computed from the same
         state) is leased alone: two runs racing for the cluster meet there and one of them wins
         outright. The rest are leased concurrently, which saves round trips on big clusters.
+        The keep-alive starts as soon as the first lease is held: taking the others can outlast
+        a lease's TTL (each one may be sent twice, each within the HTTP timeout). Whether this
+        returns or raises, `release_all` must follow (`leased` does that).
         """
         if not machines:
             return
         self._take(machines[0])
-        if len(machines) > 1:
-            with ThreadPoolExecutor(max_workers=min(8, len(machines) - 1)) as pool:
-                errors = [f.exception() for f in [pool.submit(self._take, m) for m in machines[1:]]]
-            for exc in errors:
-                if exc is not None:
-                    raise exc
-        self._thread = threading.Thread(target=self._keep_alive, name="lease-refresh", daemon=True)
-        self._thread.start()
+        self._start_keep_alive()
+        # Not an executor: a cancellation must not wait for a slow acquire (see _concurrently).
+        results = _concurrently(self._take, machines[1:], workers=8, name="lease")
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+
+    def _start_keep_alive(self) -> None:
+        thread = threading.Thread(target=self._keep_alive, name="lease-refresh", daemon=True)
+        thread.start()
+        # Recorded once started: release_all joins it, and an unstarted thread cannot be joined
+        # (a cancellation may land in between; the thread then ends at its first wait).
+        self._thread = thread
 
     def _take(self, machine: Machine) -> None:
         """Lease one machine; a failed attempt is sent once more.
@@ -313,7 +369,12 @@ class LeaseSet:
                 lease = self.fly.machines.acquire_lease(self.app, machine.id, LEASE_TTL)
                 break
             except FlyConflict as exc:
-                if failed is not None:
+                # A 429 is refused before any work (and the HTTP layer resends only those, so
+                # every try of that attempt was one): it cannot have left a lease of ours.
+                ours = failed is not None and not (
+                    isinstance(failed, FlyTransient) and failed.status == 429
+                )
+                if ours:
                     raise RunError(
                         f"Machine {machine.id} is leased ({exc.message}), maybe by this run's "
                         f"first attempt, whose answer was lost ({failed}). Nothing was changed; "
@@ -333,7 +394,13 @@ class LeaseSet:
                 )
                 self.fly.http.retry.sleep(self.fly.http.retry.delay(1))
         with self._lock:
-            self.leases[machine.id] = lease
+            released = self._released
+            if not released:
+                self.leases[machine.id] = lease
+        if released:
+            # Taken in the background after the run was cancelled and let go of its leases:
+            # give this one back too rather than block others until it expires.
+            self._release_one(machine.id, lease)
 
     def versions_match(self, versions: dict[str, str]) -> bool:
         """Do the leases name these instance_ids (the machines did not change since read)?"""
@@ -377,22 +444,26 @@ class LeaseSet:
         if self._thread is not None:
             self._thread.join(timeout=5)
         with self._lock:
+            self._released = True
             held = dict(self.leases)
             self.leases.clear()
 
         def release(item: tuple[str, Lease]) -> None:
-            mid, lease = item
-            try:
-                self.fly.machines.release_lease(self.app, mid, lease.nonce)
-            except FlyError as exc:
-                self.log.warning(
-                    f"Could not release the lease on machine {mid} ({exc}); it expires within "
-                    f"{LEASE_TTL} s."
-                )
+            self._release_one(*item)
 
         if held:
+            # An executor is fine here: its block waits for every release, which is the point.
             with ThreadPoolExecutor(max_workers=min(8, len(held))) as pool:
                 list(pool.map(release, held.items()))
+
+    def _release_one(self, machine_id: str, lease: Lease) -> None:
+        try:
+            self.fly.machines.release_lease(self.app, machine_id, lease.nonce)
+        except FlyError as exc:
+            self.log.warning(
+                f"Could not release the lease on machine {machine_id} ({exc}); it expires within "
+                f"{LEASE_TTL} s."
+            )
 
 
 @contextmanager
@@ -735,6 +806,10 @@ def apply(fly: Fly, plan: Plan, log: Log, *, wait_timeout: float) -> Outcome:
                 ip_changes, ambiguous = allocate_families(fly, plan, log)
             except AllocationFailed as failed:
                 ip_changes = failed.changes
+                if failed.ambiguous and failed.changes:
+                    # The run stops here, so nothing later would look again: a late request of
+                    # a family that did succeed must be caught now.
+                    sweep_duplicates(fly, plan, failed.changes, log)
                 raise failed.error from None
             outcome.ips = [*ip_changes, *[i for i in outcome.ips if i.action != "allocate"]]
             if plan.updates:

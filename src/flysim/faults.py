@@ -67,9 +67,15 @@ def _is_allocation(record: RequestRecord) -> bool:
 
 
 def _ip_type(record: RequestRecord) -> str | None:
-    variables = record.graphql_variables or {}
-    given = variables.get("input")
-    value = given.get("type") if isinstance(given, dict) else variables.get("type")
+    """The address type an allocation asks for: GraphQL carries it in the variables (`input`,
+    or a bare `type`), the REST ip_assignments endpoint in its JSON body."""
+    value: object
+    if record.api == "rest":
+        value = record.json.get("type") if isinstance(record.json, dict) else None
+    else:
+        variables = record.graphql_variables or {}
+        given = variables.get("input")
+        value = given.get("type") if isinstance(given, dict) else variables.get("type")
     return value if isinstance(value, str) else None
 
 

@@ -152,8 +152,11 @@ class _Listener:
             except OSError:
                 return
             # A relay forwards each small protocol message as it comes; with Nagle on, a reply
-            # could wait for a delayed ACK (40 ms) that no real proxy adds.
-            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # could wait for a delayed ACK (40 ms) that no real proxy adds. Only a latency
+            # nicety: a socket that refuses it (already reset by the client) must not end
+            # this loop, which would leave the port open but never accepting again.
+            with contextlib.suppress(OSError):
+                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             threading.Thread(
                 target=self._manager._serve,
                 args=(client, self.app, self.service_port),
@@ -286,8 +289,9 @@ class ProxyManager:
                 tls.sendall(error_response("no PostgreSQL server is attached to the simulator"))
                 return
             backend = socket.create_connection((backend_info.host, backend_info.port), timeout=5)
-            backend.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn.backend = backend
+            conn.backend = backend  # first, so the finally below closes it whatever happens next
+            with contextlib.suppress(OSError):  # a latency nicety, as for the client socket
+                backend.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if conn.cut_event.is_set():
                 return
             _pump(tls, backend, conn.cut_event)

@@ -50,7 +50,11 @@ def test_first_exposure_of_current_cluster_allocates_ips_and_restarts_nothing(
     assert out["config-diff"] == ""
     assert out["host"] == "my-db.fly.dev" and out["port"] == "5432"
     assert out["database-url"] == "" and out["comment-url"] == ""
-    assert [r.graphql_variables["input"]["type"] for r in allocations(current_sim)] == ["v4", "v6"]
+    # One of each family (sent at the same time, so in either order).
+    assert sorted(r.graphql_variables["input"]["type"] for r in allocations(current_sim)) == [
+        "v4",
+        "v6",
+    ]
     assert lease_and_update_paths(current_sim) == []  # no lease, no machine update
     assert len(current_sim.requests) <= 4
     app = current_sim.app("my-db")
@@ -104,11 +108,13 @@ def test_legacy_cluster_rolls_out_replicas_first_primary_last_one_at_a_time(
     first_update = steps.index(("POST update", updates[0]))
     assert {mid for kind, mid in steps[:first_update] if kind == "POST lease"} == set(updates)
     assert sorted(mid for kind, mid in steps if kind == "DELETE lease") == sorted(updates)
-    first_alloc = allocations(legacy_sim)[0]
+    # every lease is held before the first allocation is sent
+    first_alloc = min(r.started for r in allocations(legacy_sim))
     lease_posts = [
         r for r in legacy_sim.requests if r.path.endswith("/lease") and r.method == "POST"
     ]
-    assert lease_posts[0].started < first_alloc.started
+    acquired = lease_posts[: len(updates)]
+    assert all(r.ended is not None and r.ended <= first_alloc for r in acquired)
     assert legacy_sim.max_machines_down("my-db") == 1
     for m in app.machines:
         services = m.config["services"]

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from cluster_checks import (
     active_leases,
@@ -28,6 +29,7 @@ from cluster_checks import (
     has_pg_tls,
     ips,
     is_allocation,
+    is_lease,
     is_update,
     rollout_order,
     updates,
@@ -36,9 +38,10 @@ from cluster_checks import (
 )
 from reliability_runs import checked
 
+from fly_pg_external import rollout
 from flysim import Simulator
 
-from action_run import ActionResult
+from action_run import TOKEN, ActionResult
 
 APP = "my-db"
 GROUP = "Fault matrix"
@@ -518,3 +521,125 @@ def test_lease_taken_but_answer_lost_stops_and_names_the_cause(
     scenario.outcome = "stopped safely, naming its own lease as a possible holder; re-run completed"
     scenario.add("faults_injected")
     scenario.add("faults_stopped_safely")
+
+
+def test_lease_refused_after_rate_limits_blames_someone_else(
+    sim: Simulator, tmp_path: Path, scenario: Any
+) -> None:
+    scenario.describe(
+        GROUP,
+        "429-then-409-lease",
+        injected="another owner holds the first machine's lease; the first acquire is answered "
+        "429 on every HTTP try (refused before any work), so it is sent once more and gets 409",
+        checked="exit 1 naming someone else as the holder, not this run's own lost attempt; "
+        "nothing changed; no lease of this run left",
+    )
+    order = rollout_order(sim, APP)
+    sim.hold_lease(APP, order[0], owner="someone@example.com", ttl=60)
+    # Five tries: the HTTP layer's whole budget for a 429 (RetryPolicy.attempts).
+    sim.faults.rate_limit_next(
+        5, retry_after=0, method="POST", path_contains=f"/machines/{order[0]}/lease"
+    )
+    result = checked(sim, tmp_path, {"app": APP}, FAST)
+    assert sim.faults.pending == []
+    assert result.code == 1, result.log
+    errors = result.errors()
+    assert any("leased by someone else" in e for e in errors), result.log
+    assert not any("first attempt" in e for e in errors), result.log
+    assert updates(sim, APP) == [] and ips(sim, APP, "v4") == [] and ips(sim, APP, "v6") == []
+    assert active_leases(sim, APP) == {order[0]: "someone@example.com"}
+    sim.clear_lease(APP, order[0])
+    scenario.outcome = "stopped safely, blaming the other holder"
+    scenario.add("faults_injected", 5)
+    scenario.add("faults_stopped_safely", 5)
+
+
+def test_first_lease_is_refreshed_while_the_others_are_taken(
+    sim: Simulator, tmp_path: Path, scenario: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scenario.describe(
+        GROUP,
+        "slow-lease-keep-alive",
+        injected="the second machine's lease answered 1.5 s late, leases refreshed every 0.2 s "
+        "(in-process run; 10 s against a 30 s TTL in production)",
+        checked="exit 0; the first lease is refreshed while the second is still being taken, "
+        "so a slow acquire (a resend, each within the HTTP timeout) cannot let it expire",
+    )
+    monkeypatch.setattr(rollout, "LEASE_REFRESH", 0.2)
+    order = rollout_order(sim, APP)
+    sim.faults.slow_next(1, seconds=1.5, method="POST", path_contains=f"/machines/{order[1]}/lease")
+    result = checked(sim, tmp_path, {"app": APP}, FAST, inprocess=True)
+    assert_completed(sim, result)
+    [slow] = [r for r in sim.requests if r.fault == "slow"]
+    assert slow.ended is not None
+    refreshes = [
+        r
+        for r in sim.requests
+        if is_lease(r) and r.has_lease_nonce and r.path.endswith(f"/machines/{order[0]}/lease")
+    ]
+    assert any(r.started < slow.ended for r in refreshes), (
+        "the first lease was not refreshed until every lease was taken"
+    )
+    scenario.outcome = f"survived: {len(refreshes)} refresh(es) of the first lease"
+    scenario.add("faults_injected")
+    scenario.add("faults_survived")
+
+
+def test_both_allocations_failing_are_both_reported(
+    sim: Simulator, tmp_path: Path, scenario: Any
+) -> None:
+    scenario.describe(
+        GROUP,
+        "allocation-503-both-families",
+        injected="503 on both the IPv4 and the IPv6 allocation, twice each",
+        checked="exit 1; the IPv4 failure is the run's error and the IPv6 one a warning; "
+        "nothing changed; leases released",
+    )
+    for family in ("v4", "v6"):
+        sim.faults.fail_next(2, status=503, operation="allocateIpAddress", ip_type=family)
+    result = checked(sim, tmp_path, {"app": APP}, FAST)
+    assert sim.faults.pending == []
+    assert result.code == 1, result.log
+    assert any("Fly API error" in e for e in result.errors()), result.log
+    warnings = [line for line in result.log.splitlines() if line.startswith("::warning::")]
+    assert any("v6 address failed as well" in w for w in warnings), result.log
+    assert updates(sim, APP) == [] and ips(sim, APP, "v4") == [] and ips(sim, APP, "v6") == []
+    assert result.outputs.get("changed", "false") == "false"
+    assert_cluster_serving(sim, APP)
+    scenario.outcome = "stopped safely, both failures reported"
+    scenario.add("faults_injected", 4)
+    scenario.add("faults_stopped_safely", 4)
+
+
+def test_late_duplicate_is_swept_when_the_other_family_fails(
+    sim: Simulator, tmp_path: Path, scenario: Any
+) -> None:
+    scenario.describe(
+        GROUP,
+        "late-duplicate-then-allocation-fails",
+        injected="the IPv6 allocation's answer is lost (it is found by listing) and a second "
+        "IPv6 shows up afterwards, as a late request would; the IPv4 allocation fails twice",
+        checked="exit 1; the extra IPv6 released before the run stops; the one kept is the "
+        "ipv6 output; leases released",
+    )
+    sim.faults.lose_allocation_response(1, ip_type="v6")
+    sim.faults.fail_next(2, status=503, operation="allocateIpAddress", ip_type="v4")
+    base = f"{sim.flaps_base_url}/v1/apps/{APP}/ip_assignments"
+    # While the v4 allocation is still failing (it watches for 1 s after each 503).
+    late = when(
+        sim,
+        lambda reqs: any(is_allocation(r) and r.fault == "lose_allocation" for r in reqs),
+        lambda: httpx.post(base, json={"type": "v6"}, headers={"Authorization": f"Bearer {TOKEN}"}),
+    )
+    result = checked(sim, tmp_path, {"app": APP}, FAST)
+    late.join(timeout=5)
+    assert sim.faults.pending == []
+    assert result.code == 1, result.log
+    assert any("Fly API error" in e for e in result.errors()), result.log
+    assert "a late duplicate of this run's" in result.log, result.log
+    assert ips(sim, APP, "v6") == [result.outputs["ipv6"]], sim.app(APP).ips
+    assert ips(sim, APP, "v4") == [] and updates(sim, APP) == []
+    assert_cluster_serving(sim, APP)
+    scenario.outcome = "stopped safely; the late IPv6 duplicate released"
+    scenario.add("faults_injected", 3)
+    scenario.add("faults_stopped_safely", 3)

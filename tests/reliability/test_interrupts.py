@@ -27,6 +27,7 @@ from cluster_checks import (
 from reliability_runs import Background, checked
 
 from flysim import Simulator
+from flysim.requestlog import RequestRecord
 
 from action_run import ActionResult
 
@@ -99,6 +100,97 @@ def test_sigterm_releases_leases_and_rerun_completes(
         f"{len(order) - 1} machines"
     )
     scenario.figures["sigterm_exit_s"] = round(exit_seconds, 2)
+    scenario.add("faults_injected")
+    scenario.add("faults_stopped_safely")
+
+
+def allocation_type(record: RequestRecord) -> str | None:
+    given = (record.graphql_variables or {}).get("input")
+    return given.get("type") if is_allocation(record) and isinstance(given, dict) else None
+
+
+def assert_stopped_promptly(
+    sim: Simulator, run: Background, released: set[str], *, bound: float = 5.0
+) -> float:
+    """SIGTERM now; the run must exit within `bound` s (the runner SIGKILLs 7.5-10 s after it
+    cancels) saying so, with the leases in `released` given back and nothing restarted."""
+    sent = time.monotonic()
+    run.signal(signal.SIGTERM)
+    result = run.finish(timeout=60)
+    exit_seconds = time.monotonic() - sent
+    assert result.code == 1, result.log
+    assert any("Cancelled (SIGTERM)" in e for e in result.errors()), result.log
+    assert exit_seconds < bound, f"exit took {exit_seconds:.1f} s after SIGTERM"
+    assert {r.path.split("/")[-2] for r in sim.requests if is_lease(r, "DELETE")} == released
+    assert active_leases(sim, APP) == {}
+    assert updates(sim, APP) == []
+    return exit_seconds
+
+
+def test_sigterm_during_a_slow_allocation_stops_promptly(
+    sim: Simulator, tmp_path: Path, scenario: Any
+) -> None:
+    scenario.describe(
+        GROUP,
+        "SIGTERM during a slow allocation",
+        injected="SIGTERM while the IPv6 allocation (run alongside IPv4) is answered 15 s late",
+        checked="exit 1 within 5 s, not once the allocation settles; every lease released; "
+        "no machine restarted",
+    )
+    order = rollout_order(sim, APP)
+    sim.faults.slow_next(1, seconds=15, operation="allocateIpAddress", ip_type="v6")
+    run = Background(sim, tmp_path, {"app": APP})
+    # The v6 request is held by the simulator (its rule taken) and v4's answer is back: the run
+    # has nothing left to do but wait for v6.
+    if not sim.wait_for(
+        lambda: (
+            not sim.faults.pending
+            and any(allocation_type(r) == "v4" and r.status == 200 for r in sim.requests)
+        ),
+        timeout=30,
+    ):
+        run.kill()
+        pytest.fail("the run never got to the allocations")
+    exit_seconds = assert_stopped_promptly(sim, run, set(order))
+    scenario.outcome = f"stopped in {exit_seconds:.1f} s with the allocation still pending"
+    scenario.figures["sigterm_slow_allocation_exit_s"] = round(exit_seconds, 2)
+    scenario.add("faults_injected")
+    scenario.add("faults_stopped_safely")
+
+
+def test_sigterm_during_a_slow_lease_acquire_stops_promptly(
+    sim: Simulator, tmp_path: Path, scenario: Any
+) -> None:
+    scenario.describe(
+        GROUP,
+        "SIGTERM during a slow lease acquire",
+        injected="SIGTERM while one of the concurrent lease requests is answered 15 s late",
+        checked="exit 1 within 5 s; the leases held released (the unanswered one can only "
+        "expire by its TTL); no machine restarted",
+    )
+    order = rollout_order(sim, APP)
+    slow = order[1]
+    sim.faults.slow_next(1, seconds=15, method="POST", path_contains=f"/machines/{slow}/lease")
+    run = Background(sim, tmp_path, {"app": APP})
+    held = {m for m in order if m != slow}
+    granted = {f"/machines/{m}/lease" for m in held}
+    if not sim.wait_for(
+        lambda: (
+            not sim.faults.pending
+            and granted
+            <= {
+                "/machines/" + r.path.split("/machines/")[1]
+                for r in sim.requests
+                if r.status == 201
+            }
+        ),
+        timeout=30,
+    ):
+        run.kill()
+        pytest.fail("the run never got to the leases")
+    exit_seconds = assert_stopped_promptly(sim, run, held)
+    scenario.outcome = f"stopped in {exit_seconds:.1f} s with a lease request still pending"
+    scenario.figures["sigterm_slow_lease_exit_s"] = round(exit_seconds, 2)
     scenario.add("faults_injected")
     scenario.add("faults_stopped_safely")
 

@@ -49,14 +49,36 @@ def test_fail_next_can_target_a_graphql_operation(
 
 
 def test_allocation_faults_can_target_one_ip_type(sim: Simulator, gql: GraphQL) -> None:
+    # Each rule is first offered an allocation of the other type, which must leave it armed:
+    # without the filter, that allocation would take it.
     sim.faults.fail_next(1, status=503, operation="allocateIpAddress", ip_type="v6")
-    sim.faults.lose_allocation_response(1, ip_type="v4")
+    assert gql(ALLOCATE, {"input": {"appId": "my-db", "type": "v4"}}).status_code == 200
+    assert [(r.kind, r.ip_type) for r in sim.faults.pending] == [("fail", "v6")]
     assert gql(ALLOCATE, {"input": {"appId": "my-db", "type": "v6"}}).status_code == 503
+    assert sim.faults.pending == []
+    assert len(sim.app("my-db").public_v4) == 1 and sim.app("my-db").public_v6 == []
+
+    sim.faults.lose_allocation_response(1, ip_type="v4")
+    assert gql(ALLOCATE, {"input": {"appId": "my-db", "type": "v6"}}).status_code == 200
+    assert [(r.kind, r.ip_type) for r in sim.faults.pending] == [("lose_allocation", "v4")]
     with pytest.raises(httpx.TransportError):  # v4 committed, its answer lost
         gql(ALLOCATE, {"input": {"appId": "my-db", "type": "v4"}})
     assert sim.faults.pending == []
-    assert len(sim.app("my-db").public_v4) == 1
-    assert gql(ALLOCATE, {"input": {"appId": "my-db", "type": "v6"}}).status_code == 200
+    assert len(sim.app("my-db").public_v4) == 2 and len(sim.app("my-db").public_v6) == 1
+    assert [r.fault for r in sim.requests] == [None, "fail:503", None, "lose_allocation"]
+
+
+def test_ip_type_filter_reads_the_rest_allocation_body(sim: Simulator, rest: httpx.Client) -> None:
+    # The Machines API's ip_assignments carries the type in its JSON body, not in variables.
+    sim.faults.fail_next(1, status=503, ip_type="v6")
+    sim.faults.lose_allocation_response(1, ip_type="v4")
+    assert rest.post("/ip_assignments", json={"type": "shared_v4"}).status_code == 200
+    assert len(sim.faults.pending) == 2
+    assert rest.post("/ip_assignments", json={"type": "v6"}).status_code == 503
+    with pytest.raises(httpx.TransportError):  # committed, its answer lost
+        rest.post("/ip_assignments", json={"type": "v4"})
+    assert sim.faults.pending == []
+    assert len(sim.app("my-db").public_v4) == 1 and sim.app("my-db").public_v6 == []
 
 
 def test_rate_limit_sends_retry_after_when_asked(sim: Simulator, rest: httpx.Client) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 import ssl
 import struct
@@ -179,6 +180,27 @@ def test_clients_that_do_not_start_with_sslrequest_are_refused(pg_sim: Simulator
     with socket.create_connection(("127.0.0.1", port), timeout=5) as gss:
         gss.sendall(struct.pack("!ii", 8, 80877104))  # GSSENCRequest
         assert gss.recv(1024) == b""
+
+
+def test_a_refused_socket_option_does_not_stop_the_proxy(
+    pg_sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # TCP_NODELAY is only a latency nicety: a socket refusing it (e.g. reset by the client right
+    # after connecting) must neither end the accept loop nor drop the connection.
+    address = allocate(pg_sim, "v4")
+    port = pg_sim.listen_port(5432)
+    real = socket.socket.setsockopt
+
+    def refuse_nodelay(sock: socket.socket, level: int, option: int, *value: object) -> None:
+        if (level, option) == (socket.IPPROTO_TCP, socket.TCP_NODELAY):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        real(sock, level, option, *value)  # type: ignore[call-overload]
+
+    # Only proxy connections below: the simulator's HTTP side sets the option too.
+    monkeypatch.setattr(socket.socket, "setsockopt", refuse_nodelay)
+    for _ in range(2):  # the second one needs the accept loop to have survived the first
+        with connect(address, port) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
 def test_shared_v4_is_never_served_and_v6_only_skips_localhost(pg_sim: Simulator) -> None:

@@ -148,8 +148,7 @@ class FakeGitHub:
     `login`, `user_endpoint_forbidden` and `token` are not used, and a request carrying a token
     not in the map gets 401.
 
-    `api_prefix="/api/v3"` mimics GitHub Enterprise Server. `omit_user_type=True` leaves `type`
-    out of the user objects in the JSON (clients must not depend on it being there).
+    `api_prefix="/api/v3"` mimics GitHub Enterprise Server.
     """
 
     def __init__(
@@ -161,7 +160,6 @@ class FakeGitHub:
         token: str | None = None,
         tokens: Mapping[str, Identity] | None = None,
         body_limit: int = BODY_LIMIT,
-        omit_user_type: bool = False,
         port: int = 0,
     ) -> None:
         if api_prefix and (not api_prefix.startswith("/") or api_prefix.endswith("/")):
@@ -173,7 +171,6 @@ class FakeGitHub:
         self.api_prefix = api_prefix
         self.token = token
         self.body_limit = body_limit
-        self.omit_user_type = omit_user_type
         self._port = port
         self._lock = threading.Lock()
         self._state = _State()
@@ -273,19 +270,13 @@ class FakeGitHub:
         with self._lock:
             self._add_token(token, identity)
 
-    def add_comment(
-        self, repo: str, number: int, body: str, login: str, *, user_type: UserType | None = None
-    ) -> Comment:
-        """A comment written by `login` (anyone: a token's identity or somebody else).
-
-        `user_type` is the account's `type` in the JSON; by default "Bot" for a login ending in
-        "[bot]" (only bots can have one), else "User".
-        """
+    def add_comment(self, repo: str, number: int, body: str, login: str) -> Comment:
+        """A comment written by `login` (anyone: a token's identity or somebody else); its
+        account's `type` is "Bot" for a login ending in "[bot]" (only bots can have one), else
+        "User"."""
         with self._lock:
             if (repo, number) not in self._state.pulls:
                 raise KeyError(f"no pull request #{number} in {repo}; call add_pr first")
-            if user_type is not None:
-                self._state.account_types[login] = user_type
             return self._create_comment(repo, number, body, login)
 
     def comments(self, repo: str, number: int) -> list[Comment]:
@@ -423,8 +414,6 @@ class _Ctx:
             "url": f"{self.api}/users/{quote(login)}",
             "html_url": f"{self.web}/{quote(login)}",
         }
-        if self.fake.omit_user_type:
-            del user["type"]
         return user
 
     def repo_json(self, repo: str) -> Json:

@@ -175,10 +175,15 @@ class Allocation:
     ambiguous: bool  # a request failed in a way that may still take effect later
 
 
-def allocate_ips(
-    fly: Fly, plan: Plan, log: Log, *, sleep: Callable[[float], None] = time.sleep
+def allocate_family(
+    fly: Fly,
+    plan: Plan,
+    family: IpFamily,
+    log: Log,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> Allocation:
-    """Allocate one IP per family in `plan.allocate`; never leave a duplicate this run created.
+    """Allocate one IP of `family`; never leave a duplicate this run created.
 
     A failed allocation is not resent blindly: the app's IPs are watched for a while first (a
     request that timed out may still land), and the allocation is repeated only if nothing of
@@ -186,53 +191,50 @@ def allocate_ips(
     allocated one of the same family at the same time, every run keeps the oldest and releases
     the one it created.
     """
-    changes: list[IpChange] = []
     ambiguous = False
-    for family in plan.allocate:
-        known = set(plan.existing.get(family, ()))
-        created: IpAddress | None = None
-        listed: tuple[IpAddress, ...] = ()
-        for attempt in (1, 2):
-            try:
-                created, listed = fly.graphql.allocate_ip(plan.app, family)
-                break
-            except (FlyTransient, FlyTimeout) as exc:
-                ambiguous = True
-                # A 5xx answer was most likely not carried out; a timeout may be in flight.
-                settle = 1.0 if isinstance(exc, FlyTransient) and exc.status else None
-                log.warning(
-                    f"Allocating the {family} address failed ({exc}); checking whether it "
-                    "happened anyway before trying again."
-                )
-                late = _find_late(
-                    fly, plan.app, family, known, settle=settle or _settle_seconds(fly), sleep=sleep
-                )
-                if late is not None:
-                    created, listed = late
-                    log.info(f"The {family} address {created.address} exists after all.")
-                    break
-                if attempt == 2:
-                    raise
-        assert created is not None
-        current = [ip for ip in listed if ip.type == family] or [created]
-        keep = _oldest(current)
-        if keep.address != created.address:
+    known = set(plan.existing.get(family, ()))
+    created: IpAddress | None = None
+    listed: tuple[IpAddress, ...] = ()
+    for attempt in (1, 2):
+        try:
+            created, listed = fly.graphql.allocate_ip(plan.app, family)
+            break
+        except (FlyTransient, FlyTimeout) as exc:
+            ambiguous = True
+            # A 5xx answer was most likely not carried out; a timeout may be in flight.
+            settle = 1.0 if isinstance(exc, FlyTransient) and exc.status else None
             log.warning(
-                f"Another run allocated {family} {keep.address} at the same time; releasing the "
-                f"duplicate {created.address} this run created."
+                f"Allocating the {family} address failed ({exc}); checking whether it "
+                "happened anyway before trying again."
             )
-            fly.graphql.release_ip(plan.app, created.address)
-        else:
-            log.info(f"Allocated {family} address {created.address}.")
-        changes.append(IpChange(family, "allocate", (keep.address,), done=True))
-    return Allocation(changes, ambiguous)
+            late = _find_late(
+                fly, plan.app, family, known, settle=settle or _settle_seconds(fly), sleep=sleep
+            )
+            if late is not None:
+                created, listed = late
+                log.info(f"The {family} address {created.address} exists after all.")
+                break
+            if attempt == 2:
+                raise
+    assert created is not None
+    current = [ip for ip in listed if ip.type == family] or [created]
+    keep = _oldest(current)
+    if keep.address != created.address:
+        log.warning(
+            f"Another run allocated {family} {keep.address} at the same time; releasing the "
+            f"duplicate {created.address} this run created."
+        )
+        fly.graphql.release_ip(plan.app, created.address)
+    else:
+        log.info(f"Allocated {family} address {created.address}.")
+    return Allocation([IpChange(family, "allocate", (keep.address,), done=True)], ambiguous)
 
 
 def allocate_families(fly: Fly, plan: Plan, log: Log) -> tuple[list[IpChange], bool]:
     """Allocate every family in `plan.allocate`, the families concurrently (one round trip).
 
     The families are independent: each has its own race and late-answer handling in
-    `allocate_ips`. When one fails, what the others allocated is still recorded (the exception's
+    `allocate_family`. When one fails, what the others allocated is still recorded (the exception's
     `changes`, and `ambiguous` if they succeeded only after a failed attempt) so the run reports
     what it did change, and looks for late duplicates, before stopping.
     """
@@ -241,7 +243,7 @@ def allocate_families(fly: Fly, plan: Plan, log: Log) -> tuple[list[IpChange], b
         return [], False
 
     def one(family: IpFamily) -> Allocation:
-        return allocate_ips(fly, replace(plan, allocate=(family,)), log)
+        return allocate_family(fly, plan, family, log)
 
     results = _concurrently(one, families, workers=len(families), name="allocate")
     done = [r for r in results if isinstance(r, Allocation)]
@@ -448,13 +450,10 @@ class LeaseSet:
             held = dict(self.leases)
             self.leases.clear()
 
-        def release(item: tuple[str, Lease]) -> None:
-            self._release_one(*item)
-
         if held:
             # An executor is fine here: its block waits for every release, which is the point.
             with ThreadPoolExecutor(max_workers=min(8, len(held))) as pool:
-                list(pool.map(release, held.items()))
+                list(pool.map(self._release_one, held.keys(), held.values()))
 
     def _release_one(self, machine_id: str, lease: Lease) -> None:
         try:

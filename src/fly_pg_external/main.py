@@ -23,7 +23,7 @@ from .outcome import Outcome, VerifyResult
 from .plan import Plan, PlanError, make_plan
 from .rollout import Fly, RunError, apply, read_cluster
 from .settings import InputError, Settings, from_environ
-from .verify import Login, ProbeError, is_ipv6, probe_until, still_open
+from .verify import Login, ProbeError, is_ipv6, probe_all, still_open
 
 UNEXPOSE_VERIFY_BOUND = 30.0
 
@@ -52,7 +52,8 @@ def _describe_state(cluster: ClusterState, gha: Actions) -> None:
     gha.info(f"App {cluster.app.name}: Postgres cluster with {len(cluster.machines)} machine(s).")
     gha.info(f"IP addresses: {ips}")
     for m in cluster.machines:
-        gha.info(f"  machine {m.id} {m.region} {m.state:<8} role={m.role:<8} image={m.image}")
+        state = m.state if m.reachable else f"{m.state}, host {m.host_status} (down)"
+        gha.info(f"  machine {m.id} {m.region} {state:<8} role={m.role:<8} image={m.image}")
 
 
 def _describe_plan(plan: Plan, gha: Actions) -> None:
@@ -97,18 +98,18 @@ def _verify_expose(outcome: Outcome, settings: Settings, gha: Actions) -> None:
         u = settings.database_url
         login = Login(u.user, u.password, u.database)
     targets = [*outcome.addresses("v4"), *outcome.addresses("v6"), settings.host]
-    bound = settings.verify_timeout
-    for target in targets:
-        try:
-            result = probe_until(
-                target,
-                settings.port,
-                server_name=settings.host,
-                sslmode=settings.sslmode,
-                login=login,
-                bound=bound,
-            )
-        except ProbeError as exc:
+    # All at once, within one bound for the whole step; reported in the order of `targets`.
+    results = probe_all(
+        targets,
+        settings.port,
+        server_name=settings.host,
+        sslmode=settings.sslmode,
+        login=login,
+        bound=settings.verify_timeout,
+    )
+    for target, result in zip(targets, results, strict=True):
+        if isinstance(result, ProbeError):
+            exc = result
             # Only "cannot reach it" is excusable for IPv6: a v6 that answers must work.
             v6 = is_ipv6(target) and exc.stage == "tcp"
             outcome.verify.append(VerifyResult(target, False, str(exc), warning_only=v6))
@@ -214,7 +215,13 @@ def run(
             outcome = plan.outcome()
         else:
             with gha.group("Apply"):
-                outcome = apply(fly, plan, gha, wait_timeout=settings.wait_timeout)
+                outcome = apply(
+                    fly,
+                    plan,
+                    gha,
+                    wait_timeout=settings.wait_timeout,
+                    lease_wait=settings.lease_wait,
+                )
         if settings.mode != "unexpose":
             outcome.fly_toml_path = _write_fly_toml(plan, env, gha)
         if settings.verify and not settings.read_only and outcome.status != "failed":

@@ -14,6 +14,7 @@ Mode = Literal["expose", "plan", "unexpose"]
 # plan: mode plan with changes pending; applied: expose/unexpose changed something;
 # no-change: nothing to do; failed: the run stopped on an error.
 Status = Literal["plan", "applied", "no-change", "failed"]
+MachineResult = Literal["pending", "updated", "rolled-back", "failed", "untouched"]
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,10 @@ class MachineChange:
     image_before: str
     image_after: str
     # pending: to be updated; updated: done and healthy; rolled-back: failed, previous config
-    # restored; untouched: left alone (already compliant, or not reached after a failure).
-    result: Literal["pending", "updated", "rolled-back", "failed", "untouched"] = "pending"
+    # restored; failed: its state is unknown (rollback failed, or an update that may have
+    # landed could not be read back); untouched: left alone (already compliant, not reached
+    # after a failure, or its update was refused).
+    result: MachineResult = "pending"
 
     @property
     def restarts(self) -> bool:

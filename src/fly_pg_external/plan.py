@@ -78,6 +78,9 @@ class Plan:
     release: tuple[IpAddress, ...]
     updates: tuple[MachineUpdate, ...]
     untouched: tuple[Machine, ...]
+    # On a host Fly cannot reach: down, config unknown, never leased or updated. While there is
+    # one, no machine may restart (it would be a second one down).
+    unreachable: tuple[Machine, ...]
     fly_toml_before: str
     fly_toml_after: str
     config_diff: str
@@ -122,13 +125,13 @@ class Plan:
                 id=m.id,
                 region=m.region,
                 role=m.role,
-                state=m.state,
+                state=m.state if m.reachable else f"host {m.host_status}",
                 services_change=False,
                 image_before=m.image,
                 image_after=m.image,
                 result="untouched",
             )
-            for m in self.untouched
+            for m in (*self.untouched, *self.unreachable)
         ]
         return Outcome(
             app=self.app,
@@ -260,6 +263,21 @@ def plan_machine(machine: Machine, port: int, image_policy: str) -> MachineUpdat
     return MachineUpdate(machine, new_config, services_change, image_after)
 
 
+def _unreachable_warning(machine: Machine, restarts: bool, read_only: bool) -> str:
+    text = (
+        f"Machine {machine.id} ({machine.region}) is on a host Fly cannot reach (host_status "
+        f"{machine.host_status}): it counts as down, and its config cannot be read or changed."
+    )
+    if restarts:
+        verb = "would stop" if read_only else "stops"
+        text += (
+            f" The run {verb} before restarting any machine, so that no second machine of the "
+            "cluster goes down; re-run once the host is back (fly machine status "
+            f"{machine.id})."
+        )
+    return text
+
+
 def make_plan(settings: Settings, cluster: ClusterState) -> Plan:
     app = cluster.app
     warnings: list[str] = []
@@ -282,13 +300,15 @@ def make_plan(settings: Settings, cluster: ClusterState) -> Plan:
     release: tuple[IpAddress, ...] = ()
     updates: list[MachineUpdate] = []
     untouched: list[Machine] = []
+    unreachable = cluster.unreachable
+    reachable = [m for m in cluster.machines if m.reachable]
 
     if settings.mode == "unexpose":
         release = tuple(ip for fam in settings.ip_versions for ip in cluster.public_ips(fam))
-        untouched = list(cluster.machines)
+        untouched = reachable
     else:
         allocate = tuple(f for f in settings.ip_versions if f not in existing)
-        for machine in cluster.machines:
+        for machine in reachable:
             conflict = port_conflict(machine.config, settings.port)
             if conflict is not None:
                 raise PlanError(
@@ -297,7 +317,7 @@ def make_plan(settings: Settings, cluster: ClusterState) -> Plan:
                     "(5432 is the default and reaches the primary through HAProxy).",
                     "port",
                 )
-        for machine in sorted(cluster.machines, key=rollout_order):
+        for machine in sorted(reachable, key=rollout_order):
             update = plan_machine(machine, settings.port, settings.image)
             if update is None:
                 untouched.append(machine)
@@ -309,9 +329,13 @@ def make_plan(settings: Settings, cluster: ClusterState) -> Plan:
                 "reach the database. Add v4 to ip-versions for CI access."
             )
 
-    before_configs = [m.config for m in cluster.machines]
+    for machine in unreachable:
+        warnings.append(_unreachable_warning(machine, bool(updates), settings.read_only))
+
+    # An unreachable machine's config is incomplete: it would make a wrong fly.toml.
+    before_configs = [m.config for m in reachable]
     new_by_id = {u.machine.id: u.new_config for u in updates}
-    after_configs = [new_by_id.get(m.id, m.config) for m in cluster.machines]
+    after_configs = [new_by_id.get(m.id, m.config) for m in reachable]
     before = flytoml.render_most_common(settings.app, before_configs)
     after = flytoml.render_most_common(settings.app, after_configs)
 
@@ -340,6 +364,7 @@ def make_plan(settings: Settings, cluster: ClusterState) -> Plan:
         release=release,
         updates=tuple(updates),
         untouched=tuple(untouched),
+        unreachable=unreachable,
         fly_toml_before=before,
         fly_toml_after=after,
         config_diff=flytoml.unified_diff(before, after),

@@ -9,12 +9,14 @@ refreshed in the background, as `fly deploy` does, and released on every path.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from .cluster import ClusterState, Machine, is_active
@@ -22,7 +24,7 @@ from .fly.errors import FlyConflict, FlyError, FlyNotFound, FlyTimeout, FlyTrans
 from .fly.graphql import GraphQL, IpAddress
 from .fly.http import FlyHttp
 from .fly.machines import Lease, Machines
-from .outcome import IpChange, IpFamily, MachineChange, Outcome
+from .outcome import IpChange, IpFamily, MachineChange, MachineResult, Outcome
 from .plan import MachineUpdate, Plan, plan_machine, rollout_order, update_body
 
 LEASE_TTL = 30  # seconds; an orphaned lease (the runner killed) blocks others at most this long
@@ -315,6 +317,21 @@ def release_ips(fly: Fly, plan: Plan, log: Log) -> tuple[list[IpChange], str | N
 
 # -- leases -----------------------------------------------------------------------------------
 
+LEASE_WAIT = 40.0  # seconds; longer than our own TTL, so a re-run after a killed run gets through
+_EXPIRES_RE = re.compile(r"expires at (\S+?)[,.;)]*(?:\s|$)")
+
+
+def lease_expiry(message: str) -> float | None:
+    """The expiry (unix seconds) in a 409's text, as Fly writes it: "machine ID … lease currently
+    held by …, expires at 2026-05-14T10:41:08Z" (flyctl and user reports quote this text)."""
+    match = _EXPIRES_RE.search(message)
+    if match is None:
+        return None
+    try:
+        return datetime.fromisoformat(match.group(1)).timestamp()
+    except ValueError:
+        return None
+
 
 @dataclass
 class LeaseSet:
@@ -323,15 +340,21 @@ class LeaseSet:
     fly: Fly
     app: str
     log: Log
+    # How long a lease held by someone else is waited for before giving up (fly-go waits up to
+    # a minute): an abandoned lease, or one of a deploy that is about to finish, ends by itself.
+    wait: float = LEASE_WAIT
     leases: dict[str, Lease] = field(default_factory=dict)
     lost: dict[str, str] = field(default_factory=dict)
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    _valid_until: dict[str, float] = field(default_factory=dict)  # by our clock, not Fly's
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _released: bool = False  # release_all ran: a lease taken after that is given back at once
 
     def acquire(self, machines: list[Machine]) -> None:
-        """Lease every machine; stop at the first one held by someone else.
+        """Lease every machine; stop at the first one held by someone else for too long.
 
         The first machine (the same for every run, since the order is computed from the same
         state) is leased alone: two runs racing for the cluster meet there and one of them wins
@@ -358,51 +381,76 @@ class LeaseSet:
         self._thread = thread
 
     def _take(self, machine: Machine) -> None:
-        """Lease one machine; a failed attempt is sent once more.
+        """Lease one machine: a failed attempt is sent once more, and a lease held by someone
+        else is waited for while it is due to end within `wait` seconds.
 
         A first acquire is not idempotent, so the HTTP layer does not resend it. Sending it once
         more here is still safe: if the failed attempt was carried out after all, the second one
-        is refused (409) and the run stops having changed nothing, and that lease expires by
-        itself within LEASE_TTL.
+        is refused (409), and that lease, our own, ends within LEASE_TTL like any other.
         """
         failed: FlyError | None = None
-        for attempt in (1, 2):
+        give_up = self.clock() + self.wait
+        announced = False
+        while True:
             try:
                 lease = self.fly.machines.acquire_lease(self.app, machine.id, LEASE_TTL)
                 break
             except FlyConflict as exc:
-                # A 429 is refused before any work (and the HTTP layer resends only those, so
-                # every try of that attempt was one): it cannot have left a lease of ours.
-                ours = failed is not None and not (
-                    isinstance(failed, FlyTransient) and failed.status == 429
-                )
-                if ours:
-                    raise RunError(
-                        f"Machine {machine.id} is leased ({exc.message}), maybe by this run's "
-                        f"first attempt, whose answer was lost ({failed}). Nothing was changed; "
-                        f"that lease expires within {LEASE_TTL} s: re-run after that."
-                    ) from None
-                raise RunError(
-                    f"Machine {machine.id} is leased by someone else ({exc.message}). Another "
-                    "deploy or run is changing this cluster; nothing was changed. Re-run when it "
-                    "is done (an abandoned lease expires by itself)."
-                ) from None
+                pause = self._lease_pause(exc)
+                if self.clock() + pause > give_up:
+                    raise RunError(self._held_message(machine, exc, failed)) from None
+                if not announced:
+                    self.log.info(
+                        f"Machine {machine.id} is leased ({exc.message}); waiting up to "
+                        f"{self.wait:.0f} s for that lease to end."
+                    )
+                    announced = True
+                self.sleep(pause)
             except (FlyTransient, FlyTimeout) as exc:
-                if attempt == 2:
+                if failed is not None:
                     raise
                 failed = exc
                 self.log.warning(
                     f"Taking the lease on machine {machine.id} failed ({exc}); trying once more."
                 )
-                self.fly.http.retry.sleep(self.fly.http.retry.delay(1))
+                self.sleep(self.fly.http.retry.delay(1))
         with self._lock:
             released = self._released
             if not released:
                 self.leases[machine.id] = lease
+                self._valid_until[machine.id] = self.clock() + LEASE_TTL
         if released:
             # Taken in the background after the run was cancelled and let go of its leases:
             # give this one back too rather than block others until it expires.
             self._release_one(machine.id, lease)
+
+    def _lease_pause(self, conflict: FlyConflict) -> float:
+        """How long to wait before asking again: until the lease's stated expiry when the 409
+        names one (Fly's clock, so a little margin), else a few seconds; never faster than the
+        lease endpoint's rate limit (1 request/s per machine)."""
+        expiry = lease_expiry(conflict.message)
+        if expiry is None:
+            return 3.0
+        return max(1.0, expiry - time.time() + 1.0)
+
+    def _held_message(self, machine: Machine, exc: FlyConflict, failed: FlyError | None) -> str:
+        # A 429 is refused before any work (and the HTTP layer resends only those, so every try
+        # of that attempt was one): it cannot have left a lease of ours.
+        ours = failed is not None and not (
+            isinstance(failed, FlyTransient) and failed.status == 429
+        )
+        if ours:
+            return (
+                f"Machine {machine.id} is leased ({exc.message}), maybe by this run's first "
+                f"attempt, whose answer was lost ({failed}). Nothing was changed; that lease "
+                f"expires within {LEASE_TTL} s: re-run after that."
+            )
+        return (
+            f"Machine {machine.id} is leased by someone else ({exc.message}), for longer than "
+            f"this run waits ({self.wait:.0f} s). Another deploy or run is changing this "
+            "cluster; nothing was changed. Re-run when it is done (an abandoned lease expires "
+            "by itself)."
+        )
 
     def versions_match(self, versions: dict[str, str]) -> bool:
         """Do the leases name these instance_ids (the machines did not change since read)?"""
@@ -415,6 +463,8 @@ class LeaseSet:
 
     def nonce(self, machine_id: str) -> str:
         with self._lock:
+            if machine_id not in self.lost and self._valid_until.get(machine_id, 0) <= self.clock():
+                self.lost[machine_id] = "it was not refreshed before it expired"
             if machine_id in self.lost:
                 raise RunError(
                     f"The lease on machine {machine_id} was lost ({self.lost[machine_id]}); "
@@ -429,17 +479,32 @@ class LeaseSet:
             for mid, lease in held.items():
                 if self._stop.is_set():
                     return
-                try:
-                    fresh = self.fly.machines.acquire_lease(
-                        self.app, mid, LEASE_TTL, nonce=lease.nonce
-                    )
-                except FlyError as exc:
-                    with self._lock:
-                        self.lost[mid] = str(exc)
-                    continue
-                with self._lock:
-                    if mid in self.leases:
-                        self.leases[mid] = replace(lease, expires_at=fresh.expires_at)
+                self._refresh_one(mid, lease)
+
+    def _refresh_one(self, machine_id: str, lease: Lease) -> None:
+        """Refresh one lease, as flyctl does: a refused refresh (409/404) or a new nonce means
+        the lease is no longer ours; a refresh that merely failed (a 5xx, a timeout) is tried
+        again next time, and the lease counts as lost only once it would have expired."""
+        try:
+            fresh = self.fly.machines.acquire_lease(
+                self.app, machine_id, LEASE_TTL, nonce=lease.nonce
+            )
+        except (FlyConflict, FlyNotFound) as exc:
+            with self._lock:
+                self.lost[machine_id] = str(exc)
+            return
+        except FlyError as exc:
+            self.log.warning(
+                f"Refreshing the lease on machine {machine_id} failed ({exc}); it stays valid "
+                f"for a while and is refreshed again in {LEASE_REFRESH:.0f} s."
+            )
+            return
+        with self._lock:
+            if fresh.nonce != lease.nonce:
+                self.lost[machine_id] = "a refresh answered with another nonce"
+            elif machine_id in self.leases:
+                self.leases[machine_id] = replace(lease, expires_at=fresh.expires_at)
+                self._valid_until[machine_id] = self.clock() + LEASE_TTL
 
     def release_all(self) -> None:
         self._stop.set()
@@ -466,8 +531,10 @@ class LeaseSet:
 
 
 @contextmanager
-def leased(fly: Fly, app: str, machines: list[Machine], log: Log) -> Iterator[LeaseSet]:
-    leases = LeaseSet(fly, app, log)
+def leased(
+    fly: Fly, app: str, machines: list[Machine], log: Log, *, wait: float = LEASE_WAIT
+) -> Iterator[LeaseSet]:
+    leases = LeaseSet(fly, app, log, wait=wait)
     try:
         leases.acquire(machines)
         yield leases
@@ -476,6 +543,17 @@ def leased(fly: Fly, app: str, machines: list[Machine], log: Log) -> Iterator[Le
 
 
 # -- machines ---------------------------------------------------------------------------------
+
+# Persistent states of a machine that does not run: not serving now, and not serving before the
+# run either (scale to zero, or a skip_launch update, which leaves the new version `created`).
+RESTING_STATES = frozenset({"created", "stopped", "suspended"})
+# Each wait call is one slice (the endpoint caps it at 60 s). Waiting for `settled` gets short
+# slices: what it means server-side is UNCONFIRMED, so the machine itself is read after each.
+SETTLED_SLICE = 10
+# Health polls read the one machine (Get Machine), quickly at first: checks usually pass within
+# a second or two of the start. The HTTP layer keeps them under Get Machine's rate limit.
+POLL_MIN = 0.1
+POLL_MAX = 1.0
 
 
 def wait_healthy(
@@ -486,92 +564,154 @@ def wait_healthy(
     version: str,
     want_started: bool,
     deadline: float,
+    on_started: Callable[[], None] | None = None,
+    checks_expected: float | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
-) -> list[Machine]:
-    """Wait until the machine runs `version` in the wanted state with every check passing.
+) -> Machine:
+    """Wait until the machine runs `version`: started with every check its config defines
+    passing, or, after a skip_launch update, at rest (`created`, `stopped` or `suspended`).
 
-    The state comes from the wait endpoint; checks have no such endpoint, so the machine list is
-    polled, quickly at first (checks usually pass within a second or two of the start) and more
-    slowly later (Fly runs checks every 15 s; Get Machine is rate-limited to 5 req/s). Returns
-    the last list read: the next step needs every machine's health and role anyway.
+    The state comes from the wait endpoint (flyctl waits for `settled` after a skip_launch update:
+    the new version may stay `created`, which `stopped` would never match); the machine is read
+    to see what it settled in unless the answer says it started. Checks have no wait endpoint:
+    the machine is polled. `on_started` runs once the machine has started, while its checks have
+    yet to run: time the caller can use for a read of its own. `checks_expected` is how long the
+    checks took on a machine like this one: polling starts just before that, which saves most
+    polls of a rollout without reading the result late.
     """
-    state = "started" if want_started else "stopped"
+    states = ("started", "failed") if want_started else ("settled",)
+    pause = 0.5
     while True:
         remaining = deadline - clock()
         if remaining <= 0:
-            raise FlyTimeout(f"machine {machine_id} did not reach {state} in time")
+            raise FlyTimeout(f"machine {machine_id} did not reach {states[0]} in time")
+        slice_ = remaining if want_started else min(remaining, SETTLED_SLICE)
+        answer: str | None = None
         try:
-            fly.machines.wait(
-                app, machine_id, state=state, version=version, timeout=max(1, int(remaining))
+            answer = fly.machines.wait(
+                app, machine_id, states=states, version=version, timeout=max(1, int(slice_))
             )
-            break
         except FlyTimeout:
-            continue
+            pass  # not yet: the machine itself says where it is
         except FlyTransient:
-            sleep(0.5)
+            sleep(pause)
+            pause = min(4.0, pause * 2)
+        if want_started and answer == "started":
+            # The answer is about `version` (the wait names it), so it needs no second look;
+            # a freshly started machine has no check results to read yet anyway.
+            machine = None
+            break
+        machine = _read_version(fly, app, machine_id, version)
+        if not want_started and machine.state in RESTING_STATES:
+            return machine
+        if want_started and machine.state == "started":
+            break
     reached = clock()
-    while True:
-        listed = active_machines(fly, app)
-        target = next((m for m in listed if m.id == machine_id), None)
-        if target is None:
-            raise FlyError(f"machine {machine_id} disappeared")
-        if target.state == "failed":
-            raise FlyError(f"machine {machine_id} failed to start")
-        if not want_started or target.healthy:
-            return listed
-        pause = min(1.0, max(0.1, 0.2 * (clock() - reached)))
-        if clock() + pause > deadline:
-            failing = [str(c.get("name")) for c in target.checks if c.get("status") != "passing"]
+    if on_started is not None:
+        on_started()
+    if machine is None or not machine.healthy:
+        first = POLL_MIN if checks_expected is None else checks_expected - 2 * POLL_MIN
+        sleep(max(0.0, reached + first - clock()))
+        machine = _read_version(fly, app, machine_id, version)
+    polling_since = clock()
+    while not machine.healthy:
+        wait = min(POLL_MAX, max(POLL_MIN, 0.2 * (clock() - polling_since)))
+        if clock() + wait > deadline:
             raise FlyTimeout(
-                f"machine {machine_id} is {target.state} but its checks "
-                f"{', '.join(failing) or '(none)'} are not passing"
+                f"machine {machine_id} is {machine.state} but its checks "
+                f"{', '.join(machine.pending_checks) or '(none)'} are not passing"
             )
-        sleep(pause)
+        sleep(wait)
+        machine = _read_version(fly, app, machine_id, version)
+    return machine
+
+
+def _read_version(fly: Fly, app: str, machine_id: str, version: str) -> Machine:
+    """The machine, which must still run `version` and must not have failed."""
+    machine = Machine.from_api(fly.machines.get(app, machine_id))
+    if machine.instance_id != version:
+        raise FlyError(
+            f"machine {machine_id} now runs version {machine.instance_id}, not {version}: "
+            "someone else changed it"
+        )
+    if machine.state == "failed":
+        raise FlyError(f"machine {machine_id} failed to start")
+    return machine
 
 
 def active_machines(fly: Fly, app: str) -> list[Machine]:
     return [Machine.from_api(m) for m in fly.machines.list(app) if is_active(m)]
 
 
-def _update_once(
+def _watch_for_new_version(
     fly: Fly,
     app: str,
-    update: MachineUpdate,
-    body: dict[str, Any],
-    nonce: str,
+    machine_id: str,
+    before: str,
     *,
-    sleep: Callable[[float], None] = time.sleep,
-) -> dict[str, Any]:
-    """Send the update once, and make sure an ambiguous failure cannot restart it twice.
-
-    After a timeout or a reset the update may still be carried out: the machine is watched for
-    a while (we hold its lease, so a new instance_id can only be ours) before it is resent, and
-    the resend carries `current_version`, so of two requests at most one takes effect.
-    """
-    machine_id = update.machine.id
-    try:
-        return fly.machines.update(app, machine_id, body, nonce=nonce)
-    except FlyTransient as exc:
-        # A 5xx answer was most likely not carried out; a timeout or reset may be in flight.
-        settle = 1.0 if exc.status else _settle_seconds(fly)
-    deadline = time.monotonic() + settle
+    settle: float,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> dict[str, Any] | None:
+    """Read the machine until its instance_id moves on from `before` (an update landed) or
+    `settle` seconds pass; the machine as read, or None."""
+    deadline = clock() + settle
     pause = 0.25
     while True:
         data = fly.machines.get(app, machine_id)
-        if data.get("instance_id") != update.machine.instance_id:
-            return data  # it went through; only the answer was lost
-        if time.monotonic() + pause > deadline:
-            break
+        if data.get("instance_id") != before:
+            return data
+        if clock() + pause > deadline:
+            return None
         sleep(pause)
         pause = min(2.0, pause * 2)
+
+
+def update_machine(
+    fly: Fly,
+    app: str,
+    machine_id: str,
+    body: dict[str, Any],
+    *,
+    before: str,
+    nonce: str,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """Send an update whose body is conditional on `before` (its `current_version`), and make
+    sure an ambiguous failure cannot restart the machine twice. Returns the machine as updated.
+
+    After a 408, a timeout or a reset the update may still be carried out: the machine is
+    watched for a while (we hold its lease, so a new instance_id can only be ours) before the
+    update is resent. No source states the status Fly gives a stale `current_version`, so
+    whatever the resend's answer, the machine's instance_id decides whether an update landed.
+    """
     try:
         return fly.machines.update(app, machine_id, body, nonce=nonce)
-    except FlyError as exc:
-        if exc.status != 412:
-            raise
-        # The first request landed in the meantime: the version moved on.
-        return fly.machines.get(app, machine_id)
+    except (FlyTransient, FlyTimeout) as exc:
+        # A 5xx answer was most likely not carried out; a 408, timeout or reset may be in flight.
+        quick = isinstance(exc, FlyTransient) and exc.status is not None
+        settle = 1.0 if quick else _settle_seconds(fly)
+    landed = _watch_for_new_version(
+        fly, app, machine_id, before, settle=settle, clock=clock, sleep=sleep
+    )
+    if landed is not None:
+        return landed  # it went through; only the answer was lost
+    try:
+        return fly.machines.update(app, machine_id, body, nonce=nonce)
+    except FlyError:
+        late = fly.machines.get(app, machine_id)
+        if late.get("instance_id") != before:
+            return late  # the first request landed in the meantime
+        raise
+
+
+def _landed_anyway(fly: Fly, app: str, machine_id: str, before: str) -> dict[str, Any] | None:
+    """After a failed update: the machine if it runs a new version all the same, None if it
+    still runs `before`. Raises FlyError when it cannot be read (then nobody knows)."""
+    data = fly.machines.get(app, machine_id)
+    return data if data.get("instance_id") != before else None
 
 
 @dataclass
@@ -580,46 +720,36 @@ class RolloutResult:
     error: str | None = None
 
 
-# States in which a machine is on its way somewhere: it is not serving, and it will be soon.
-TRANSIENT_STATES = frozenset(
-    {"created", "creating", "starting", "stopping", "restarting", "updating", "replacing"}
-)
-
-
 def _down(machine: Machine) -> str | None:
-    """Why a machine counts as down for the one-at-a-time rule, or None if it is serving.
+    """Why a machine counts as down for the one-at-a-time rule, or None if it is serving or at
+    rest (a stopped, suspended or created machine was not serving before the run either)."""
+    if not machine.reachable:
+        return f"on a host Fly cannot reach (host_status {machine.host_status})"
+    if machine.state in RESTING_STATES:
+        return None
+    if machine.state == "started":
+        if machine.healthy:
+            return None
+        return f"started with checks not passing ({', '.join(machine.pending_checks)})"
+    return machine.state  # on its way somewhere (replacing, starting, ...), or failed
 
-    A stopped or suspended machine (scale to zero) was not serving before the run either.
-    """
-    if machine.state in TRANSIENT_STATES or machine.state == "failed":
-        return machine.state
-    if machine.state == "started" and not machine.healthy:
-        failing = [str(c.get("name")) for c in machine.checks if c.get("status") != "passing"]
-        return f"started with failing checks ({', '.join(failing)})"
-    return None
 
-
-def _refresh(
+def _wait_until_none_down(
     fly: Fly,
     plan: Plan,
-    remaining: list[MachineUpdate],
     log: Log,
     *,
     known: list[Machine] | None,
     deadline: float,
     clock: Callable[[], float],
     sleep: Callable[[float], None],
-) -> tuple[list[MachineUpdate], list[str]]:
-    """Check the cluster before an update. Returns the updates still needed, in order, and the
-    machines dropped because they already comply.
+) -> list[Machine]:
+    """The machines, once none of them is down; waits (within `deadline`) while one is.
 
-    Three rules: no machine is restarted while another one is down (wait, within the timeout,
-    for it to come back); a plan gone stale while waiting for leases (another run finished
-    first) is brought up to date machine by machine; and roles are read again, so the current
-    primary goes last even after a failover. `known` is a list just read (the last health poll
-    of the previous machine), which saves a request; it is read again while anything is down.
+    `known` is a list just read, which saves a request; the list is read again while anything
+    is down, no faster than List Machines' rate limit (1 request/s per app).
     """
-    pause = 0.5
+    pause = 1.0
     announced = False
     machines = known
     while True:
@@ -627,7 +757,7 @@ def _refresh(
             machines = active_machines(fly, plan.app)
         down = [(m.id, why) for m in machines if (why := _down(m))]
         if not down:
-            break
+            return machines
         mid, why = down[0]
         if why == "failed" or clock() + pause > deadline:
             raise RunError(
@@ -642,6 +772,16 @@ def _refresh(
         pause = min(5.0, pause * 2)
         machines = None
 
+
+def _still_needed(
+    plan: Plan, remaining: list[MachineUpdate], machines: list[Machine], log: Log
+) -> tuple[list[MachineUpdate], list[str]]:
+    """The updates still needed, in order, and the machines dropped because they comply.
+
+    A plan gone stale while waiting for leases (another run finished first) is brought up to
+    date machine by machine, and roles are read again, so the current primary goes last even
+    after a failover.
+    """
     by_id = {m.id: m for m in machines}
     kept: list[MachineUpdate] = []
     dropped: list[str] = []
@@ -686,9 +826,7 @@ def rolling_update(
     results: dict[str, MachineChange] = {c.id: c for c in plan.outcome().machines}
 
     def finish(error: str | None = None) -> RolloutResult:
-        ordered = [results[u.machine.id] for u in plan.updates] + [
-            results[x.id] for x in plan.untouched
-        ]
+        ordered = [results[c.id] for c in plan.outcome().machines]
         return RolloutResult(
             [c if c.result != "pending" else replace(c, result="untouched") for c in ordered],
             error,
@@ -697,20 +835,21 @@ def rolling_update(
     # The plan was read just before the leases were taken; if every lease names the version
     # the plan saw, that read is still the truth and needs no second look.
     known: list[Machine] | None = None
+    checks_took: float | None = None
     if leases.versions_match({u.machine.id: u.machine.instance_id for u in plan.updates}):
         known = [u.machine for u in plan.updates] + list(plan.untouched)
     while remaining:
         try:
-            remaining, dropped = _refresh(
+            machines = _wait_until_none_down(
                 fly,
                 plan,
-                remaining,
                 log,
                 known=known,
                 deadline=clock() + wait_timeout,
                 clock=clock,
                 sleep=sleep,
             )
+            remaining, dropped = _still_needed(plan, remaining, machines, log)
         except (FlyError, RunError) as exc:
             return finish(str(exc))
         for mid in dropped:
@@ -718,37 +857,132 @@ def rolling_update(
         if not remaining:
             break
         update = remaining.pop(0)
-        m = update.machine
-        change = replace(results[m.id], role=m.role)
-        what = []
-        if update.services_change:
-            what.append(f"pg_tls service on port {plan.port}")
-        if update.image_after != m.image:
-            what.append(f"image {update.image_after}")
-        log.info(f"Updating machine {m.id} ({m.role}, {m.region}): {', '.join(what)}.")
-        start = clock()
+        change = replace(results[update.machine.id], role=update.machine.role)
+        step = _MachineStep(
+            fly,
+            plan,
+            update,
+            leases,
+            log,
+            clock=clock,
+            sleep=sleep,
+            read_list=bool(remaining),
+            checks_expected=checks_took,
+        )
+        result, error = step.run(wait_timeout)
+        checks_took = step.checks_took or checks_took
+        results[change.id] = replace(change, result=result)
+        known = step.cluster_after()
+        if error is not None:
+            if remaining:
+                error += f" {len(remaining)} machine(s) not yet updated were left untouched."
+            return finish(error)
+    return finish()
+
+
+@dataclass
+class _MachineStep:
+    """Updating one machine and waiting for it, and the cluster as seen meanwhile."""
+
+    fly: Fly
+    plan: Plan
+    update: MachineUpdate
+    leases: LeaseSet
+    log: Log
+    clock: Callable[[], float]
+    sleep: Callable[[float], None]
+    read_list: bool = True  # read the machine list while the checks run (for the next step)
+    checks_expected: float | None = None  # how long the checks took on the previous machine
+    listed: list[Machine] | None = None  # the machine list, read while this one's checks ran
+    healthy: Machine | None = None
+    checks_took: float | None = None  # from the start to every check passing
+    _started_at: float | None = None
+
+    def cluster_after(self) -> list[Machine] | None:
+        """The list read while the checks ran, with this machine as last seen (healthy), for the
+        next step's one-down check: the list costs no time there (the checks take longer)."""
+        if self.listed is None or self.healthy is None:
+            return None
+        done = self.healthy
+        return [done if m.id == done.id else m for m in self.listed]
+
+    def _on_started(self) -> None:
+        self._started_at = self.clock()
+        if not self.read_list:
+            return
         try:
-            new = _update_once(fly, plan.app, update, update.request_body(), leases.nonce(m.id))
-            known = wait_healthy(
-                fly,
-                plan.app,
+            self.listed = active_machines(self.fly, self.plan.app)
+        except FlyError:
+            self.listed = None  # the next step reads it again
+
+    def run(self, wait_timeout: float) -> tuple[MachineResult, str | None]:
+        """The machine's result and the error that stopped the rollout, if any. A machine whose
+        update may be live is watched, never rolled back blindly; one whose update did not
+        land is left alone."""
+        m = self.update.machine
+        what = []
+        if self.update.services_change:
+            what.append(f"pg_tls service on port {self.plan.port}")
+        if self.update.image_after != m.image:
+            what.append(f"image {self.update.image_after}")
+        self.log.info(f"Updating machine {m.id} ({m.role}, {m.region}): {', '.join(what)}.")
+        start = self.clock()
+        try:
+            new = update_machine(
+                self.fly,
+                self.plan.app,
+                m.id,
+                self.update.request_body(),
+                before=m.instance_id,
+                nonce=self.leases.nonce(m.id),
+                clock=self.clock,
+                sleep=self.sleep,
+            )
+        except (FlyError, RunError) as exc:
+            try:
+                landed = _landed_anyway(self.fly, self.plan.app, m.id, m.instance_id)
+            except FlyError as read_error:
+                return "failed", (
+                    f"The update of machine {m.id} failed ({exc}), and whether it landed cannot "
+                    f"be told ({read_error}). Check it with fly machine status {m.id}."
+                )
+            if landed is None:
+                return "untouched", (
+                    f"The update of machine {m.id} was not carried out ({exc}); the machine was "
+                    "left as it was."
+                )
+            new = landed
+        try:
+            self.healthy = wait_healthy(
+                self.fly,
+                self.plan.app,
                 m.id,
                 version=str(new.get("instance_id", "")),
-                want_started=not update.skip_launch,
+                want_started=not self.update.skip_launch,
                 deadline=start + wait_timeout,
+                on_started=self._on_started,
+                checks_expected=self.checks_expected,
+                clock=self.clock,
+                sleep=self.sleep,
             )
         except (FlyError, RunError) as exc:
             error = f"Machine {m.id} did not become healthy after its update: {exc}."
-            log.warning(error + " Restoring its previous config.")
-            rolled = _rollback(fly, plan.app, update, leases, log, clock=clock)
-            results[m.id] = replace(change, result="rolled-back" if rolled else "failed")
-            note = " It was restored to its previous config." if rolled else " Rollback failed."
-            if remaining:
-                note += f" {len(remaining)} machine(s) not yet updated were left untouched."
-            return finish(error + note)
-        results[m.id] = replace(change, result="updated")
-        log.info(f"Machine {m.id} is healthy again ({clock() - start:.1f} s).")
-    return finish()
+            self.log.warning(error + " Restoring its previous config.")
+            if _rollback(
+                self.fly,
+                self.plan.app,
+                self.update,
+                self.leases,
+                self.log,
+                clock=self.clock,
+                sleep=self.sleep,
+            ):
+                return "rolled-back", error + " It was restored to its previous config."
+            return "failed", error + " Rollback failed."
+        if self._started_at is not None:
+            self.checks_took = self.clock() - self._started_at
+        self.log.info(f"Machine {m.id} is healthy again ({self.clock() - start:.1f} s).")
+        return "updated", None
 
 
 def _rollback(
@@ -759,30 +993,43 @@ def _rollback(
     log: Log,
     *,
     clock: Callable[[], float],
+    sleep: Callable[[float], None],
 ) -> bool:
+    machine_id = update.machine.id
     try:
         # The failed update made a new version: the rollback is conditional on that one.
-        current = Machine.from_api(fly.machines.get(app, update.machine.id))
+        current = Machine.from_api(fly.machines.get(app, machine_id))
         body = update_body(current, update.machine.config, skip_launch=update.skip_launch)
-        new = fly.machines.update(
-            app, update.machine.id, body, nonce=leases.nonce(update.machine.id)
+        new = update_machine(
+            fly,
+            app,
+            machine_id,
+            body,
+            before=current.instance_id,
+            nonce=leases.nonce(machine_id),
+            clock=clock,
+            sleep=sleep,
         )
         wait_healthy(
             fly,
             app,
-            update.machine.id,
+            machine_id,
             version=str(new.get("instance_id", "")),
             want_started=not update.skip_launch,
             deadline=clock() + ROLLBACK_WAIT_MAX,
+            clock=clock,
+            sleep=sleep,
         )
     except (FlyError, RunError) as exc:
-        log.warning(f"Rollback of machine {update.machine.id} did not complete: {exc}")
+        log.warning(f"Rollback of machine {machine_id} did not complete: {exc}")
         return False
-    log.info(f"Machine {update.machine.id} is back on its previous config and healthy.")
+    log.info(f"Machine {machine_id} is back on its previous config and healthy.")
     return True
 
 
-def apply(fly: Fly, plan: Plan, log: Log, *, wait_timeout: float) -> Outcome:
+def apply(
+    fly: Fly, plan: Plan, log: Log, *, wait_timeout: float, lease_wait: float = LEASE_WAIT
+) -> Outcome:
     """Carry out `plan` and return what is true on Fly afterwards."""
     outcome = plan.outcome()
     if plan.mode == "unexpose":
@@ -799,7 +1046,16 @@ def apply(fly: Fly, plan: Plan, log: Log, *, wait_timeout: float) -> Outcome:
         return outcome
     ip_changes: list[IpChange] = []
     try:
-        with leased(fly, plan.app, [u.machine for u in plan.updates], log) as leases:
+        if plan.updates and plan.unreachable:
+            # Checked before anything changes: a restart now would be a second machine down.
+            names = ", ".join(f"{m.id} (host_status {m.host_status})" for m in plan.unreachable)
+            raise RunError(
+                f"Machine(s) {names} on a host Fly cannot reach count as down, and "
+                f"{len(plan.updates)} machine(s) need a restart: nothing was changed. Re-run "
+                "once every machine is reachable again (fly machine status <id>)."
+            )
+        machines = [u.machine for u in plan.updates]
+        with leased(fly, plan.app, machines, log, wait=lease_wait) as leases:
             # IPs first: a failed allocation stops the run before any machine restarts.
             try:
                 ip_changes, ambiguous = allocate_families(fly, plan, log)

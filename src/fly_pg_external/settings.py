@@ -59,6 +59,8 @@ class Settings:
     # how long the verification may retry a fresh address.
     http_timeout: float = 30.0
     verify_timeout: float = 60.0
+    # How long a machine lease held by someone else is waited for before giving up.
+    lease_wait: float = 40.0
     github_token: str = field(repr=False, default="")
     database_url: ConnString | None = field(repr=False, default=None)
 
@@ -281,6 +283,7 @@ def from_environ(env: Mapping[str, str], read_input: Callable[[str], str | None]
         fly_auth=fly_auth,
         http_timeout=_env_seconds(env, "FLY_PG_EXTERNAL_HTTP_TIMEOUT", 30.0),
         verify_timeout=_env_seconds(env, "FLY_PG_EXTERNAL_VERIFY_TIMEOUT", 60.0),
+        lease_wait=_env_seconds(env, "FLY_PG_EXTERNAL_LEASE_WAIT", 40.0),
         github_token=github_token,
         database_url=database_url,
     )

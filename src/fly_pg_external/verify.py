@@ -3,7 +3,11 @@
 This speaks just enough of the Postgres protocol (SSLRequest, StartupMessage, SCRAM-SHA-256 /
 MD5 / cleartext auth, a simple query) to check what a client will see, without shipping libpq in
 the image. A server that answers `N` to the SSLRequest is a failure: pg_tls must never fall back
-to plaintext, and a client with sslmode=require would refuse it anyway.
+to plaintext, and a client with sslmode=require would refuse it anyway. It is also a definite
+answer (something is listening there, and it is not pg_tls), so it is not retried.
+
+`probe_all` probes every target at once within one bound: the verification as a whole takes at
+most that long, however many addresses there are and however they fail.
 """
 
 from __future__ import annotations
@@ -16,23 +20,33 @@ import os
 import socket
 import ssl
 import struct
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 SSL_REQUEST = struct.pack("!ii", 8, 80877103)
 PROTOCOL_3 = 196608
 # errno values meaning "this host has no route to that address family" (no IPv6 on the runner).
 _UNROUTABLE = {101, 99, 97, 113}  # ENETUNREACH, EADDRNOTAVAIL, EAFNOSUPPORT, EHOSTUNREACH
+# The longest any single socket operation of one attempt may wait.
+ATTEMPT_TIMEOUT = 10.0
+# How long after the bound `probe_all` still waits for a probe stuck where no socket timeout
+# reaches (a slow DNS lookup) before reporting it as unanswered.
+JOIN_GRACE = 1.0
 
 
 class ProbeError(Exception):
-    """`stage` says how far the probe got: tcp, tls or login."""
+    """`stage` says how far the probe got: tcp, tls or login. `definite`: retrying cannot help
+    (a refused login, an unroutable address family, a server that refuses TLS)."""
 
-    def __init__(self, message: str, *, stage: str = "tls", unroutable: bool = False) -> None:
+    def __init__(
+        self, message: str, *, stage: str = "tls", unroutable: bool = False, definite: bool = False
+    ) -> None:
         super().__init__(message)
         self.stage = stage
         self.unroutable = unroutable
+        self.definite = definite or unroutable or stage == "login"
 
 
 @dataclass(frozen=True)
@@ -48,20 +62,40 @@ class ProbeResult:
     server_version: str | None = None
 
 
-def _recv_exact(sock: socket.socket | ssl.SSLSocket, n: int) -> bytes:
-    buf = b""
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise ProbeError("the server closed the connection")
-        buf += chunk
-    return buf
+class _Conn:
+    """A socket whose every operation waits at most `timeout` seconds and ends by `deadline`
+    (time.monotonic): one attempt never outlives the bound it was given."""
+
+    def __init__(self, sock: socket.socket, deadline: float, timeout: float) -> None:
+        self.sock = sock
+        self.deadline = deadline
+        self.timeout = timeout
+
+    def arm(self) -> None:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("timed out")
+        self.sock.settimeout(min(self.timeout, left))
+
+    def sendall(self, data: bytes) -> None:
+        self.arm()
+        self.sock.sendall(data)
+
+    def recv_exact(self, n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            self.arm()
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                raise ProbeError("the server closed the connection")
+            buf += chunk
+        return buf
 
 
-def _read_message(sock: ssl.SSLSocket) -> tuple[bytes, bytes]:
-    head = _recv_exact(sock, 5)
+def _read_message(conn: _Conn) -> tuple[bytes, bytes]:
+    head = conn.recv_exact(5)
     kind, length = head[:1], struct.unpack("!i", head[1:])[0]
-    return kind, _recv_exact(sock, length - 4)
+    return kind, conn.recv_exact(length - 4)
 
 
 def _error_text(body: bytes) -> str:
@@ -72,18 +106,18 @@ def _error_text(body: bytes) -> str:
     return fields.get(b"M", "error") + (f" ({fields[b'C']})" if b"C" in fields else "")
 
 
-def _send(sock: ssl.SSLSocket, kind: bytes, body: bytes) -> None:
-    sock.sendall(kind + struct.pack("!i", len(body) + 4) + body)
+def _send(conn: _Conn, kind: bytes, body: bytes) -> None:
+    conn.sendall(kind + struct.pack("!i", len(body) + 4) + body)
 
 
-def _scram(sock: ssl.SSLSocket, mechanisms: bytes, login: Login) -> None:
+def _scram(conn: _Conn, mechanisms: bytes, login: Login) -> None:
     if b"SCRAM-SHA-256" not in mechanisms.split(b"\0"):
         raise ProbeError("the server offers no SCRAM-SHA-256 authentication")
     nonce = base64.b64encode(os.urandom(18)).decode()
     first_bare = f"n=,r={nonce}"
     first = ("n,," + first_bare).encode()
-    _send(sock, b"p", b"SCRAM-SHA-256\0" + struct.pack("!i", len(first)) + first)
-    kind, body = _read_message(sock)
+    _send(conn, b"p", b"SCRAM-SHA-256\0" + struct.pack("!i", len(first)) + first)
+    kind, body = _read_message(conn)
     if kind == b"E":
         raise ProbeError(_error_text(body))
     server_first = body[4:].decode()
@@ -100,8 +134,8 @@ def _scram(sock: ssl.SSLSocket, mechanisms: bytes, login: Login) -> None:
     signature = hmac.digest(stored_key, auth_message, "sha256")
     proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
     final = f"{final_bare},p={base64.b64encode(proof).decode()}".encode()
-    _send(sock, b"p", final)
-    kind, body = _read_message(sock)
+    _send(conn, b"p", final)
+    kind, body = _read_message(conn)
     if kind == b"E":
         raise ProbeError(_error_text(body))
     server_key = hmac.digest(salted, b"Server Key", "sha256")
@@ -110,16 +144,16 @@ def _scram(sock: ssl.SSLSocket, mechanisms: bytes, login: Login) -> None:
         raise ProbeError("SCRAM: the server signature is wrong")
 
 
-def _login(sock: ssl.SSLSocket, login: Login) -> str:
+def _login(conn: _Conn, login: Login) -> str:
     params = b"user\0" + login.user.encode() + b"\0"
     if login.database:
         params += b"database\0" + login.database.encode() + b"\0"
     params += b"application_name\0fly-pg-external\0\0"
     startup = struct.pack("!i", PROTOCOL_3) + params
-    sock.sendall(struct.pack("!i", len(startup) + 4) + startup)
+    conn.sendall(struct.pack("!i", len(startup) + 4) + startup)
     version = ""
     while True:
-        kind, body = _read_message(sock)
+        kind, body = _read_message(conn)
         if kind == b"E":
             raise ProbeError(_error_text(body))
         if kind == b"R":
@@ -127,15 +161,15 @@ def _login(sock: ssl.SSLSocket, login: Login) -> str:
             if code == 0:
                 continue
             if code == 3:
-                _send(sock, b"p", login.password.encode() + b"\0")
+                _send(conn, b"p", login.password.encode() + b"\0")
             elif code == 5:
                 inner = hashlib.md5(  # noqa: S324 - the protocol's own MD5 scheme
                     (login.password + login.user).encode()
                 ).hexdigest()
                 outer = hashlib.md5(inner.encode() + body[4:8]).hexdigest()  # noqa: S324
-                _send(sock, b"p", b"md5" + outer.encode() + b"\0")
+                _send(conn, b"p", b"md5" + outer.encode() + b"\0")
             elif code == 10:
-                _scram(sock, body[4:], login)
+                _scram(conn, body[4:], login)
             elif code in (11, 12):
                 continue
             else:
@@ -146,14 +180,14 @@ def _login(sock: ssl.SSLSocket, login: Login) -> str:
                 version = value.decode(errors="replace")
         elif kind == b"Z":
             break
-    _send(sock, b"Q", b"SELECT 1\0")
+    _send(conn, b"Q", b"SELECT 1\0")
     while True:
-        kind, body = _read_message(sock)
+        kind, body = _read_message(conn)
         if kind == b"E":
             raise ProbeError("SELECT 1 failed: " + _error_text(body))
         if kind == b"Z":
             break
-    _send(sock, b"X", b"")
+    _send(conn, b"X", b"")
     return version
 
 
@@ -164,24 +198,42 @@ def probe(
     server_name: str,
     sslmode: str = "require",
     login: Login | None = None,
-    timeout: float = 10.0,
+    timeout: float = ATTEMPT_TIMEOUT,
+    budget: float | None = None,
 ) -> ProbeResult:
-    """One attempt: TCP, SSLRequest, TLS handshake, and a login when `login` is given."""
+    """One attempt: TCP, SSLRequest, TLS handshake, and a login when `login` is given.
+
+    Each socket operation waits at most `timeout` seconds, and the whole attempt ends within
+    `budget` seconds when one is given.
+    """
+    deadline = time.monotonic() + (budget if budget is not None else float("inf"))
     try:
-        raw = socket.create_connection((host, port), timeout=timeout)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("timed out")
+        raw = socket.create_connection((host, port), timeout=min(timeout, left))
     except OSError as exc:
         raise ProbeError(
             f"TCP connection failed: {exc.strerror or exc}",
             stage="tcp",
             unroutable=getattr(exc, "errno", None) in _UNROUTABLE,
         ) from None
+    conn = _Conn(raw, deadline, timeout)
     try:
         # As libpq does: each protocol message goes out at once, not held for an ACK.
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        raw.sendall(SSL_REQUEST)
-        answer = raw.recv(1)
+        try:
+            conn.sendall(SSL_REQUEST)
+            conn.arm()
+            answer = raw.recv(1)
+        except OSError as exc:
+            raise ProbeError(f"no answer to SSLRequest: {exc}") from None
         if answer == b"N":
-            raise ProbeError("the server refused TLS (answered N to SSLRequest): no pg_tls here")
+            raise ProbeError(
+                f"the server refused TLS (answered N to SSLRequest): no pg_tls service on port "
+                f"{port}",
+                definite=True,
+            )
         if answer != b"S":
             raise ProbeError(f"unexpected answer to SSLRequest: {answer!r}")
         context = ssl.create_default_context()
@@ -192,11 +244,12 @@ def probe(
             context.verify_mode = ssl.CERT_NONE
         elif sslmode == "verify-ca":
             context.check_hostname = False
+        conn.arm()  # the handshake as a whole ends within the socket's timeout
         sock = context.wrap_socket(raw, server_hostname=server_name)
         try:
             tls = sock.version() or "TLS"
             try:
-                version = _login(sock, login) if login else None
+                version = _login(_Conn(sock, deadline, timeout), login) if login else None
             except ProbeError as exc:
                 raise ProbeError(f"login refused: {exc}", stage="login") from None
             except OSError as exc:
@@ -228,18 +281,80 @@ def probe_until(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> ProbeResult:
-    """Retry within `bound` seconds: fresh IPs and DNS records take a moment to answer."""
+    """Retry within `bound` seconds: fresh IPs and DNS records take a moment to answer.
+
+    No attempt outlives the bound: each gets what is left of it (and `ATTEMPT_TIMEOUT` per
+    socket operation). A definite answer (refused TLS, a refused login, an unroutable address
+    family) will not get better by retrying and is raised at once.
+    """
     deadline = clock() + bound
     pause = 0.25
     while True:
+        left = deadline - clock()
         try:
-            return probe(host, port, server_name=server_name, sslmode=sslmode, login=login)
+            return probe(
+                host,
+                port,
+                server_name=server_name,
+                sslmode=sslmode,
+                login=login,
+                budget=left,
+            )
         except ProbeError as exc:
-            # A refused login will not get better by retrying; an unroutable family neither.
-            if exc.unroutable or exc.stage == "login" or clock() + pause > deadline:
+            if exc.definite or clock() + pause > deadline:
                 raise
         sleep(pause)
         pause = min(3.0, pause * 2)
+
+
+def probe_all(
+    targets: Sequence[str],
+    port: int,
+    *,
+    server_name: str,
+    sslmode: str,
+    login: Login | None,
+    bound: float,
+) -> list[ProbeResult | ProbeError]:
+    """`probe_until` every target at once, all within one `bound` (not one each); each result,
+    or the error that ended its probe, in the order of `targets`.
+
+    The probes run in daemon threads and this thread waits with Thread.join, not in a
+    ThreadPoolExecutor: a cancellation (SIGTERM/SIGINT, raised in the main thread by the
+    action's signal handler) interrupts the join and leaves the probes behind, where leaving an
+    executor's block (or the interpreter's exit) would wait for every one of them. A probe still
+    running `JOIN_GRACE` seconds after the bound (stuck in a DNS lookup, which no socket timeout
+    reaches) is reported as unanswered.
+    """
+    deadline = time.monotonic() + bound
+    results: list[ProbeResult | ProbeError] = [
+        ProbeError(f"no answer within {bound:g} s", stage="tcp") for _ in targets
+    ]
+
+    def run(index: int, target: str) -> None:
+        try:
+            results[index] = probe_until(
+                target,
+                port,
+                server_name=server_name,
+                sslmode=sslmode,
+                login=login,
+                bound=deadline - time.monotonic(),
+            )
+        except ProbeError as exc:
+            results[index] = exc
+        except Exception as exc:  # e.g. a host name the IDNA codec rejects: this target's failure
+            results[index] = ProbeError(f"probe failed: {exc!r}", stage="tcp")
+
+    threads = [
+        threading.Thread(target=run, args=(i, t), name=f"probe-{t}", daemon=True)
+        for i, t in enumerate(targets)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(0.0, deadline + JOIN_GRACE - time.monotonic()))
+    return list(results)  # a copy: a probe left behind writes into the old list, not this one
 
 
 def still_open(host: str, port: int, *, timeout: float = 2.0) -> bool:

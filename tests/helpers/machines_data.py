@@ -63,5 +63,6 @@ def machine(
         "checks": [
             {"name": "role", "status": role_status, "output": role},
             {"name": "pg", "status": "passing", "output": "ok"},
+            {"name": "vm", "status": "passing", "output": "ok"},
         ],
     }

@@ -505,7 +505,9 @@ def test_lease_taken_but_answer_lost_stops_and_names_the_cause(
     sim.faults.reset_next(
         1, method="POST", path_contains=f"/machines/{order[0]}/lease", after_commit=True
     )
-    result = checked(sim, tmp_path, {"app": APP}, FAST)
+    # Not waited for here: the lease would end within 30 s and the run would then go on
+    # (tests/e2e/test_real_fly_behaviour.py covers the wait).
+    result = checked(sim, tmp_path, {"app": APP}, {**FAST, "FLY_PG_EXTERNAL_LEASE_WAIT": "1"})
     assert result.code == 1, result.log
     assert any("maybe by this run's first attempt" in e for e in result.errors()), result.log
     assert updates(sim, APP) == [] and ips(sim, APP, "v4") == [] and ips(sim, APP, "v6") == []

@@ -33,7 +33,8 @@ class FlyConflict(FlyError):
 
 
 class FlyTimeout(FlyError):
-    """408 from the wait endpoint: the machine did not reach the state within the timeout."""
+    """408: from the wait endpoint, the machine did not reach the state within the timeout; from
+    any other endpoint, Fly timed out talking to the host, and a write may still have landed."""
 
 
 class FlyTransient(FlyError):

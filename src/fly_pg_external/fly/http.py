@@ -1,10 +1,12 @@
 """One HTTP client for both Fly APIs: timeouts, bounded retries with backoff, a request count.
 
-Retried: 429 (honouring Retry-After), 502/503/504, and transport errors (resets, refused
+Retried: 408, 429 (honouring Retry-After), 502/503/504, and transport errors (resets, refused
 connections, read timeouts). Only idempotent calls are retried after the request may have
-reached the server; a non-idempotent one (an IP allocation) is retried by its caller, and only
-after re-listing shows it did not happen. flyctl's own client retries the same set
-(fly-go `http.go`, flyctl `flapsutil/retry.go`).
+reached the server; a non-idempotent one (an IP allocation, a machine update, a first lease) is
+retried by its caller, and only after re-reading shows it did not happen. flyctl treats the same
+set as transient (flyctl `flapsutil/retry.go` `IsTransientFlapsError`: 408, 429 and 5xx; a 408 is
+"typically a context.DeadlineExceeded that flaps hit talking to flyd"), so a 408 on a write is
+ambiguous: the change may have landed.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from typing import Any
 import httpx
 
 from .errors import FlyAuthError, FlyConflict, FlyError, FlyNotFound, FlyTimeout, FlyTransient
+from .ratelimit import Limit, Limiter
 
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
+RETRY_STATUSES = frozenset({408, 429, 502, 503, 504})
 USER_AGENT = "fly-pg-external/1"
 
 
@@ -113,6 +116,7 @@ class FlyHttp:
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
         self.stats = CallStats()
+        self.limiter = Limiter()
         self._client = httpx.Client(
             timeout=httpx.Timeout(timeout, connect=10.0),
             headers={"User-Agent": USER_AGENT},
@@ -135,10 +139,17 @@ class FlyHttp:
         json: Any = None,
         timeout: float | None = None,
         retry_statuses: frozenset[int] = RETRY_STATUSES,
+        limit: tuple[str, str, Limit] | None = None,
     ) -> httpx.Response:
-        """Send with retries; return a 2xx response or raise a FlyError subclass."""
+        """Send with retries; return a 2xx response or raise a FlyError subclass.
+
+        `limit` names the rate limit the request falls under (action, identifier, limit): every
+        attempt waits for a token first (see ratelimit.py).
+        """
         last: Exception | None = None
         for attempt in range(1, self.retry.attempts + 1):
+            if limit is not None:
+                self.limiter.take(*limit)
             self.stats.count(retry=attempt > 1)
             try:
                 response = self._client.request(

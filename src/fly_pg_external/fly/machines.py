@@ -6,6 +6,7 @@ app names are.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -13,6 +14,7 @@ from urllib.parse import quote
 from .auth import FlyAuth
 from .errors import FlyAuthError, FlyError
 from .http import FlyHttp
+from .ratelimit import DEFAULT, GET_MACHINE, Limit
 
 NONCE_HEADER = "fly-machine-lease-nonce"
 # The wait endpoint caps `timeout` at 60 s (a proxy limit; fly-go clamps to [1, 60]).
@@ -42,15 +44,18 @@ class Machines:
         url: str,
         *,
         idempotent: bool,
+        limit: tuple[str, str] | tuple[str, str, Limit],
         nonce: str | None = None,
         **kwargs: Any,
     ) -> Any:
+        """One call; `limit` is its rate-limit bucket: (action, app or machine ID[, limit])."""
         headers = dict(self._auth)
         if nonce:
             headers[NONCE_HEADER] = nonce
+        bucket = (limit[0], limit[1], limit[2] if len(limit) == 3 else DEFAULT)
         try:
             response = self._http.request(
-                method, url, idempotent=idempotent, headers=headers, **kwargs
+                method, url, idempotent=idempotent, headers=headers, limit=bucket, **kwargs
             )
         except FlyAuthError as exc:
             raise FlyAuthError(
@@ -61,13 +66,18 @@ class Machines:
         return response.json()
 
     def list(self, app: str) -> list[dict[str, Any]]:
-        data = self._send("GET", f"{self._app(app)}/machines", idempotent=True)
+        data = self._send("GET", f"{self._app(app)}/machines", idempotent=True, limit=("list", app))
         if not isinstance(data, list):
             raise FlyError("machines list: unexpected response shape")
         return [m for m in data if isinstance(m, dict)]
 
     def get(self, app: str, machine_id: str) -> dict[str, Any]:
-        data = self._send("GET", f"{self._app(app)}/machines/{machine_id}", idempotent=True)
+        data = self._send(
+            "GET",
+            f"{self._app(app)}/machines/{machine_id}",
+            idempotent=True,
+            limit=("get", machine_id, GET_MACHINE),
+        )
         if not isinstance(data, dict):
             raise FlyError(f"machine {machine_id}: unexpected response shape")
         return data
@@ -82,6 +92,7 @@ class Machines:
             # A refresh with our nonce can be repeated safely; a first acquire cannot (a lost
             # response would leave a lease we do not know the nonce of).
             idempotent=nonce is not None,
+            limit=("lease", machine_id),
             nonce=nonce,
             params={"ttl": ttl},
             json={"ttl": ttl, "description": "fly-pg-external"},
@@ -99,7 +110,11 @@ class Machines:
 
     def release_lease(self, app: str, machine_id: str, nonce: str) -> None:
         self._send(
-            "DELETE", f"{self._app(app)}/machines/{machine_id}/lease", idempotent=True, nonce=nonce
+            "DELETE",
+            f"{self._app(app)}/machines/{machine_id}/lease",
+            idempotent=True,
+            limit=("release", machine_id),
+            nonce=nonce,
         )
 
     def update(
@@ -109,6 +124,7 @@ class Machines:
             "POST",
             f"{self._app(app)}/machines/{machine_id}",
             idempotent=False,
+            limit=("update", machine_id),
             nonce=nonce,
             json=body,
         )
@@ -117,19 +133,36 @@ class Machines:
         return data
 
     def wait(
-        self, app: str, machine_id: str, *, state: str, version: str | None, timeout: int
-    ) -> None:
-        """One call of the wait endpoint; raises FlyTimeout (408) when the state is not reached."""
-        params: dict[str, Any] = {"state": state, "timeout": max(1, min(WAIT_SLICE_MAX, timeout))}
+        self,
+        app: str,
+        machine_id: str,
+        *,
+        states: Sequence[str],
+        version: str | None,
+        timeout: int,
+    ) -> str | None:
+        """One call of the wait endpoint: returns the state reached (None when the answer does
+        not say), raises FlyTimeout (408) when none of `states` was reached within `timeout`.
+
+        The version goes out under both names: the docs and the published spec call it
+        `instance_id`, fly-go switched to `version` in March 2026, and whether the server
+        honours `version` alone is UNCONFIRMED. The docs require it when waiting for `stopped`.
+        """
+        params: list[tuple[str, str | int]] = [("state", s) for s in states]
+        slice_ = max(1, min(WAIT_SLICE_MAX, timeout))
+        params.append(("timeout", slice_))
         if version:
-            params["version"] = version
-        self._send(
+            params += [("instance_id", version), ("version", version)]
+        data = self._send(
             "GET",
             f"{self._app(app)}/machines/{machine_id}/wait",
             idempotent=True,
+            limit=("wait", machine_id),
             params=params,
             # The server holds the request up to `timeout`; give it room before our own timeout.
-            timeout=params["timeout"] + 15,
+            timeout=slice_ + 15,
             # A 408 here is the answer ("not yet"), not a failure to retry blindly.
             retry_statuses=frozenset({429, 502, 503, 504}),
         )
+        state = data.get("state") if isinstance(data, dict) else None
+        return state if isinstance(state, str) else None

@@ -318,6 +318,7 @@ def release_ips(fly: Fly, plan: Plan, log: Log) -> tuple[list[IpChange], str | N
 # -- leases -----------------------------------------------------------------------------------
 
 LEASE_WAIT = 40.0  # seconds; longer than our own TTL, so a re-run after a killed run gets through
+LEASE_POLL = 2.0  # seconds between asks for a lease held by someone else (the limit is 1/s)
 _EXPIRES_RE = re.compile(r"expires at (\S+?)[,.;)]*(?:\s|$)")
 
 
@@ -425,13 +426,13 @@ class LeaseSet:
             self._release_one(machine.id, lease)
 
     def _lease_pause(self, conflict: FlyConflict) -> float:
-        """How long to wait before asking again: until the lease's stated expiry when the 409
-        names one (Fly's clock, so a little margin), else a few seconds; never faster than the
-        lease endpoint's rate limit (1 request/s per machine)."""
+        """How long to wait before asking again. A lease that, by its stated expiry, outlasts the
+        whole wait is not waited for at all (infinity); otherwise it is asked for again every
+        couple of seconds, since its holder may release it before it expires."""
         expiry = lease_expiry(conflict.message)
-        if expiry is None:
-            return 3.0
-        return max(1.0, expiry - time.time() + 1.0)
+        if expiry is not None and expiry - time.time() > self.wait:
+            return float("inf")
+        return LEASE_POLL
 
     def _held_message(self, machine: Machine, exc: FlyConflict, failed: FlyError | None) -> str:
         # A 429 is refused before any work (and the HTTP layer resends only those, so every try

@@ -1,7 +1,8 @@
 """``python -m flysim``: run the simulator until Ctrl-C / SIGTERM.
 
 Prints the environment a client needs (base URLs, token) and, with Postgres, an internal
-``DATABASE_URL`` as `fly pg attach` would have set it.
+``DATABASE_URL`` as `fly pg attach` would have set it. Fly's Machines API rate limits are on
+unless ``--no-rate-limits`` is given.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from flysim.postgres import PostgresServer
+from flysim.ratelimit import RateLimits
 from flysim.simulator import Simulator
 
 
@@ -69,6 +71,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=True,
         help="serve the first exposed app on 127.0.0.1 as its <app>.fly.dev (default: yes)",
     )
+    server.add_argument(
+        "--rate-limits",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Fly's Machines API rate limits: 1/s with bursts of 3 per action and machine or "
+        "app, Get Machine 5/s with bursts of 10; 429 with Retry-After (default: yes)",
+    )
+    server.add_argument(
+        "--stale-version-status",
+        type=int,
+        default=400,
+        metavar="STATUS",
+        help="status of an update whose current_version is stale (unconfirmed; default 400)",
+    )
 
     faults = parser.add_argument_group("faults")
     faults.add_argument("--latency", type=float, default=0.0, help="seconds added per request")
@@ -79,6 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
     faults.add_argument("--rate-limit-next", type=int, default=0, metavar="N")
     faults.add_argument("--retry-after", type=float, default=1.0)
     faults.add_argument("--wait-timeout-next", type=int, default=0, metavar="N")
+    faults.add_argument(
+        "--timeout-next", type=int, default=0, metavar="N", help="answer 408 deadline_exceeded"
+    )
+    faults.add_argument("--timeout-path", metavar="SUBSTRING")
+    faults.add_argument("--timeout-method", metavar="METHOD")
+    faults.add_argument(
+        "--timeout-after-commit",
+        action="store_true",
+        help="process the request first, so its change lands, then answer 408",
+    )
     faults.add_argument("--reset-next", type=int, default=0, metavar="N")
     faults.add_argument("--reset-path", metavar="SUBSTRING")
     faults.add_argument("--slow-next", type=int, default=0, metavar="N")
@@ -99,6 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="INDEX[:OWNER[:TTL]]",
         help="someone else holds this machine's lease (first app)",
+    )
+    faults.add_argument(
+        "--unreachable",
+        type=int,
+        action="append",
+        default=[],
+        metavar="INDEX",
+        help="machine index (of the first app) whose host is unreachable",
     )
     return parser
 
@@ -136,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             flaps_port=flaps_port,
             public_port_map=dict(args.public_port_map),
             seed=args.seed,
+            rate_limits=RateLimits.fly() if args.rate_limits else RateLimits.off(),
+            stale_version_status=args.stale_version_status,
         )
         for name in apps:
             sim.add_app(
@@ -189,6 +225,13 @@ def _arm_faults(sim: Simulator, args: argparse.Namespace, first_app: str) -> Non
         faults.rate_limit_next(args.rate_limit_next, retry_after=args.retry_after)
     if args.wait_timeout_next:
         faults.wait_timeout_next(args.wait_timeout_next)
+    if args.timeout_next:
+        faults.timeout_next(
+            args.timeout_next,
+            path_contains=args.timeout_path,
+            method=args.timeout_method,
+            after_commit=args.timeout_after_commit,
+        )
     if args.reset_next:
         faults.reset_next(args.reset_next, path_contains=args.reset_path)
     if args.slow_next:
@@ -200,6 +243,8 @@ def _arm_faults(sim: Simulator, args: argparse.Namespace, first_app: str) -> Non
         faults.never_healthy(machines[index].id)
     if args.failover_after_updates:
         faults.failover_after_updates(first_app, args.failover_after_updates)
+    for index in args.unreachable:
+        sim.set_host_status(first_app, machines[index].id, "unreachable")
     for spec in args.hold_lease:
         index, _, rest = spec.partition(":")
         owner, _, ttl = rest.partition(":")

@@ -1,5 +1,9 @@
-"""Programmable failures: latency, error statuses, resets, slow answers, unhealthy machines,
-failover."""
+"""Programmable failures: latency, error statuses, 408 timeouts (before or after the change
+landed), resets, slow answers, unhealthy machines, failover.
+
+Unreachable hosts are state, not a one-shot fault: see :meth:`Simulator.set_host_status`. Fly's
+rate limits are always on (see :mod:`flysim.ratelimit`); ``rate_limit_next`` adds 429s on top.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,15 @@ from flysim.requestlog import RequestRecord
 if TYPE_CHECKING:
     from flysim.simulator import Simulator
 
-FaultKind = Literal["fail", "rate_limit", "reset", "slow", "wait_timeout", "lose_allocation"]
+FaultKind = Literal[
+    "fail", "rate_limit", "reset", "slow", "timeout", "wait_timeout", "lose_allocation"
+]
+
+# Fly's answer when flaps gives up on flyd: flyctl calls a 408 from any endpoint "typically a
+# context.DeadlineExceeded that flaps hit talking to flyd" (`flapsutil/retry.go`). The prefix is
+# the wait endpoint's (fly-api.md §3.5); the rest is Go's context.DeadlineExceeded text.
+# UNCONFIRMED: the exact text outside the wait endpoint.
+DEADLINE_EXCEEDED = "deadline_exceeded: context deadline exceeded"
 
 
 @dataclass
@@ -31,6 +43,8 @@ class FaultRule:
     # Only IP allocations of this type ("v4", "v6"): the action allocates the families at once,
     # so "the next allocation" alone would hit whichever family the scheduler sent first.
     ip_type: str | None = None
+    # Only this exact path: `/v1/apps/a/machines` without `/v1/apps/a/machines/<id>/...`.
+    path: str | None = None
 
     def matches(self, record: RequestRecord) -> bool:
         if self.ip_type is not None and not (
@@ -40,6 +54,8 @@ class FaultRule:
         if self.method is not None and record.method != self.method.upper():
             return False
         if self.path_contains is not None and self.path_contains not in record.path:
+            return False
+        if self.path is not None and record.path.rstrip("/") != self.path.rstrip("/"):
             return False
         if self.operation is not None and not (
             self.operation == record.operation_name or self.operation in record.graphql_fields
@@ -57,7 +73,16 @@ class FaultRule:
             return f"fail:{self.status}"
         if self.kind == "reset" and self.after_commit:
             return "reset:after_commit"
+        if self.kind == "timeout":
+            return "timeout:408:after_commit" if self.after_commit else "timeout:408"
         return self.kind
+
+    @property
+    def answers_after_commit(self) -> bool:
+        """Whether the request is processed first and only its answer is shaped."""
+        return self.kind == "lose_allocation" or (
+            self.kind in {"reset", "timeout"} and self.after_commit
+        )
 
 
 def _is_allocation(record: RequestRecord) -> bool:
@@ -83,7 +108,9 @@ class Faults:
     """Failure injection for one simulator; every method is safe to call while requests run.
 
     Rules are consumed in the order they were armed; a request is shaped by at most one
-    request-level rule. ``method`` / ``path_contains`` / ``operation`` narrow which requests count.
+    request-level rule. ``method`` / ``path_contains`` / ``path`` (exact) / ``operation`` /
+    ``ip_type`` narrow which requests count. A rule that answers before processing keeps the
+    request from the rate limits too: it never reached the API.
     """
 
     def __init__(self, simulator: Simulator) -> None:
@@ -117,13 +144,21 @@ class Faults:
         method: str | None = None,
         operation: str | None = None,
         ip_type: str | None = None,
+        path: str | None = None,
     ) -> None:
         """The next ``count`` matching requests get ``status`` (5xx) without being processed."""
         if not 500 <= status <= 599:
             raise ValueError("fail_next injects server errors: status must be 5xx")
         self._arm(
             FaultRule(
-                "fail", count, method, path_contains, operation, status=status, ip_type=ip_type
+                "fail",
+                count,
+                method,
+                path_contains,
+                operation,
+                status=status,
+                ip_type=ip_type,
+                path=path,
             )
         )
 
@@ -136,8 +171,13 @@ class Faults:
         method: str | None = None,
         operation: str | None = None,
         ip_type: str | None = None,
+        path: str | None = None,
     ) -> None:
-        """The next ``count`` matching requests get 429; ``Retry-After`` unless it is None."""
+        """The next ``count`` matching requests get 429; ``Retry-After`` unless it is None.
+
+        On top of the simulator's own rate limits (which answer 429 whenever a client goes faster
+        than Fly allows); these are recorded as faults, not in ``Simulator.throttled()``.
+        """
         self._arm(
             FaultRule(
                 "rate_limit",
@@ -147,6 +187,7 @@ class Faults:
                 operation,
                 retry_after=retry_after,
                 ip_type=ip_type,
+                path=path,
             )
         )
 
@@ -159,6 +200,7 @@ class Faults:
         operation: str | None = None,
         ip_type: str | None = None,
         after_commit: bool = False,
+        path: str | None = None,
     ) -> None:
         """Close the connection without a response (TCP RST).
 
@@ -174,6 +216,42 @@ class Faults:
                 operation,
                 after_commit=after_commit,
                 ip_type=ip_type,
+                path=path,
+            )
+        )
+
+    def timeout_next(
+        self,
+        count: int = 1,
+        *,
+        path_contains: str | None = None,
+        method: str | None = None,
+        operation: str | None = None,
+        ip_type: str | None = None,
+        after_commit: bool = False,
+        seconds: float = 0.0,
+        path: str | None = None,
+    ) -> None:
+        """Answer the next ``count`` matching requests (any REST endpoint, or GraphQL) with 408
+        ``{"error": "deadline_exceeded: ..."}``, after ``seconds``.
+
+        Without ``after_commit`` the request is not processed. With it, it is processed first (an
+        update, lease or allocation lands and stays) and only then answered 408: the ambiguous
+        case a client must resolve by reading the state again (docs/fly-behaviour.md, 408).
+        """
+        if seconds < 0:
+            raise ValueError("seconds must be >= 0")
+        self._arm(
+            FaultRule(
+                "timeout",
+                count,
+                method,
+                path_contains,
+                operation,
+                seconds=seconds,
+                after_commit=after_commit,
+                ip_type=ip_type,
+                path=path,
             )
         )
 
@@ -186,11 +264,19 @@ class Faults:
         method: str | None = None,
         operation: str | None = None,
         ip_type: str | None = None,
+        path: str | None = None,
     ) -> None:
         """Sleep ``seconds`` before handling the next ``count`` matching requests."""
         self._arm(
             FaultRule(
-                "slow", count, method, path_contains, operation, seconds=seconds, ip_type=ip_type
+                "slow",
+                count,
+                method,
+                path_contains,
+                operation,
+                seconds=seconds,
+                ip_type=ip_type,
+                path=path,
             )
         )
 
@@ -205,7 +291,8 @@ class Faults:
 
     # -- platform faults -------------------------------------------------------------------------
     def never_healthy(self, machine_id: str) -> None:
-        """After its next update(s) this machine starts but its checks stay critical."""
+        """After its next update(s) this machine starts but its checks, once they run, are
+        critical and stay so."""
         with self._lock:
             self._never_healthy.add(machine_id)
 
@@ -249,10 +336,11 @@ class Faults:
     ) -> FaultRule | None:
         with self._lock:
             for rule in self._rules:
-                is_after = rule.kind == "lose_allocation" or (
-                    rule.kind == "reset" and rule.after_commit
-                )
-                if rule.kind in kinds and is_after == after and rule.matches(record):
+                if (
+                    rule.kind in kinds
+                    and rule.answers_after_commit == after
+                    and rule.matches(record)
+                ):
                     rule.remaining -= 1
                     if rule.remaining <= 0:
                         self._rules.remove(rule)
@@ -260,10 +348,14 @@ class Faults:
         return None
 
     def take_before(self, record: RequestRecord) -> FaultRule | None:
-        return self._take(record, {"fail", "rate_limit", "reset", "slow"}, after=False)
+        return self._take(record, {"fail", "rate_limit", "reset", "slow", "timeout"}, after=False)
 
     def take_after(self, record: RequestRecord, *, succeeded: bool) -> FaultRule | None:
-        kinds: set[FaultKind] = {"reset", "lose_allocation"} if succeeded else {"reset"}
+        # A lost or timed-out answer does not care whether the change was accepted; a "lost
+        # allocation" only means something when there was one.
+        kinds: set[FaultKind] = {"reset", "timeout"}
+        if succeeded:
+            kinds.add("lose_allocation")
         return self._take(record, kinds, after=True)
 
     def take_wait_timeout(self, record: RequestRecord) -> FaultRule | None:

@@ -18,6 +18,8 @@ from flysim import _ids
 POSTGRES_ROLE = "postgres_cluster"
 
 # Machine states (fly-api.md §3.8). `settled` in the wait endpoint means "not transient".
+# `created` is persistent (docs `machines/machine-states`): a skip_launch update leaves the new
+# version there, and it never becomes `stopped` by itself.
 TRANSIENT_STATES = frozenset(
     {
         "creating",
@@ -32,6 +34,8 @@ TRANSIENT_STATES = frozenset(
     }
 )
 WAITABLE_STATES = frozenset({"started", "stopped", "suspended", "destroyed", "failed", "settled"})
+# `host_status` values (fly-go `machine_types.go`); anything but `ok` means flyd cannot be asked.
+HOST_STATUSES = frozenset({"ok", "unknown", "unreachable"})
 
 # The two services `fly pg create` writes onto every flex machine (fly-api.md §5.1), verbatim.
 PG_TLS_SERVICES: list[dict[str, Any]] = [
@@ -134,6 +138,10 @@ class Machine:
     # Bumped by every update so that a stale timer from an earlier update does nothing.
     generation: int = 0
     update_count: int = 0
+    # Not `ok` while the machine's host cannot be reached (Simulator.set_host_status); the API
+    # then shows `known_state`, the state it had when the host was last heard from.
+    host_status: str = "ok"
+    known_state: str | None = None
 
     def active_lease(self, now: float | None = None) -> Lease | None:
         """The lease, or None once it is past ``expires_at`` (an expired lease no longer exists)."""
@@ -145,12 +153,27 @@ class Machine:
 
     @property
     def checks_passing(self) -> bool:
-        return all(check.status == "passing" for check in self.checks)
+        """Every check the config defines has a status and all are ``passing``.
+
+        Not ``all(c.status == "passing" for c in self.checks)``: right after a start the list is
+        empty, and "all of nothing passes" is the bug flyctl fixed (#4952). A config without
+        checks has nothing to wait for.
+        """
+        statuses = {check.name: check.status for check in self.checks}
+        return all(statuses.get(name) == "passing" for name in check_names(self.config))
 
     @property
     def healthy(self) -> bool:
-        """Started with every check passing: what a rolling update waits for."""
-        return self.state == "started" and self.checks_passing
+        """Started, on a reachable host, with every defined check passing: what a rolling update
+        waits for and what serves traffic."""
+        return self.state == "started" and self.host_status == "ok" and self.checks_passing
+
+    @property
+    def reported_state(self) -> str:
+        """The state the API shows: the last known one while the host is unreachable."""
+        if self.host_status != "ok" and self.known_state is not None:
+            return self.known_state
+        return self.state
 
     def check(self, name: str) -> Check | None:
         return next((c for c in self.checks if c.name == name), None)
@@ -167,16 +190,19 @@ class Machine:
         self.events.insert(0, event)
         del self.events[10:]
 
-    def reset_checks(self, now: float) -> None:
+    def clear_checks(self) -> None:
+        """A new version has run no check yet: its runtime list is empty (not critical)."""
+        self.checks = []
+
+    def fail_checks(self, now: float) -> None:
         self.checks = [
-            Check(name, "critical", _CRITICAL_OUTPUT, now)
-            for name in sorted(self.config.get("checks") or {})
+            Check(name, "critical", _CRITICAL_OUTPUT, now) for name in check_names(self.config)
         ]
 
     def pass_checks(self, now: float) -> None:
         self.checks = [
             Check(name, "passing", self._passing_output(name), now)
-            for name in sorted(self.config.get("checks") or {})
+            for name in check_names(self.config)
         ]
 
     def refresh_role_output(self, now: float) -> None:
@@ -188,27 +214,32 @@ class Machine:
     def _passing_output(self, name: str) -> str:
         if name == "role":
             return self.role or "unknown"
+        if name.startswith("servicecheck-"):
+            return "Success"  # UNCONFIRMED: the output text of a passing service check
         return _PASSING_OUTPUT.get(name, "OK")
 
     def has_pg_tls_port(self, port: int) -> bool:
         return any(svc_port == port for svc_port, _ in pg_tls_ports(self.config))
 
     def to_json(self, *, include_lease: bool = False) -> dict[str, Any]:
+        reachable = self.host_status == "ok"
         body: dict[str, Any] = {
             "id": self.id,
             "name": self.name,
-            "state": self.state,
+            "state": self.reported_state,
             "region": self.region,
             "instance_id": self.instance_id,
             "private_ip": self.private_ip,
             "created_at": _ids.rfc3339(self.created_at),
             "updated_at": _ids.rfc3339(self.updated_at),
-            "config": copy.deepcopy(self.config),
-            "incomplete_config": None,
+            # On an unreachable host only the platform's copy of the config is known, and it comes
+            # as `incomplete_config` with `config` null (fly-go `machine_types.go` GetConfig).
+            "config": copy.deepcopy(self.config) if reachable else None,
+            "incomplete_config": None if reachable else copy.deepcopy(self.config),
             "image_ref": copy.deepcopy(self.image_ref),
             "events": copy.deepcopy(self.events),
             "checks": [check.to_json() for check in self.checks],
-            "host_status": "ok",
+            "host_status": self.host_status,
         }
         if include_lease:
             lease = self.active_lease()
@@ -303,6 +334,28 @@ class App:
 
     def ip_by_address(self, address: str) -> IPAddress | None:
         return next((ip for ip in self.ips if ip.address == address), None)
+
+
+def check_names(config: dict[str, Any]) -> list[str]:
+    """The names of every check a config defines: the top-level ``checks`` (by key) and each
+    ``services[].checks`` entry.
+
+    Service checks are named ``servicecheck-<NN>-<type>-<port>`` as Fly's logs show them
+    (``servicecheck-00-http-8080``). UNCONFIRMED: that NN counts across all services of the
+    machine, and that the port is the check's own (else the service's internal port).
+    """
+    names = sorted(str(name) for name in config.get("checks") or {})
+    index = 0
+    for service in config.get("services") or []:
+        if not isinstance(service, dict):
+            continue
+        for check in service.get("checks") or []:
+            if not isinstance(check, dict):
+                continue
+            port = check.get("port") or service.get("internal_port")
+            names.append(f"servicecheck-{index:02d}-{check.get('type') or 'tcp'}-{port}")
+            index += 1
+    return names
 
 
 def pg_tls_ports(config: dict[str, Any]) -> list[tuple[int, int]]:

@@ -45,6 +45,9 @@ class RequestRecord:
     status: int | None = None  # None: the connection was reset without a response
     ended: float | None = None
     fault: str | None = None  # the injected fault that shaped this response, if any
+    # Answered 429 by the simulator's own rate limiter (not by an injected fault): the client
+    # went faster than Fly allows. See Simulator.throttled().
+    throttled: bool = False
 
     @property
     def is_mutating(self) -> bool:

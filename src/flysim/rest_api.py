@@ -1,4 +1,8 @@
-"""The Machines API ("flaps") routes under ``/v1``."""
+"""The Machines API ("flaps") routes under ``/v1``.
+
+Every route is one rate-limited action (:mod:`flysim.ratelimit`): a request over Fly's limit is
+answered 429 with ``Retry-After`` before its handler runs.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from flysim import _ids, models
-from flysim.models import Lease
+from flysim.models import Lease, Machine
+from flysim.ratelimit import ACTION_SCOPES
 from flysim.requestlog import RequestRecord
 from flysim.simulator import ApiError, held_by
 
@@ -48,18 +53,24 @@ class Response:
 
 Handler = Callable[["Simulator", Request], Response]
 
-_ROUTES: list[tuple[re.Pattern[str], dict[str, Handler]]] = []
+# pattern -> method -> (handler, rate-limit action)
+_ROUTES: list[tuple[re.Pattern[str], dict[str, tuple[Handler, str]]]] = []
+
+# UNCONFIRMED: the body of Fly's 429 (the status and Retry-After are documented).
+RATE_LIMITED = {"error": "rate limit exceeded"}
 
 
-def route(pattern: str, method: str) -> Callable[[Handler], Handler]:
+def route(pattern: str, method: str, action: str) -> Callable[[Handler], Handler]:
     compiled = re.compile(f"^{pattern}$")
+    if action not in ACTION_SCOPES:
+        raise ValueError(f"unknown rate-limit action {action!r}")
 
     def register(fn: Handler) -> Handler:
         for existing, methods in _ROUTES:
             if existing.pattern == compiled.pattern:
-                methods[method] = fn
+                methods[method] = (fn, action)
                 return fn
-        _ROUTES.append((compiled, {method: fn}))
+        _ROUTES.append((compiled, {method: (fn, action)}))
         return fn
 
     return register
@@ -71,10 +82,17 @@ def dispatch(sim: Simulator, request: Request) -> Response:
         match = pattern.match(path)
         if match is None:
             continue
-        handler = methods.get(request.record.method)
-        if handler is None:
+        entry = methods.get(request.record.method)
+        if entry is None:
             return Response(405, {"error": f"method {request.record.method} not allowed"})
+        handler, action = entry
         request.params = {k: unquote(v) for k, v in match.groupdict().items()}
+        # Counted per machine ID or app name, whether or not that machine or app exists.
+        identifier = request.params["id" if ACTION_SCOPES[action] == "machine" else "app"]
+        retry_after = sim._rate_limiter.take(action, identifier)
+        if retry_after is not None:
+            request.record.throttled = True
+            return Response(429, dict(RATE_LIMITED), {"Retry-After": str(retry_after)})
         try:
             return handler(sim, request)
         except ApiError as exc:
@@ -87,7 +105,7 @@ _MACHINE = _APP + r"/machines/(?P<id>[^/]+)"
 
 
 # ----------------------------------------------------------------------------------------- apps
-@route(_APP, "GET")
+@route(_APP, "GET", "get_app")
 def get_app(sim: Simulator, req: Request) -> Response:
     with sim._lock:
         app = sim._require_app(req.params["app"])
@@ -113,7 +131,7 @@ def get_app(sim: Simulator, req: Request) -> Response:
 
 
 # ------------------------------------------------------------------------------------- machines
-@route(_APP + "/machines", "GET")
+@route(_APP + "/machines", "GET", "list_machines")
 def list_machines(sim: Simulator, req: Request) -> Response:
     # `summary` is accepted and ignored: the full objects are a superset of the summary.
     states = {s for v in req.query.get("state", []) for s in v.split(",") if s}
@@ -131,7 +149,7 @@ def list_machines(sim: Simulator, req: Request) -> Response:
         for machine in app.machines:
             if machine.state == "destroyed" and not include_deleted:
                 continue
-            if states and machine.state not in states:
+            if states and machine.reported_state not in states:
                 continue
             if region and machine.region != region:
                 continue
@@ -142,23 +160,23 @@ def list_machines(sim: Simulator, req: Request) -> Response:
         return Response(200, result)
 
 
-@route(_MACHINE, "GET")
+@route(_MACHINE, "GET", "get_machine")
 def get_machine(sim: Simulator, req: Request) -> Response:
     with sim._lock:
         machine = sim._require_machine(sim._require_app(req.params["app"]), req.params["id"])
         return Response(200, machine.to_json(include_lease=req.flag("include_leases")))
 
 
-@route(_MACHINE, "POST")
+@route(_MACHINE, "POST", "update_machine")
 def update_machine(sim: Simulator, req: Request) -> Response:
     with sim._lock:
         app = sim._require_app(req.params["app"])
-        machine = sim._require_machine(app, req.params["id"])
+        machine = _require_reachable(sim._require_machine(app, req.params["id"]))
         return Response(200, sim._update_machine(app, machine, req.body, req.nonce))
 
 
 # --------------------------------------------------------------------------------------- leases
-@route(_MACHINE + "/lease", "POST")
+@route(_MACHINE + "/lease", "POST", "acquire_lease")
 def acquire_lease(sim: Simulator, req: Request) -> Response:
     ttl_text = req.last("ttl")
     description = ""
@@ -171,6 +189,7 @@ def acquire_lease(sim: Simulator, req: Request) -> Response:
     ttl = DEFAULT_LEASE_TTL if ttl_text is None else _positive_int(ttl_text, "ttl")
     with sim._lock:
         machine = sim._require_machine(sim._require_app(req.params["app"]), req.params["id"])
+        _require_reachable(machine)
         now = time.time()
         lease = machine.active_lease(now)
         if lease is not None:
@@ -193,20 +212,22 @@ def acquire_lease(sim: Simulator, req: Request) -> Response:
         return Response(201, machine.lease.envelope())
 
 
-@route(_MACHINE + "/lease", "GET")
+@route(_MACHINE + "/lease", "GET", "get_lease")
 def get_lease(sim: Simulator, req: Request) -> Response:
     with sim._lock:
         machine = sim._require_machine(sim._require_app(req.params["app"]), req.params["id"])
+        _require_reachable(machine)
         lease = machine.active_lease()
         if lease is None:
             raise ApiError(404, f"machine ID {machine.id} lease not found")
         return Response(200, lease.envelope())
 
 
-@route(_MACHINE + "/lease", "DELETE")
+@route(_MACHINE + "/lease", "DELETE", "release_lease")
 def release_lease(sim: Simulator, req: Request) -> Response:
     with sim._lock:
         machine = sim._require_machine(sim._require_app(req.params["app"]), req.params["id"])
+        _require_reachable(machine)
         lease = machine.active_lease()
         if lease is None:
             raise ApiError(404, f"machine ID {machine.id} lease not found")
@@ -219,7 +240,7 @@ def release_lease(sim: Simulator, req: Request) -> Response:
 
 
 # ----------------------------------------------------------------------------------------- wait
-@route(_MACHINE + "/wait", "GET")
+@route(_MACHINE + "/wait", "GET", "wait")
 def wait(sim: Simulator, req: Request) -> Response:
     states = [s for v in req.query.get("state", []) for s in v.split(",") if s] or ["started"]
     unknown = [s for s in states if s not in models.WAITABLE_STATES]
@@ -229,15 +250,22 @@ def wait(sim: Simulator, req: Request) -> Response:
     timeout = MAX_WAIT_TIMEOUT if timeout_text is None else _positive_int(timeout_text, "timeout")
     if timeout > MAX_WAIT_TIMEOUT:
         raise ApiError(400, f"timeout must be at most {MAX_WAIT_TIMEOUT} seconds")
+    # `version` is the current name, `instance_id` the one the docs use (fly-api.md §3.5):
+    # clients send both, with the same value.
     version, instance_id = req.last("version"), req.last("instance_id")
     if version and instance_id and version != instance_id:
         raise ApiError(400, "version and instance_id disagree")
     version = version or instance_id or None
+    if "stopped" in states and not version:
+        # The docs: instance_id is "required when waiting for Machine to be in `stopped` state".
+        # UNCONFIRMED that the server refuses the request (the OpenAPI spec says nothing); we
+        # do, so that a client relying on it being optional fails here first.
+        raise ApiError(400, "instance_id (or version) is required when waiting for stopped")
     wanted = ",".join(states)
 
     with sim._lock:
         app = sim._require_app(req.params["app"])
-        machine = sim._require_machine(app, req.params["id"])
+        machine = _require_reachable(sim._require_machine(app, req.params["id"]))
         if version and version != machine.instance_id and version not in machine.previous_versions:
             raise ApiError(404, f"machine {machine.id} has no version {version}")
 
@@ -265,6 +293,8 @@ def wait(sim: Simulator, req: Request) -> Response:
         while True:
             if sim._stopped:
                 return Response(503, {"error": "the simulator is shutting down"})
+            if machine.host_status != "ok":
+                return Response(503, {"error": _unreachable_text(machine)})
             state = current_state()
             if reached(state):
                 body = {
@@ -288,7 +318,7 @@ def _deadline(wanted: str, state: str) -> Response:
 
 
 # -------------------------------------------------------------------------------- ip_assignments
-@route(_APP + "/ip_assignments", "GET")
+@route(_APP + "/ip_assignments", "GET", "list_ip_assignments")
 def list_ips(sim: Simulator, req: Request) -> Response:
     with sim._lock:
         app = sim._require_app(req.params["app"])
@@ -307,7 +337,7 @@ def list_ips(sim: Simulator, req: Request) -> Response:
         return Response(200, {"ips": ips})
 
 
-@route(_APP + "/ip_assignments", "POST")
+@route(_APP + "/ip_assignments", "POST", "assign_ip")
 def assign_ip(sim: Simulator, req: Request) -> Response:
     if not isinstance(req.body, dict):
         raise ApiError(400, "request body must be a JSON object")
@@ -339,7 +369,7 @@ def assign_ip(sim: Simulator, req: Request) -> Response:
         return Response(200, body)
 
 
-@route(_APP + "/ip_assignments/(?P<ip>[^/]+)", "DELETE")
+@route(_APP + "/ip_assignments/(?P<ip>[^/]+)", "DELETE", "release_ip_assignment")
 def delete_ip(sim: Simulator, req: Request) -> Response:
     with sim._lock:
         app = sim._require_app(req.params["app"])
@@ -349,6 +379,22 @@ def delete_ip(sim: Simulator, req: Request) -> Response:
 
 
 # -------------------------------------------------------------------------------------- helpers
+def _require_reachable(machine: Machine) -> Machine:
+    """Refuse what only the machine's host (flyd) can do while that host is unreachable."""
+    if machine.host_status != "ok":
+        raise ApiError(503, _unreachable_text(machine))
+    return machine
+
+
+def _unreachable_text(machine: Machine) -> str:
+    # UNCONFIRMED: the status and text of a lease/update/wait on a machine whose host is not
+    # `ok`. flyctl does not even try to lease such a machine (`internal/machine/lease.go`).
+    return (
+        f"host unreachable: machine {machine.id} is on a host that cannot be reached "
+        f"(host_status {machine.host_status})"
+    )
+
+
 def _positive_int(text: str, name: str) -> int:
     try:
         value = int(text)

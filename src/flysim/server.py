@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from flysim import _ids, graphql_api, rest_api
+from flysim.faults import DEADLINE_EXCEEDED
 from flysim.requestlog import Api, RequestRecord
 
 if TYPE_CHECKING:
@@ -201,6 +202,11 @@ class _Handler(BaseHTTPRequestHandler):
                     retry["Retry-After"] = _seconds(rule.retry_after)
                 self._respond(record, 429, {"error": "rate limit exceeded"}, retry)
                 return
+            if rule.kind == "timeout":
+                # Not processed: flaps gave up before flyd did anything.
+                time.sleep(rule.seconds)
+                self._respond(record, 408, {"error": DEADLINE_EXCEEDED})
+                return
             if rule.kind == "slow":
                 time.sleep(rule.seconds)
 
@@ -234,6 +240,11 @@ class _Handler(BaseHTTPRequestHandler):
         after = sim.faults.take_after(record, succeeded=succeeded)
         if after is not None:
             record.fault = after.label
+            if after.kind == "timeout":
+                # The change landed, the client is told it timed out: the ambiguous 408.
+                time.sleep(after.seconds)
+                self._respond(record, 408, {"error": DEADLINE_EXCEEDED})
+                return
             self._reset(record)
             return
         self._respond(record, status, payload, headers)

@@ -23,6 +23,7 @@ from flysim.faults import Faults
 from flysim.models import App, IPAddress, Lease, Machine
 from flysim.postgres import PostgresServer
 from flysim.proxy import HAPROXY_PORT, Backend, ProxyManager, Route
+from flysim.ratelimit import RateLimiter, RateLimits
 from flysim.requestlog import RequestRecord
 
 if TYPE_CHECKING:
@@ -52,10 +53,12 @@ class StateChange:
     app: str
     machine_id: str
     state: str
-    healthy: bool  # started with every check passing
+    healthy: bool  # started on a reachable host with every defined check passing
     role: str
     instance_id: str
-    reason: str  # seed / update / restarted / checks_passing / failover
+    # seed / update / restarted / checks_passing / checks_critical / failover / host_<status>
+    reason: str
+    host_status: str = "ok"
 
 
 class _Scheduler:
@@ -104,8 +107,14 @@ class _Scheduler:
 class Simulator:
     """A local Fly.io: GraphQL and Machines APIs over HTTP, plus a pg_tls proxy.
 
-    ``restart_seconds`` is how long an updated machine stays ``replacing``;
-    ``check_grace_seconds`` how long its checks then stay ``critical``.
+    ``restart_seconds`` is how long an updated machine stays ``replacing``; it then becomes
+    ``started``, or ``created`` after a ``skip_launch`` update. ``check_grace_seconds`` is how long
+    a started machine's ``checks`` list stays empty before its checks first run (all ``passing``,
+    or ``critical`` under ``faults.never_healthy``).
+    ``rate_limits`` are the Machines API's limits, Fly's documented ones by default
+    (:class:`~flysim.ratelimit.RateLimits`; ``None`` or ``RateLimits.off()`` for none).
+    ``stale_version_status`` answers an update whose ``current_version`` is not the machine's
+    ``instance_id`` (no source names Fly's status, so tests try several).
     ``public_port_map`` changes the port a public service port listens on (0: a free port chosen
     once); by default the listeners use the service's own port, as Fly does.
     With ``hostname_on_loopback`` the first app exposed through a dedicated IPv4 is also served on
@@ -127,7 +136,11 @@ class Simulator:
         v4_prefix: str | None = None,
         lease_owner: str = "ci@example.com",
         seed: int | None = None,
+        rate_limits: RateLimits | None = RateLimits.fly(),  # noqa: B008 - frozen, shared is fine
+        stale_version_status: int = 400,
     ) -> None:
+        if not 400 <= stale_version_status <= 599:
+            raise ValueError("stale_version_status must be an error status (4xx/5xx)")
         self.token = token
         self.postgres = postgres
         self.restart_seconds = restart_seconds
@@ -135,6 +148,10 @@ class Simulator:
         self.hostname_on_loopback = hostname_on_loopback
         self.host = host
         self.lease_owner = lease_owner
+        # UNCONFIRMED (docs/fly-behaviour.md): no source states the status of a stale
+        # `current_version`; 400 is a guess, and the action's tests run against several.
+        self.stale_version_status = stale_version_status
+        self._rate_limiter = RateLimiter(RateLimits.off() if rate_limits is None else rate_limits)
         self._ports = (api_port, flaps_port)
         self._rng = random.Random(seed)
         self._accepted_tokens = _token_parts(token)
@@ -319,8 +336,12 @@ class Simulator:
                 if state == "started":
                     machine.add_event("start", "started")
                     machine.pass_checks(now)
+                elif state == "created":
+                    machine.clear_checks()  # never launched: no check has ever run
                 else:
-                    machine.reset_checks(now)
+                    # UNCONFIRMED: what a stopped machine's list shows; critical (its last run
+                    # failed as it went down) is the reading no client can mistake for healthy.
+                    machine.fail_checks(now)
                 app.machines.append(machine)
                 self._record(app, machine, "seed")
             if private_v6 if private_v6 is not None else (is_pg and not legacy):
@@ -369,6 +390,43 @@ class Simulator:
         with self._lock:
             self._require_machine(self._require_app(app), machine_id).lease = None
 
+    def set_host_status(self, app: str, machine_id: str, status: str) -> None:
+        """Make the machine's host ``unreachable`` (or ``unknown``), or ``ok`` again.
+
+        While it is not ``ok`` the machine is down, not absent (docs/fly-behaviour.md): the API
+        lists it with ``host_status``, ``config: null`` and the config as ``incomplete_config``,
+        its ``state`` stays the last known one, it serves no pg_tls connection, it counts as not
+        healthy, and lease, update and wait requests on it are answered 503.
+        """
+        if status not in models.HOST_STATUSES:
+            raise ValueError(f"host status must be one of {sorted(models.HOST_STATUSES)}")
+        with self._lock:
+            state = self._require_app(app)
+            machine = self._require_machine(state, machine_id)
+            if machine.host_status == status:
+                return
+            if status == "ok":
+                machine.known_state = None
+            elif machine.host_status == "ok":
+                machine.known_state = machine.state
+            machine.host_status = status
+            self._record(state, machine, f"host_{status}")
+            if status != "ok" and self._proxy is not None:
+                # Connections through the machine's proxy or to its Postgres die with the host.
+                self._proxy.cut(
+                    lambda r: r.app == app and machine_id in (r.backend_machine, r.via_machine)
+                )
+            self._after_change()
+
+    @property
+    def rate_limits(self) -> RateLimits:
+        """The Machines API's rate limits. Setting them starts every bucket afresh (full)."""
+        return self._rate_limiter.limits
+
+    @rate_limits.setter
+    def rate_limits(self, limits: RateLimits | None) -> None:
+        self._rate_limiter = RateLimiter(RateLimits.off() if limits is None else limits)
+
     def attach_database(self, app: str, user: str, password: str, dbname: str) -> str:
         """Create a role and database on the Postgres server and return the internal
         ``DATABASE_URL`` that `fly pg attach` would set (Flycast host, ``sslmode=disable``)."""
@@ -399,14 +457,20 @@ class Simulator:
         """REST POST/PUT/PATCH/DELETE and GraphQL mutations."""
         return [r for r in self.requests if r.is_mutating]
 
+    def throttled(self) -> list[RequestRecord]:
+        """Requests the rate limits answered 429 (not those of an injected ``rate_limit_next``):
+        empty when the client never went faster than Fly allows."""
+        return [r for r in self.requests if r.throttled]
+
     def timeline(self, app: str | None = None) -> list[StateChange]:
         """Machine state changes (seeding, updates, restarts, checks, failovers), oldest first."""
         with self._lock:
             return [c for c in self._timeline if app is None or c.app == app]
 
     def max_machines_down(self, app: str) -> int:
-        """The most machines of ``app`` that were at the same time not healthy (started with all
-        checks passing) after having been healthy: how much capacity a rollout took away."""
+        """The most machines of ``app`` that were at the same time not healthy (started on a
+        reachable host with every defined check passing; an empty check list right after a start
+        is not healthy) after having been healthy: how much capacity a rollout took away."""
         down: set[str] = set()
         peak = 0
         was_healthy: set[str] = set()
@@ -502,6 +566,7 @@ class Simulator:
                 role=machine.role,
                 instance_id=machine.instance_id,
                 reason=reason,
+                host_status=machine.host_status,
             )
         )
 
@@ -567,7 +632,9 @@ class Simulator:
                 return None
             candidates: list[tuple[Machine, int]] = []
             for machine in app.machines:
-                if machine.state != "started":
+                # Only a started machine on a reachable host serves: not stopped, not created
+                # (a skip_launch update never launched it), not replacing.
+                if machine.state != "started" or machine.host_status != "ok":
                     continue
                 for port, internal in models.pg_tls_ports(machine.config):
                     if port == service_port:
@@ -577,7 +644,7 @@ class Simulator:
                 return None
             if candidates[0][1] == HAPROXY_PORT:
                 primary = app.primary
-                if primary is None or primary.state != "started":
+                if primary is None or primary.state != "started" or primary.host_status != "ok":
                     return None
                 via = next((m for m, _ in candidates if m.id == primary.id), candidates[0][0])
                 return Route(app.name, primary.id, via.id, haproxy=True)
@@ -618,8 +685,13 @@ class Simulator:
             raise ApiError(400, "skip_launch must be a boolean")
         current_version = body.get("current_version")
         if current_version not in (None, "", machine.instance_id):
-            # UNCONFIRMED status; 412 is what the API uses for version preconditions.
-            raise ApiError(412, f"machine {machine.id} is not at version {current_version}")
+            # UNCONFIRMED: no source states the status (412 appears nowhere); it is the
+            # `stale_version_status` parameter so that tests can try the plausible ones.
+            raise ApiError(
+                self.stale_version_status,
+                f"machine {machine.id} version mismatch: current_version {current_version} "
+                f"is not {machine.instance_id}",
+            )
         _validate_services(config.get("services"))
         # UNCONFIRMED: we refuse an update that detaches or swaps the machine's volume. A
         # Postgres machine without its /data volume would come up empty, so be strict.
@@ -651,7 +723,7 @@ class Simulator:
         machine.update_count += 1
         machine.updated_at = now
         machine.add_event("update", "replacing", source="user")
-        machine.reset_checks(now)
+        machine.clear_checks()  # the new version has run no check yet
         self._set_state(app, machine, "replacing", "update")
         generation, app_name, machine_id = machine.generation, app.name, machine.id
         self._scheduler.call_later(
@@ -670,21 +742,27 @@ class Simulator:
             if app is None or machine is None or machine.generation != generation or self._stopped:
                 return
             now = time.time()
-            state = "stopped" if skip_launch else "started"
+            # A skip_launch update leaves the new version `created`, a persistent state: it is
+            # never launched, so it neither starts nor becomes `stopped` by itself (docs
+            # `machines/machine-states`).
+            state = "created" if skip_launch else "started"
             machine.updated_at = now
             machine.add_event("start" if state == "started" else "update", state)
             self._set_state(app, machine, state, "restarted")
             app.updates_completed += 1
             app.updated_since_armed.add(machine.id)
             self._maybe_failover(app)
-            if state == "started" and not self.faults.is_never_healthy(machine.id):
+            if state == "started":
+                # Until its checks first run, the list stays empty: a client that reads
+                # "no checks" as "all passing" moves on too early (flyctl #4952).
                 self._scheduler.call_later(
                     self.check_grace_seconds,
-                    lambda: self._pass_checks(app_name, machine_id, generation),
+                    lambda: self._run_checks(app_name, machine_id, generation),
                 )
             self._after_change()
 
-    def _pass_checks(self, app_name: str, machine_id: str, generation: int) -> None:
+    def _run_checks(self, app_name: str, machine_id: str, generation: int) -> None:
+        """The first run of a started machine's checks: every defined check gets a status."""
         with self._lock:
             app = self._apps.get(app_name)
             machine = app.machine(machine_id) if app else None
@@ -692,8 +770,12 @@ class Simulator:
                 return
             if machine.state != "started" or self._stopped:
                 return
-            machine.pass_checks(time.time())
-            self._record(app, machine, "checks_passing")
+            if self.faults.is_never_healthy(machine.id):
+                machine.fail_checks(time.time())  # and they stay so until the next update
+                self._record(app, machine, "checks_critical")
+            else:
+                machine.pass_checks(time.time())
+                self._record(app, machine, "checks_passing")
             self._after_change()
 
     def _arm_failover(self, app_name: str, updates: int) -> None:
@@ -710,7 +792,11 @@ class Simulator:
         # Prefer a started machine the rollout has not reached yet: that is the case that breaks
         # a "primary last" plan computed before the rollout began.
         ranked = sorted(
-            others, key=lambda m: (m.state != "started", m.id in app.updated_since_armed)
+            others,
+            key=lambda m: (
+                m.state != "started" or m.host_status != "ok",
+                m.id in app.updated_since_armed,
+            ),
         )
         if ranked:
             self._set_primary(app, ranked[0].id, "failover")

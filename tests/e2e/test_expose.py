@@ -168,24 +168,3 @@ def test_lease_held_by_someone_else_stops_before_any_change(
         if m.id != victim:
             assert m.active_lease() is None
     assert result.outputs["changed"] == "false" if "changed" in result.outputs else True
-
-
-def test_machine_that_never_becomes_healthy_is_rolled_back(
-    legacy_sim: Simulator, tmp_path: Path
-) -> None:
-    app = legacy_sim.app("my-db")
-    order = sorted(app.machines, key=lambda m: (m.id == app.primary.id, m.id))
-    broken = order[1]
-    legacy_sim.faults.never_healthy(broken.id)
-    before = {m.id: m.config for m in app.machines}
-    result = run_subprocess(legacy_sim, tmp_path, {"app": "my-db", "wait-timeout": "3"})
-    assert result.code == 1
-    assert any("did not become healthy" in e for e in result.errors()), result.log
-    after = {m.id: m.config for m in legacy_sim.app("my-db").machines}
-    assert after[broken.id] == before[broken.id]  # previous config restored
-    assert after[order[2].id] == before[order[2].id]  # the primary was never touched
-    assert "pg_tls" in str(after[order[0].id])  # the first replica keeps its update
-    # outputs tell what is true at exit: the IPs were allocated
-    assert result.outputs["ipv4"] and result.outputs["changed"] == "true"
-    assert result.outputs["database-url"] == ""
-    assert all(m.active_lease() is None for m in legacy_sim.app("my-db").machines)

@@ -417,12 +417,13 @@ FATAL = [
         "Fly API error",
     ),
     Fatal(
-        "update-503-thrice",
-        "503 on a machine update, 3 times (update, resend, rollback)",
+        "update-503-twice",
+        "503 on a machine update, twice (update, resend): the machine still runs its old "
+        "version, so there is nothing to roll back",
         lambda s, o: s.faults.fail_next(
-            3, status=503, method="POST", path_contains=f"/machines/{o[1]}"
+            2, status=503, method="POST", path=f"/v1/apps/{APP}/machines/{o[1]}"
         ),
-        "did not become healthy after its update",
+        "was not carried out",
         after_first_update=True,
     ),
     Fatal(

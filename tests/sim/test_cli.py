@@ -65,6 +65,27 @@ def test_cli_serves_both_apis_with_faults_and_exits_on_sigterm() -> None:
         assert stop_cli(proc) == 0
 
 
+def test_cli_switches_rate_limits_off_and_arms_timeouts_and_unreachable_hosts() -> None:
+    proc, values, _ = start_cli(
+        "--no-postgres", "--machines", "2", "--no-rate-limits", "--unreachable", "1",
+        "--timeout-next", "1", "--timeout-path", "/ip_assignments", "--timeout-method", "POST",
+        "--timeout-after-commit", "--public-port-map", "5432:0",
+    )  # fmt: skip
+    try:
+        auth = {"Authorization": "Bearer fo1_testtoken"}
+        app = f"{values['FLY_FLAPS_BASE_URL']}/v1/apps/my-db"
+        lists = [httpx.get(f"{app}/machines", headers=auth) for _ in range(6)]
+        assert {r.status_code for r in lists} == {200}  # more than a burst of 3
+        hosts = sorted(m["host_status"] for m in lists[0].json())
+        assert hosts == ["ok", "unreachable"]
+        timed_out = httpx.post(f"{app}/ip_assignments", json={"type": "v4"}, headers=auth)
+        assert timed_out.status_code == 408
+        listed = httpx.get(f"{app}/ip_assignments", headers=auth).json()["ips"]
+        assert any("." in ip["ip"] and not ip["shared"] for ip in listed)  # it landed
+    finally:
+        assert stop_cli(proc) == 0
+
+
 def test_cli_with_postgres_prints_an_internal_url_and_leaves_no_server_behind() -> None:
     proc, values, lines = start_cli(
         "--app", "my-db", "--machines", "1", "--public-port-map", "5432:0"

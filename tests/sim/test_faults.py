@@ -156,10 +156,16 @@ def test_a_never_healthy_machine_starts_but_keeps_failing_checks(
     update(rest, machine.id)
     waited = rest.get(f"/machines/{machine.id}/wait", params={"state": "started", "timeout": 5})
     assert waited.status_code == 200
+    # The checks run after the grace period, fail, and keep failing.
+    assert sim.wait_for(lambda: bool(machine.checks))
     assert not sim.wait_for(lambda: machine.checks_passing, timeout=0.5)
     checks = rest.get(f"/machines/{machine.id}").json()["checks"]
+    assert {c["name"] for c in checks} == {"pg", "role", "vm"}
     assert {c["status"] for c in checks} == {"critical"}
     assert sim.max_machines_down("my-db") == 1
+    assert [c.reason for c in sim.timeline("my-db") if c.machine_id == machine.id][-1] == (
+        "checks_critical"
+    )
 
 
 def test_failover_after_k_updates_moves_the_primary(sim: Simulator, rest: httpx.Client) -> None:
@@ -201,13 +207,13 @@ def test_request_log_records_what_tests_assert_on(sim: Simulator, rest: httpx.Cl
     machine_id = sim.app("my-db").machines[0].id
     lease = rest.post(f"/machines/{machine_id}/lease", json={"ttl": 30})
     nonce = lease.json()["data"]["nonce"]
-    rest.get(f"/machines/{machine_id}/wait?state=started&state=stopped&timeout=5")
+    rest.get(f"/machines/{machine_id}/wait?state=started&state=suspended&timeout=5")
     update(rest, machine_id, nonce)
     rest.delete(f"/machines/{machine_id}/lease", headers={"fly-machine-lease-nonce": nonce})
     records = sim.requests
     acquire, wait, get, post, release = records
     assert acquire.json == {"ttl": 30} and acquire.content_type == "application/json"
-    assert wait.query == {"state": "started,stopped", "timeout": "5"}
+    assert wait.query == {"state": "started,suspended", "timeout": "5"}
     assert (post.method, post.has_lease_nonce, post.status) == ("POST", True, 200)
     assert release.has_lease_nonce and not get.has_lease_nonce
     assert all(r.ended is not None and r.ended >= r.started for r in records)

@@ -283,3 +283,36 @@ def test_failover_cuts_connections_to_the_old_primary(pg_sim: Simulator) -> None
             conn.execute("SELECT 1")
     roles = {m.id: m.check("role").output for m in app.machines if m.check("role")}
     assert roles[replicas[1].id] == "primary" and roles[old_primary or ""] == "replica"
+
+
+def test_a_primary_left_created_by_skip_launch_serves_nothing(pg_sim: Simulator) -> None:
+    allocate(pg_sim, "v4")
+    port = pg_sim.listen_port(5432)
+    primary = pg_sim.app("my-db").primary
+    assert primary is not None
+    base = f"{pg_sim.flaps_base_url}/v1/apps/my-db/machines/{primary.id}"
+    config = httpx.get(base, headers=AUTH).json()["config"]
+    body = {"config": config, "region": "iad", "skip_launch": True}
+    assert httpx.post(base, json=body, headers=AUTH).status_code == 200
+    assert pg_sim.wait_for(lambda: primary.state == "created")
+    with pytest.raises(psycopg.OperationalError):
+        connect("127.0.0.1", port)  # only a started machine serves
+
+
+def test_an_unreachable_primary_drops_connections_until_its_host_is_back(
+    pg_sim: Simulator,
+) -> None:
+    allocate(pg_sim, "v4")
+    port = pg_sim.listen_port(5432)
+    primary = pg_sim.app("my-db").primary
+    assert primary is not None
+    with connect("127.0.0.1", port) as conn:
+        pg_sim.set_host_status("my-db", primary.id, "unreachable")
+        with pytest.raises(psycopg.OperationalError):
+            conn.execute("SELECT 1")
+    with pytest.raises(psycopg.OperationalError):
+        connect("127.0.0.1", port)
+    assert primary.state == "started"  # it is the host that is gone, not the machine
+    pg_sim.set_host_status("my-db", primary.id, "ok")
+    with connect("127.0.0.1", port) as after:
+        assert after.execute("SELECT 1").fetchone() == (1,)

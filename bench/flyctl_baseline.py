@@ -515,7 +515,9 @@ class FlyctlBaseline:
             r = self._rest(client, "GET", f"/machines/{mid}")
             r.raise_for_status()
             data = r.json()
-            if all(c.get("status") == "passing" for c in data.get("checks") or []):
+            statuses = data.get("checks") or []
+            # As flyctl does since #4952: no results yet is not "all passing".
+            if len(statuses) >= len(checks) and all(c.get("status") == "passing" for c in statuses):
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"machine {mid}: checks did not pass")

@@ -61,26 +61,28 @@ def floor_section(cells: list[Cell], params: Params) -> list[str]:
         "",
         "The action keeps these rules on a legacy cluster: every machine is leased before "
         "anything changes and released at the end, the IPs are allocated only once the leases "
-        "are held, and the machines restart one at a time (update, wait, read the checks), "
-        "never two at once. The least any run can cost under them, counting everything that may "
-        "run concurrently as concurrent, leaving out lease refreshes and taking the last check "
-        "read to land the instant the checks pass: 5·n + 4 requests, 3·n + 4 round trips, "
-        "and n restarts plus (n + 4) request latencies of wall time.",
+        "are held, the machines restart one at a time (update, wait, read the checks) and "
+        "never while another one is down, and no request goes faster than Fly's rate limits "
+        "allow (so none is answered 429). The least any run can cost under them, counting "
+        "everything that may run concurrently as concurrent, leaving out lease refreshes and "
+        "taking the last check read to land the instant the checks pass (a list read then "
+        "answers the one-down rule too): 5·n + 4 requests, 3·n + 4 round trips, and n restarts "
+        "plus (n + 4) request latencies of wall time.",
         "",
-        "| Machines | | Requests | Round trips | Wall time | Over the sum of restarts |",
+        "| Machines | | Requests | Round trips | Wall time | Over the least possible |",
         "|---:|---|---:|---:|---:|---:|",
     ]
     for c in rows:
         least = legacy_floor(c.machines, params)
-        restarts = c.machines * params.machine_restart
         lines += [
             f"| {c.machines} | least possible | {least.requests} | {least.round_trips} | "
-            f"{least.wall:.2f} s | {least.wall / restarts - 1:+.1%} |",
+            f"{least.wall:.2f} s | |",
             f"| {c.machines} | action | {_num(c.action.requests)} | "
             f"{_num(c.action.round_trips)} | {c.action.wall:.2f} s | "
-            f"{c.action.wall / restarts - 1:+.1%} |",
-            f"| {c.machines} | flyctl steps ÷ 5 | {c.baseline.requests / 5:.1f} | "
-            f"{c.baseline.round_trips / 5:.1f} | | |",
+            f"{c.action.wall / least.wall - 1:+.1%} |",
+            f"| {c.machines} | flyctl steps | {_num(c.baseline.requests)} | "
+            f"{_num(c.baseline.round_trips)} | {c.baseline.wall:.2f} s | "
+            f"{c.baseline.wall / least.wall - 1:+.1%} |",
         ]
     lines.append("")
     return lines

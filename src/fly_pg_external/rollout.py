@@ -555,6 +555,10 @@ SETTLED_SLICE = 10
 # a second or two of the start. The HTTP layer keeps them under Get Machine's rate limit.
 POLL_MIN = 0.1
 POLL_MAX = 1.0
+# Once a machine of the rollout has shown how long its checks take, the next one is polled
+# densely around that moment (within Get Machine's burst of 10).
+POLL_DENSE = 0.04
+DENSE_POLLS = 8
 
 
 def wait_healthy(
@@ -567,9 +571,10 @@ def wait_healthy(
     deadline: float,
     on_started: Callable[[], None] | None = None,
     checks_expected: float | None = None,
+    round_trip: float = 0.0,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
-) -> Machine:
+) -> Settled:
     """Wait until the machine runs `version`: started with every check its config defines
     passing, or, after a skip_launch update, at rest (`created`, `stopped` or `suspended`).
 
@@ -605,27 +610,62 @@ def wait_healthy(
             break
         machine = _read_version(fly, app, machine_id, version)
         if not want_started and machine.state in RESTING_STATES:
-            return machine
+            return Settled(machine)
         if want_started and machine.state == "started":
             break
     reached = clock()
     if on_started is not None:
         on_started()
+    dense = checks_expected is not None
+    # When reads answered that the checks were pending and that they passed, to estimate the
+    # moment they passed (the start is the earliest it can have been).
+    pending_seen: float | None = None
     if machine is None or not machine.healthy:
-        first = POLL_MIN if checks_expected is None else checks_expected - 2 * POLL_MIN
+        # A moment after the start, or so that the read arrives as the checks are expected to
+        # pass (one round trip earlier).
+        first = POLL_MIN if checks_expected is None else checks_expected - round_trip
         sleep(max(0.0, reached + first - clock()))
-        machine = _read_version(fly, app, machine_id, version)
+        machine, round_trip = _timed_read(fly, app, machine_id, version, clock)
     polling_since = clock()
+    polls = 0
     while not machine.healthy:
-        wait = min(POLL_MAX, max(POLL_MIN, 0.2 * (clock() - polling_since)))
+        pending_seen = clock()
+        polls += 1
+        if dense and polls <= DENSE_POLLS:
+            wait = POLL_DENSE  # around the expected moment: a late read costs wall time
+        else:
+            wait = min(POLL_MAX, max(POLL_MIN, 0.2 * (clock() - polling_since)))
         if clock() + wait > deadline:
             raise FlyTimeout(
                 f"machine {machine_id} is {machine.state} but its checks "
                 f"{', '.join(machine.pending_checks) or '(none)'} are not passing"
             )
         sleep(wait)
-        machine = _read_version(fly, app, machine_id, version)
-    return machine
+        machine, round_trip = _timed_read(fly, app, machine_id, version, clock)
+    passed_seen = clock()
+    # The checks passed between the last answer that saw them pending and the one that saw them
+    # pass: the middle is the best guess, for the next machine's first read. When the first
+    # read already saw them pass, the guess is a little earlier, and corrects itself.
+    if pending_seen is None:
+        took = passed_seen - reached - POLL_DENSE
+    else:
+        took = (pending_seen + passed_seen) / 2 - reached
+    return Settled(machine, max(0.0, took), round_trip)
+
+
+def _timed_read(
+    fly: Fly, app: str, machine_id: str, version: str, clock: Callable[[], float]
+) -> tuple[Machine, float]:
+    sent = clock()
+    machine = _read_version(fly, app, machine_id, version)
+    return machine, clock() - sent
+
+
+@dataclass(frozen=True)
+class Settled:
+    machine: Machine
+    checks_took: float | None = None  # from the start until every check passed, about
+    round_trip: float = 0.0  # of the last read, to aim the next machine's first one
 
 
 def _read_version(fly: Fly, app: str, machine_id: str, version: str) -> Machine:
@@ -837,6 +877,7 @@ def rolling_update(
     # the plan saw, that read is still the truth and needs no second look.
     known: list[Machine] | None = None
     checks_took: float | None = None
+    round_trip = 0.0
     if leases.versions_match({u.machine.id: u.machine.instance_id for u in plan.updates}):
         known = [u.machine for u in plan.updates] + list(plan.untouched)
     while remaining:
@@ -869,9 +910,11 @@ def rolling_update(
             sleep=sleep,
             read_list=bool(remaining),
             checks_expected=checks_took,
+            round_trip=round_trip,
         )
         result, error = step.run(wait_timeout)
         checks_took = step.checks_took or checks_took
+        round_trip = step.round_trip or round_trip
         results[change.id] = replace(change, result=result)
         known = step.cluster_after()
         if error is not None:
@@ -897,7 +940,7 @@ class _MachineStep:
     listed: list[Machine] | None = None  # the machine list, read while this one's checks ran
     healthy: Machine | None = None
     checks_took: float | None = None  # from the start to every check passing
-    _started_at: float | None = None
+    round_trip: float = 0.0  # of a read, as last measured
 
     def cluster_after(self) -> list[Machine] | None:
         """The list read while the checks ran, with this machine as last seen (healthy), for the
@@ -908,7 +951,6 @@ class _MachineStep:
         return [done if m.id == done.id else m for m in self.listed]
 
     def _on_started(self) -> None:
-        self._started_at = self.clock()
         if not self.read_list:
             return
         try:
@@ -954,7 +996,7 @@ class _MachineStep:
                 )
             new = landed
         try:
-            self.healthy = wait_healthy(
+            settled = wait_healthy(
                 self.fly,
                 self.plan.app,
                 m.id,
@@ -963,6 +1005,7 @@ class _MachineStep:
                 deadline=start + wait_timeout,
                 on_started=self._on_started,
                 checks_expected=self.checks_expected,
+                round_trip=self.round_trip,
                 clock=self.clock,
                 sleep=self.sleep,
             )
@@ -980,8 +1023,8 @@ class _MachineStep:
             ):
                 return "rolled-back", error + " It was restored to its previous config."
             return "failed", error + " Rollback failed."
-        if self._started_at is not None:
-            self.checks_took = self.clock() - self._started_at
+        self.healthy, self.checks_took = settled.machine, settled.checks_took
+        self.round_trip = settled.round_trip
         self.log.info(f"Machine {m.id} is healthy again ({self.clock() - start:.1f} s).")
         return "updated", None
 

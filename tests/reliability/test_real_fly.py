@@ -18,6 +18,7 @@ from flysim import Simulator
 from action_run import run_inprocess, run_subprocess
 
 APP = "my-db"
+GROUP = "Fault matrix"
 
 
 def legacy(flysim: Any, machines: int = 3, **kwargs: Any) -> Simulator:
@@ -49,8 +50,15 @@ def assert_leases_released(sim: Simulator) -> None:
 
 
 def test_the_next_machine_waits_until_the_updated_one_has_run_its_checks(
-    flysim: Any, tmp_path: Path
+    flysim: Any, tmp_path: Path, scenario: Any
 ) -> None:
+    scenario.describe(
+        GROUP,
+        "empty-checks",
+        injected="each started machine reports no checks for 1 s before they pass",
+        checked="≤ 1 machine down; each update sent only after the previous machine's checks "
+        "passed",
+    )
     # Checks stay empty for a while after each start: long enough for an action that counts
     # "no checks" as healthy to restart the next machine meanwhile.
     sim = legacy(flysim, restart_seconds=0.2, check_grace_seconds=1.0)
@@ -64,14 +72,25 @@ def test_the_next_machine_waits_until_the_updated_one_has_run_its_checks(
     assert len(updates) == 3
     for previous_pass, update in zip(passing, updates[1:], strict=False):
         assert update.started >= previous_pass.at
+    scenario.outcome = (
+        "≤ 1 machine down; each update sent only after the previous machine's checks passed"
+    )
+    scenario.add("faults_injected")
+    scenario.add("faults_survived")
 
 
 # -- 2. created after a skip_launch update ----------------------------------------------------
 
 
 def test_a_stopped_machine_updated_with_skip_launch_stays_created_and_the_run_goes_on(
-    flysim: Any, tmp_path: Path
+    flysim: Any, tmp_path: Path, scenario: Any
 ) -> None:
+    scenario.describe(
+        GROUP,
+        "created-after-skip-launch",
+        injected="a stopped machine's skip_launch update leaves it `created` (never `stopped`)",
+        checked="exit 0; the machine stays created; every machine updated once; leases released",
+    )
     sim = legacy(flysim, app_options={"machine_states": ["started", "stopped", "started"]})
     stopped = machine_ids(sim)[1]
     result = run_inprocess(sim, tmp_path, {"app": APP, "wait-timeout": "30"})
@@ -80,14 +99,25 @@ def test_a_stopped_machine_updated_with_skip_launch_stays_created_and_the_run_go
     assert machines[stopped].state == "created"
     assert all(m.update_count == 1 for m in machines.values())
     assert_leases_released(sim)
+    scenario.outcome = (
+        "exit 0; the machine stays created; every machine updated once; leases released"
+    )
+    scenario.add("faults_injected")
+    scenario.add("faults_survived")
 
 
 # -- 3. 408 on any endpoint -------------------------------------------------------------------
 
 
 def test_an_update_answered_408_after_it_landed_is_not_rolled_back(
-    flysim: Any, tmp_path: Path
+    flysim: Any, tmp_path: Path, scenario: Any
 ) -> None:
+    scenario.describe(
+        GROUP,
+        "408-update-landed",
+        injected="a machine update carried out, then answered 408",
+        checked="exit 0; every machine updated once, none rolled back",
+    )
     sim = legacy(flysim)
     first = sorted(machine_ids(sim))[0]
     sim.faults.timeout_next(
@@ -99,23 +129,41 @@ def test_an_update_answered_408_after_it_landed_is_not_rolled_back(
     # Updated once, never restored to its old config: the change that landed is the one kept.
     assert all(m.update_count == 1 for m in sim.app(APP).machines)
     assert all(m.has_pg_tls_port(5432) for m in sim.app(APP).machines)
+    scenario.outcome = "exit 0; every machine updated once, none rolled back"
+    scenario.add("faults_injected")
+    scenario.add("faults_survived")
 
 
-def test_reads_answered_408_are_retried(flysim: Any, tmp_path: Path) -> None:
+def test_reads_answered_408_are_retried(flysim: Any, tmp_path: Path, scenario: Any) -> None:
+    scenario.describe(
+        GROUP,
+        "408-read",
+        injected="List Machines answered 408",
+        checked="the read is resent; exit 0",
+    )
     sim = legacy(flysim)
     sim.faults.timeout_next(path=f"/v1/apps/{APP}/machines", method="GET")
     result = run_inprocess(sim, tmp_path, {"app": APP, "mode": "plan"})
     assert result.code == 0, result.log
     statuses = [r.status for r in sim.requests if r.path == f"/v1/apps/{APP}/machines"]
     assert statuses == [408, 200]
+    scenario.outcome = "the read is resent; exit 0"
+    scenario.add("faults_injected")
+    scenario.add("faults_survived")
 
 
 # -- 4. unreachable hosts ---------------------------------------------------------------------
 
 
 def test_a_machine_on_an_unreachable_host_stops_the_rollout_before_any_change(
-    flysim: Any, tmp_path: Path
+    flysim: Any, tmp_path: Path, scenario: Any
 ) -> None:
+    scenario.describe(
+        GROUP,
+        "unreachable-host",
+        injected="a replica's host unreachable (no config, only incomplete_config)",
+        checked="exit 1 naming the machine; no request that changes anything",
+    )
     sim = legacy(flysim)
     down = machine_ids(sim)[2]
     sim.set_host_status(APP, down, "unreachable")
@@ -124,11 +172,20 @@ def test_a_machine_on_an_unreachable_host_stops_the_rollout_before_any_change(
     assert any(down in e and "cannot reach" in e for e in result.errors()), result.log
     assert sim.mutating_requests() == []
     assert all(m.update_count == 0 for m in sim.app(APP).machines)
+    scenario.outcome = "exit 1 naming the machine; no request that changes anything"
+    scenario.add("faults_injected")
+    scenario.add("faults_stopped_safely")
 
 
 def test_the_plan_names_a_machine_on_an_unreachable_host_as_down(
-    flysim: Any, tmp_path: Path
+    flysim: Any, tmp_path: Path, scenario: Any
 ) -> None:
+    scenario.describe(
+        GROUP,
+        "unreachable-host-plan",
+        injected="a machine's host unreachable, mode plan",
+        checked="a warning naming it as down and saying the run would stop; it is in the summary",
+    )
     sim = legacy(flysim)
     down = machine_ids(sim)[0]
     sim.set_host_status(APP, down, "unreachable")
@@ -137,11 +194,22 @@ def test_the_plan_names_a_machine_on_an_unreachable_host_as_down(
     warnings = [line for line in result.log.splitlines() if line.startswith("::warning")]
     assert any(down in w and "counts as down" in w and "would stop" in w for w in warnings)
     assert down in result.summary
+    scenario.outcome = (
+        "a warning naming it as down and saying the run would stop; it is in the summary"
+    )
+    scenario.add("faults_injected")
+    scenario.add("faults_survived")
 
 
 def test_an_exposure_needing_no_restart_goes_on_with_an_unreachable_machine_reported(
-    flysim: Any, tmp_path: Path
+    flysim: Any, tmp_path: Path, scenario: Any
 ) -> None:
+    scenario.describe(
+        GROUP,
+        "unreachable-host-no-restart",
+        injected="a machine's host unreachable on a cluster that needs no restart",
+        checked="exit 0 with the IPs allocated; the machine named as down",
+    )
     sim: Simulator = flysim(apps={APP: {"machines": 3}})
     down = machine_ids(sim)[1]
     sim.set_host_status(APP, down, "unreachable")
@@ -149,6 +217,9 @@ def test_an_exposure_needing_no_restart_goes_on_with_an_unreachable_machine_repo
     assert result.code == 0, result.log
     assert result.outputs["ipv4"]
     assert any(down in line and "counts as down" in line for line in result.log.splitlines())
+    scenario.outcome = "exit 0 with the IPs allocated; the machine named as down"
+    scenario.add("faults_injected")
+    scenario.add("faults_survived")
 
 
 # -- 5. rate limits ---------------------------------------------------------------------------
@@ -156,8 +227,16 @@ def test_an_exposure_needing_no_restart_goes_on_with_an_unreachable_machine_repo
 
 @pytest.mark.parametrize("machines", [3, 10])
 def test_a_legacy_rollout_provokes_no_429_and_keeps_one_machine_down_at_most(
-    flysim: Any, tmp_path: Path, machines: int
+    flysim: Any, tmp_path: Path, machines: int, scenario: Any
 ) -> None:
+    scenario.describe(
+        GROUP,
+        f"rate-limits × {machines}",
+        injected="Fly's rate limits (1/s per action and machine or app, bursts of 3; Get Machine "
+        "5/s, bursts of 10) on a legacy rollout",
+        checked="0 requests answered 429; ≤ 1 machine down; every machine updated once; leases "
+        "released",
+    )
     sim = legacy(flysim, machines, restart_seconds=0.3, check_grace_seconds=0.6)
     result = run_inprocess(sim, tmp_path, {"app": APP})
     assert result.code == 0, result.log
@@ -165,12 +244,28 @@ def test_a_legacy_rollout_provokes_no_429_and_keeps_one_machine_down_at_most(
     assert sim.max_machines_down(APP) == 1
     assert all(m.update_count == 1 for m in sim.app(APP).machines)
     assert_leases_released(sim)
+    scenario.outcome = (
+        f"{len(sim.requests)} requests, 0 answered 429; at most "
+        f"{sim.max_machines_down(APP)} machine down; {machines} machines updated once"
+    )
+    scenario.figures["requests"] = len(sim.requests)
+    scenario.add("faults_injected")
+    scenario.add("faults_survived")
 
 
 # -- 6. wait parameters -----------------------------------------------------------------------
 
 
-def test_every_wait_names_the_version_under_both_names(flysim: Any, tmp_path: Path) -> None:
+def test_every_wait_names_the_version_under_both_names(
+    flysim: Any, tmp_path: Path, scenario: Any
+) -> None:
+    scenario.describe(
+        GROUP,
+        "wait-parameters",
+        injected="a wait endpoint that may honour only `instance_id` (the docs) or only `version` "
+        "(fly-go)",
+        checked="every wait sends both, equal",
+    )
     sim = legacy(flysim, 2)
     result = run_inprocess(sim, tmp_path, {"app": APP})
     assert result.code == 0, result.log
@@ -179,35 +274,62 @@ def test_every_wait_names_the_version_under_both_names(flysim: Any, tmp_path: Pa
     for wait in waits:
         assert wait.query.get("version")
         assert wait.query.get("instance_id") == wait.query["version"]
+    scenario.outcome = "every wait sends both, equal"
+    scenario.add("faults_injected")
+    scenario.add("faults_survived")
 
 
 @pytest.mark.parametrize("status", [400, 409, 412, 422])
 def test_a_late_update_that_lands_before_its_resend_restarts_the_machine_once(
-    flysim: Any, tmp_path: Path, status: int
+    flysim: Any, tmp_path: Path, status: int, scenario: Any
 ) -> None:
+    scenario.describe(
+        GROUP,
+        f"stale-version {status}",
+        injected="an update that lands after the client gave up on it; the conditional resend "
+        "refused with an unknown status",
+        checked="exit 0; the machine restarted once (its instance_id decides, not the status)",
+    )
     # The first update lands only after the client gave up on it (2 s) and stopped watching
     # (2 s later); the resend, conditional on the old version, reaches Fly after that and is
     # refused with a status no source names.
     sim = legacy(flysim, 2, stale_version_status=status)
     first = sorted(machine_ids(sim))[0]
     update_path = f"/v1/apps/{APP}/machines/{first}"
-    sim.faults.slow_next(path=update_path, method="POST", seconds=6.0)
-    sim.faults.slow_next(path=update_path, method="POST", seconds=1.0)
+    # The client gives up after 2 s and watches for 4 s more (its last read at about 5.8 s);
+    # the first update lands at 6.3 s, and the resend (sent at about 5.8 s) is handled at
+    # about 7.3 s, still within its own 2 s.
+    sim.faults.slow_next(path=update_path, method="POST", seconds=6.3)
+    sim.faults.slow_next(path=update_path, method="POST", seconds=1.5)
     result = run_inprocess(sim, tmp_path, {"app": APP}, {"FLY_PG_EXTERNAL_HTTP_TIMEOUT": "2"})
     assert result.code == 0, result.log
     updates = [r for r in sim.requests if r.path == update_path and r.method == "POST"]
     assert len(updates) == 2 and updates[1].status == status  # the resend met the stale case
     assert all(m.update_count == 1 for m in sim.app(APP).machines)
     assert_leases_released(sim)
+    scenario.outcome = (
+        "exit 0; the machine restarted once (its instance_id decides, not the status)"
+    )
+    scenario.add("faults_injected")
+    scenario.add("faults_survived")
 
 
 # -- 7. leases held by someone else -----------------------------------------------------------
 
 
-def test_a_lease_that_ends_soon_is_waited_for(flysim: Any, tmp_path: Path) -> None:
+def test_a_lease_that_ends_soon_is_waited_for(flysim: Any, tmp_path: Path, scenario: Any) -> None:
+    scenario.describe(
+        GROUP,
+        "lease-held-briefly",
+        injected="someone else holds a machine's lease for 2 more seconds",
+        checked="the run waits for it, then completes",
+    )
     sim = legacy(flysim, 2)
     sim.hold_lease(APP, machine_ids(sim)[0], owner="deploy@example.com", ttl=2)
     result = run_subprocess(sim, tmp_path, {"app": APP})
     assert result.code == 0, result.log
     assert "waiting up to" in result.log
     assert all(m.update_count == 1 for m in sim.app(APP).machines)
+    scenario.outcome = "the run waits for it, then completes"
+    scenario.add("faults_injected")
+    scenario.add("faults_survived")

@@ -742,8 +742,8 @@ def update_machine(
     try:
         return fly.machines.update(app, machine_id, body, nonce=nonce)
     except FlyError:
-        late = fly.machines.get(app, machine_id)
-        if late.get("instance_id") != before:
+        late = _landed_anyway(fly, app, machine_id, before)
+        if late is not None:
             return late  # the first request landed in the meantime
         raise
 

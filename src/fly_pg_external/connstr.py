@@ -12,12 +12,14 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 
+from .errors import ValueProblem
+
 _URL_RE = re.compile(r"^(?P<scheme>postgres(?:ql)?)://(?P<rest>.*)$", re.IGNORECASE | re.DOTALL)
 _REGION_RE = re.compile(r"^[a-z]{3}$")
 
 
-class ConnStringError(ValueError):
-    pass
+class ConnStringError(ValueProblem):
+    """The connection string does not parse; the message never quotes the password."""
 
 
 @dataclass(frozen=True)

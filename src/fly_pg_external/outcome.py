@@ -6,15 +6,17 @@ The log summary, the job summary, the PR comment and the step outputs are all re
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
-IpFamily = Literal["v4", "v6"]
-Mode = Literal["expose", "plan", "unexpose"]
+from .domain import IP_FAMILIES, ImagePolicy, IpFamily, Mode
+from .plan import Plan
+from .progress import MachineResult, Progress
+from .redact import Redactor
+
 # plan: mode plan with changes pending; applied: expose/unexpose changed something;
 # no-change: nothing to do; failed: the run stopped on an error.
 Status = Literal["plan", "applied", "no-change", "failed"]
-MachineResult = Literal["pending", "updated", "rolled-back", "failed", "untouched"]
 
 
 @dataclass(frozen=True)
@@ -40,10 +42,7 @@ class MachineChange:
     services_change: bool  # the pg_tls service is added or fixed on this machine
     image_before: str
     image_after: str
-    # pending: to be updated; updated: done and healthy; rolled-back: failed, previous config
-    # restored; failed: its state is unknown (rollback failed, or an update that may have
-    # landed could not be read back); untouched: left alone (already compliant, not reached
-    # after a failure, or its update was refused).
+    # What the run did to it: see `progress.MachineResult`.
     result: MachineResult = "pending"
 
     @property
@@ -69,7 +68,7 @@ class Outcome:
     ips: list[IpChange] = field(default_factory=list)
     machines: list[MachineChange] = field(default_factory=list)  # rollout order, primary last
     service_port: int = 5432
-    image_policy: Literal["keep", "major"] = "keep"
+    image_policy: ImagePolicy = "keep"
     fly_toml_before: str = ""
     fly_toml_after: str = ""
     config_diff: str = ""  # unified diff of fly.toml before/after; "" when configs are unchanged
@@ -95,3 +94,123 @@ class Outcome:
             if exists and ip.action != "absent":
                 out.extend(ip.addresses)
         return out
+
+
+def build_outcome(
+    plan: Plan, progress: Progress | None = None, error: str | None = None
+) -> Outcome:
+    """What is true after the run, from the plan and what the run recorded doing.
+
+    Without `progress` (a read-only run, or nothing to change) it is what the plan describes.
+    With it, it is built the same way on every exit (success, failure, cancellation), so an
+    address the run allocated is reported even when the run stopped right after.
+    """
+    applied = progress is not None
+    done = progress or Progress()
+    if error is not None:
+        status: Status = "failed"
+    elif not plan.changed:
+        status = "no-change"
+    elif not applied:
+        status = "plan" if plan.read_only else "applied"
+    else:
+        status = "applied" if done.changed else "no-change"
+    return Outcome(
+        app=plan.app,
+        mode=plan.mode,
+        status=status,
+        changed=done.changed if applied else plan.changed,
+        ips=_ips(plan, done, applied=applied),
+        machines=_machines(plan, done, applied=applied),
+        service_port=plan.port,
+        image_policy=plan.image_policy,
+        fly_toml_before=plan.fly_toml_before,
+        fly_toml_after=plan.fly_toml_after,
+        config_diff=plan.config_diff,
+        redacted_url=plan.redacted_url,
+        host=plan.host,
+        warnings=list(plan.warnings),
+        error=error,
+    )
+
+
+def _ips(plan: Plan, done: Progress, *, applied: bool) -> list[IpChange]:
+    if plan.mode == "unexpose":
+        released: list[IpChange] = []
+        left: list[IpChange] = []
+        for family in IP_FAMILIES:
+            if family not in plan.requested:
+                if family in plan.existing:
+                    left.append(IpChange(family, "keep", plan.existing[family]))
+                continue
+            planned = [ip.address for ip in plan.release if ip.type == family]
+            if not planned:
+                left.append(IpChange(family, "absent"))
+                continue
+            gone = done.released.get(family, [])
+            if gone:
+                released.append(IpChange(family, "release", tuple(gone), done=True))
+            rest = tuple(a for a in planned if a not in gone)
+            if rest:
+                left.append(IpChange(family, "release", rest))
+        return [*released, *left]
+    allocated: list[IpChange] = []
+    others: list[IpChange] = []
+    for family in IP_FAMILIES:
+        if family in done.allocated:
+            allocated.append(IpChange(family, "allocate", (done.allocated[family],), done=True))
+        elif family in plan.allocate:
+            if not applied:  # an allocation a run did not make is not reported as pending
+                others.append(IpChange(family, "allocate"))
+        elif family in plan.existing:
+            others.append(IpChange(family, "keep", plan.existing[family]))
+    return [*allocated, *others]
+
+
+def _machines(plan: Plan, done: Progress, *, applied: bool) -> list[MachineChange]:
+    planned = [
+        MachineChange(
+            id=u.machine.id,
+            region=u.machine.region,
+            role=done.roles.get(u.machine.id, u.machine.role),
+            state=u.machine.state,
+            services_change=u.services_change,
+            image_before=u.machine.image,
+            image_after=u.image_after,
+            result=done.machines.get(u.machine.id, "untouched" if applied else "pending"),
+        )
+        for u in plan.updates
+    ]
+    left_alone = [
+        MachineChange(
+            id=m.id,
+            region=m.region,
+            role=m.role,
+            state=m.state if m.reachable else f"host {m.host_status}",
+            services_change=False,
+            image_before=m.image,
+            image_after=m.image,
+            result="untouched",
+        )
+        for m in (*plan.untouched, *plan.unreachable)
+    ]
+    return planned + left_alone
+
+
+def redacted(outcome: Outcome, redactor: Redactor) -> Outcome:
+    """The outcome with every secret hidden in its free text: done once, where the text enters
+    the report, so rendering and publishing never need to redact again."""
+    r = redactor.redact
+    return replace(
+        outcome,
+        ips=list(outcome.ips),
+        machines=list(outcome.machines),
+        fly_toml_before=r(outcome.fly_toml_before),
+        fly_toml_after=r(outcome.fly_toml_after),
+        config_diff=r(outcome.config_diff),
+        fly_toml_path=r(outcome.fly_toml_path) if outcome.fly_toml_path else None,
+        redacted_url=r(outcome.redacted_url) if outcome.redacted_url else None,
+        warnings=[r(w) for w in outcome.warnings],
+        error=r(outcome.error) if outcome.error else None,
+        verify=[replace(v, detail=r(v.detail)) for v in outcome.verify],
+    )

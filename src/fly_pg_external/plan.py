@@ -14,23 +14,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import flytoml
-from .cluster import ClusterState, Machine
-from .fly.graphql import IpAddress
-from .outcome import IpChange, MachineChange, Outcome, Status
-from .settings import IpFamily, Settings
+from .domain import (
+    IP_FAMILIES,
+    ClusterState,
+    ImagePolicy,
+    IpAddress,
+    IpFamily,
+    Machine,
+    Mode,
+    UpdateRequest,
+)
+from .errors import PlanError
+from .settings import Settings
 
 PG_INTERNAL_PORT = 5432
 PG_TLS = ["pg_tls"]
 _TAG_RE = re.compile(r"^(?P<major>\d+)(?:\.\d+)*(?:[-.].*)?$")
-
-
-class PlanError(Exception):
-    """The cluster cannot be exposed as asked; nothing has been changed."""
-
-    def __init__(self, message: str, input_name: str | None = None) -> None:
-        prefix = f'Input "{input_name}": ' if input_name else ""
-        super().__init__(prefix + message)
-        self.input_name = input_name
 
 
 @dataclass(frozen=True)
@@ -46,31 +45,21 @@ class MachineUpdate:
         # (scale-to-zero clusters keep sleeping).
         return self.machine.state not in ("started", "starting", "failed")
 
-    def request_body(self) -> dict[str, Any]:
-        return update_body(self.machine, self.new_config, skip_launch=self.skip_launch)
-
-
-def update_body(machine: Machine, config: dict[str, Any], *, skip_launch: bool) -> dict[str, Any]:
-    """The Machines API update request: the whole config (there are no partial updates).
-
-    `current_version` makes the update conditional on the version the plan was made from
-    (documented in the Machines API reference and OpenAPI spec; fly-go does not send it, so
-    whether Fly enforces it is UNCONFIRMED): a resent or late request cannot restart a machine
-    twice where it is enforced, and is ignored where it is not.
-    """
-    return {
-        "config": config,
-        "region": machine.region,
-        "skip_launch": skip_launch,
-        "skip_secrets": False,
-        "current_version": machine.instance_id,
-    }
+    def request(self) -> UpdateRequest:
+        """The update, conditional on the version the plan was made from: a resent or late
+        request cannot restart the machine twice."""
+        return UpdateRequest(
+            config=self.new_config,
+            region=self.machine.region,
+            skip_launch=self.skip_launch,
+            current_version=self.machine.instance_id,
+        )
 
 
 @dataclass(frozen=True)
 class Plan:
     app: str
-    mode: str
+    mode: Mode
     read_only: bool
     requested: tuple[IpFamily, ...]
     allocate: tuple[IpFamily, ...]
@@ -86,7 +75,7 @@ class Plan:
     config_diff: str
     host: str
     port: int
-    image_policy: str
+    image_policy: ImagePolicy
     external_url: str | None = field(repr=False)
     redacted_url: str | None
     warnings: tuple[str, ...]
@@ -94,61 +83,6 @@ class Plan:
     @property
     def changed(self) -> bool:
         return bool(self.allocate or self.release or self.updates)
-
-    def outcome(self, status: Status | None = None) -> Outcome:
-        """The Outcome this plan describes before anything is applied."""
-        if status is None:
-            status = "no-change" if not self.changed else ("plan" if self.read_only else "applied")
-        ips: list[IpChange] = []
-        families: list[IpFamily] = ["v4", "v6"]
-        for fam in families:
-            if self.mode == "unexpose" and fam in self.requested:
-                rel = tuple(ip.address for ip in self.release if ip.type == fam)
-                ips.append(IpChange(fam, "release", rel) if rel else IpChange(fam, "absent"))
-            elif fam in self.allocate:
-                ips.append(IpChange(fam, "allocate"))
-            elif fam in self.existing:
-                ips.append(IpChange(fam, "keep", self.existing[fam]))
-        machines = [
-            MachineChange(
-                id=u.machine.id,
-                region=u.machine.region,
-                role=u.machine.role,
-                state=u.machine.state,
-                services_change=u.services_change,
-                image_before=u.machine.image,
-                image_after=u.image_after,
-            )
-            for u in self.updates
-        ] + [
-            MachineChange(
-                id=m.id,
-                region=m.region,
-                role=m.role,
-                state=m.state if m.reachable else f"host {m.host_status}",
-                services_change=False,
-                image_before=m.image,
-                image_after=m.image,
-                result="untouched",
-            )
-            for m in (*self.untouched, *self.unreachable)
-        ]
-        return Outcome(
-            app=self.app,
-            mode=self.mode,  # type: ignore[arg-type]  # Settings.mode is the same Literal
-            status=status,
-            changed=self.changed,
-            ips=ips,
-            machines=machines,
-            service_port=self.port,
-            image_policy=self.image_policy,  # type: ignore[arg-type]
-            fly_toml_before=self.fly_toml_before,
-            fly_toml_after=self.fly_toml_after,
-            config_diff=self.config_diff,
-            redacted_url=self.redacted_url,
-            host=self.host,
-            warnings=list(self.warnings),
-        )
 
 
 def rollout_order(machine: Machine) -> tuple[int, str]:
@@ -244,7 +178,7 @@ def _same_image(current: str, wanted: str) -> bool:
     return current.split("@", 1)[0] == wanted
 
 
-def plan_machine(machine: Machine, port: int, image_policy: str) -> MachineUpdate | None:
+def plan_machine(machine: Machine, port: int, image_policy: ImagePolicy) -> MachineUpdate | None:
     """The update one machine needs, or None when it already complies."""
     services_change = not has_pg_tls_port(machine.config, port)
     image_after = machine.image
@@ -285,8 +219,7 @@ def make_plan(settings: Settings, cluster: ClusterState) -> Plan:
         raise PlanError(f"app {settings.app!r} has no active machines to serve Postgres.")
 
     existing: dict[IpFamily, tuple[str, ...]] = {}
-    families: tuple[IpFamily, ...] = ("v4", "v6")
-    for fam in families:
+    for fam in IP_FAMILIES:
         addrs = tuple(ip.address for ip in cluster.public_ips(fam))
         if addrs:
             existing[fam] = addrs

@@ -10,14 +10,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from .connstr import ConnString, ConnStringError, parse_conn_string
-from .fly.auth import FlyAuth, TokenError, parse_token
-
-IpFamily = Literal["v4", "v6"]
-Mode = Literal["expose", "plan", "unexpose"]
+from .domain import IMAGE_POLICIES, MODES, SSL_MODES, ImagePolicy, IpFamily, Mode, SslMode
+from .errors import InputError
+from .flytoken import FlyAuth, TokenError, parse_token
 
 DEFAULT_API_BASE_URL = "https://api.fly.io"
 DEFAULT_FLAPS_BASE_URL = "https://api.machines.dev"
@@ -27,16 +26,9 @@ _APP_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _HOST_LABEL_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _MAX_INPUT_LEN = 4096
 _MAX_TOKEN_LEN = 16384
+_Choice = TypeVar("_Choice", bound=str)
 _TRUE = {"true"}
 _FALSE = {"false"}
-
-
-class InputError(ValueError):
-    """A bad input or environment value; the message is written for the workflow author."""
-
-    def __init__(self, name: str, message: str) -> None:
-        super().__init__(f'Input "{name}": {message}')
-        self.input_name = name
 
 
 @dataclass(frozen=True)
@@ -45,10 +37,10 @@ class Settings:
     ip_versions: tuple[IpFamily, ...]
     host: str
     port: int
-    sslmode: str
+    sslmode: SslMode
     mode: Mode
     dry_run: bool
-    image: Literal["keep", "major"]
+    image: ImagePolicy
     wait_timeout: float
     verify: bool
     pr_comment: bool
@@ -152,12 +144,13 @@ def clean_port(raw: str) -> int:
     return int(value)
 
 
-def clean_choice(name: str, raw: str, choices: tuple[str, ...], why: str = "") -> str:
+def clean_choice(name: str, raw: str, choices: tuple[_Choice, ...], why: str = "") -> _Choice:
     value = _clean_text(name, raw).lower()
-    if value not in choices:
-        accepted = ", ".join(choices)
-        raise InputError(name, f"{value[:40]!r} is not accepted; use one of: {accepted}.{why}")
-    return value
+    for choice in choices:
+        if value == choice:
+            return choice
+    accepted = ", ".join(choices)
+    raise InputError(name, f"{value[:40]!r} is not accepted; use one of: {accepted}.{why}")
 
 
 def clean_bool(name: str, raw: str) -> bool:
@@ -217,12 +210,12 @@ def from_environ(env: Mapping[str, str], read_input: Callable[[str], str | None]
     sslmode = clean_choice(
         "sslmode",
         inp("sslmode", "require"),
-        ("require", "verify-ca", "verify-full"),
+        SSL_MODES,
         " pg_tls only accepts TLS, so disable/allow/prefer cannot work.",
     )
-    mode = clean_choice("mode", inp("mode", "expose"), ("expose", "plan", "unexpose"))
+    mode = clean_choice("mode", inp("mode", "expose"), MODES)
     dry_run = clean_bool("dry-run", inp("dry-run", "false"))
-    image = clean_choice("image", inp("image", "keep"), ("keep", "major"))
+    image = clean_choice("image", inp("image", "keep"), IMAGE_POLICIES)
     wait_timeout = clean_wait_timeout(inp("wait-timeout", "300"))
     verify = clean_bool("verify", inp("verify", "true"))
     pr_comment = clean_bool("pr-comment", inp("pr-comment", "true"))
@@ -268,9 +261,9 @@ def from_environ(env: Mapping[str, str], read_input: Callable[[str], str | None]
         host=host,
         port=port,
         sslmode=sslmode,
-        mode=mode,  # type: ignore[arg-type]  # checked by clean_choice
+        mode=mode,
         dry_run=dry_run,
-        image=image,  # type: ignore[arg-type]
+        image=image,
         wait_timeout=wait_timeout,
         verify=verify,
         pr_comment=pr_comment,

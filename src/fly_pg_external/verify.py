@@ -22,8 +22,11 @@ import ssl
 import struct
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from .errors import ActionError
+from .poll import SYSTEM_CLOCK, Backoff, Clock, poll
 
 SSL_REQUEST = struct.pack("!ii", 8, 80877103)
 PROTOCOL_3 = 196608
@@ -36,9 +39,10 @@ ATTEMPT_TIMEOUT = 10.0
 JOIN_GRACE = 1.0
 
 
-class ProbeError(Exception):
-    """`stage` says how far the probe got: tcp, tls or login. `definite`: retrying cannot help
-    (a refused login, an unroutable address family, a server that refuses TLS)."""
+class ProbeError(ActionError):
+    """One connection attempt failed. `stage` says how far the probe got: tcp, tls or login.
+    `definite`: retrying cannot help (a refused login, an unroutable address family, a server
+    that refuses TLS)."""
 
     def __init__(
         self, message: str, *, stage: str = "tls", unroutable: bool = False, definite: bool = False
@@ -278,8 +282,7 @@ def probe_until(
     sslmode: str,
     login: Login | None,
     bound: float,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> ProbeResult:
     """Retry within `bound` seconds: fresh IPs and DNS records take a moment to answer.
 
@@ -287,10 +290,9 @@ def probe_until(
     socket operation). A definite answer (refused TLS, a refused login, an unroutable address
     family) will not get better by retrying and is raised at once.
     """
-    deadline = clock() + bound
-    pause = 0.25
-    while True:
-        left = deadline - clock()
+    deadline = clock.now() + bound
+
+    def attempt() -> ProbeResult | None:
         try:
             return probe(
                 host,
@@ -298,13 +300,19 @@ def probe_until(
                 server_name=server_name,
                 sslmode=sslmode,
                 login=login,
-                budget=left,
+                budget=deadline - clock.now(),
             )
         except ProbeError as exc:
-            if exc.definite or clock() + pause > deadline:
+            if exc.definite:
                 raise
-        sleep(pause)
-        pause = min(3.0, pause * 2)
+            failure.append(exc)
+            return None
+
+    failure: list[ProbeError] = []
+    result = poll(attempt, deadline=deadline, pauses=Backoff(0.25, 3.0), clock=clock)
+    if result is None:
+        raise failure[-1]
+    return result
 
 
 def probe_all(

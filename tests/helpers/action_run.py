@@ -41,7 +41,19 @@ class ActionResult:
         return self.stdout + self.stderr
 
     def errors(self) -> list[str]:
-        return [line for line in self.log.splitlines() if line.startswith("::error")]
+        """The `::error::` lines, their properties (the annotation's title) left out."""
+        return [
+            re.sub(r"^::error [^:]*::", "::error::", line)
+            for line in self.log.splitlines()
+            if line.startswith("::error")
+        ]
+
+    def error_titles(self) -> list[str]:
+        return [
+            m.group(1)
+            for line in self.log.splitlines()
+            if (m := re.match(r"^::error title=([^:,]*)", line))
+        ]
 
 
 def action_env(sim: Any, tmp_path: Path, inputs: dict[str, str]) -> dict[str, str]:

@@ -38,7 +38,7 @@ from cluster_checks import (
 )
 from reliability_runs import checked
 
-from fly_pg_external import rollout
+from fly_pg_external.rollout import leases
 from flysim import Simulator
 
 from action_run import TOKEN, ActionResult
@@ -568,7 +568,7 @@ def test_first_lease_is_refreshed_while_the_others_are_taken(
         checked="exit 0; the first lease is refreshed while the second is still being taken, "
         "so a slow acquire (a resend, each within the HTTP timeout) cannot let it expire",
     )
-    monkeypatch.setattr(rollout, "LEASE_REFRESH", 0.2)
+    monkeypatch.setattr(leases, "LEASE_REFRESH", 0.2)
     order = rollout_order(sim, APP)
     sim.faults.slow_next(1, seconds=1.5, method="POST", path_contains=f"/machines/{order[1]}/lease")
     result = checked(sim, tmp_path, {"app": APP}, FAST, inprocess=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from fly_pg_external.fly.errors import FlyAuthError, FlyConflict, FlyTransient
+from fly_pg_external.errors import FlyAuthError, FlyConflict, FlyTransient
 from fly_pg_external.fly.http import FlyHttp, RetryPolicy
 
 

@@ -4,9 +4,11 @@ from typing import Any
 
 import pytest
 
-from fly_pg_external.cluster import ClusterState
-from fly_pg_external.fly.graphql import AppInfo, IpAddress
-from fly_pg_external.plan import PlanError, major_image, make_plan
+from fly_pg_external.domain import AppInfo, ClusterState, IpAddress
+from fly_pg_external.errors import PlanError
+from fly_pg_external.fly.machines import machine_from_api, update_body
+from fly_pg_external.outcome import build_outcome
+from fly_pg_external.plan import major_image, make_plan
 from fly_pg_external.settings import Settings, from_environ
 
 from machines_data import IMAGE, machine
@@ -20,7 +22,7 @@ def settings(**inputs: str) -> Settings:
 
 def cluster(machines: list[dict[str, Any]], ips: tuple[IpAddress, ...] = ()) -> ClusterState:
     app = AppInfo("app1", "my-db", "postgres_cluster", ips, None)
-    return ClusterState.from_api(app, machines)
+    return ClusterState.of(app, [machine_from_api(m) for m in machines])
 
 
 FLYCAST = IpAddress("ip0", "fdaa:0:1::3", "private_v6", "iad", "2026-01-01T00:00:00Z")
@@ -39,13 +41,13 @@ def test_current_cluster_needs_only_ips_and_restarts_nothing() -> None:
 def test_exposed_cluster_is_a_no_op() -> None:
     plan = make_plan(settings(), cluster([machine("m1", "primary")], (FLYCAST, V4, V6)))
     assert not plan.changed
-    assert plan.outcome().status == "no-change"
-    assert plan.outcome().addresses("v4") == ["137.66.1.2"]
+    assert build_outcome(plan).status == "no-change"
+    assert build_outcome(plan).addresses("v4") == ["137.66.1.2"]
 
 
 def test_private_v6_and_shared_v4_do_not_count_as_public() -> None:
     app = AppInfo("a", "my-db", "postgres_cluster", (FLYCAST,), "66.241.1.1")
-    plan = make_plan(settings(), ClusterState.from_api(app, [machine("m1", "primary")]))
+    plan = make_plan(settings(), ClusterState.of(app, [machine_from_api(machine("m1", "primary"))]))
     assert plan.allocate == ("v4", "v6")
     assert any("shared IPv4" in w for w in plan.warnings)
 
@@ -79,7 +81,7 @@ def test_legacy_cluster_updates_replicas_first_primary_last() -> None:
 
 def test_update_sends_the_whole_config_and_skip_launch_for_stopped() -> None:
     plan = make_plan(settings(), cluster([machine("m1", "primary", legacy=True, state="stopped")]))
-    body = plan.updates[0].request_body()
+    body = update_body(plan.updates[0].request())
     assert body["skip_launch"] is True
     assert body["region"] == "iad"
     assert body["config"]["mounts"] and body["config"]["checks"]
@@ -119,7 +121,7 @@ def test_unexpose_releases_only_public_ips_of_requested_families() -> None:
     )
     assert [ip.address for ip in plan.release] == ["137.66.1.2"]
     assert plan.updates == ()
-    out = plan.outcome()
+    out = build_outcome(plan)
     assert out.addresses("v4") == ["137.66.1.2"]  # not released yet
     assert out.addresses("v6") == ["2a09:8280:1::1"]
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from fly_pg_external.rollout import _concurrently
+from fly_pg_external.rollout.concurrency import concurrently as _concurrently
 
 
 class Cancelled(BaseException):

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from fly_pg_external.settings import InputError, Settings, from_environ
+from fly_pg_external.errors import InputError
+from fly_pg_external.settings import Settings, from_environ
 
 TOKEN = "fo1_abcdefghijklmnop"
 

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from fly_pg_external.gha import Actions
-from fly_pg_external.main import _verify_expose
+from fly_pg_external.log import to_workflow
+from fly_pg_external.verification import verify_expose
 from fly_pg_external.outcome import IpChange, Outcome
 from fly_pg_external.settings import from_environ
 from fly_pg_external.verify import (
@@ -28,6 +29,7 @@ from fly_pg_external.verify import (
     probe_until,
     still_open,
 )
+from fake_clock import FakeClock
 from flysim.proxy import make_certificate
 
 
@@ -75,8 +77,7 @@ def test_closed_port_is_a_tcp_failure_and_retries_are_bounded() -> None:
     s = socket.create_server(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
-    clock = iter(float(i) for i in range(100))
-    sleeps: list[float] = []
+    clock = FakeClock()
     with pytest.raises(ProbeError) as err:
         probe_until(
             "127.0.0.1",
@@ -85,11 +86,10 @@ def test_closed_port_is_a_tcp_failure_and_retries_are_bounded() -> None:
             sslmode="require",
             login=None,
             bound=5,
-            clock=lambda: next(clock),
-            sleep=sleeps.append,
+            clock=clock,
         )
     assert err.value.stage == "tcp"
-    assert 1 <= len(sleeps) <= 5
+    assert 1 <= len(clock.sleeps) <= 5
     assert not still_open("127.0.0.1", port)
 
 
@@ -186,7 +186,7 @@ def servers(tmp_path: Path) -> Iterator[Servers]:
 
 def test_an_n_answer_is_definite_and_reported_at_once(servers: Servers) -> None:
     plain = servers.start("N")
-    sleeps: list[float] = []
+    clock = FakeClock()
     started = time.monotonic()
     with pytest.raises(ProbeError, match="refused TLS") as err:
         probe_until(
@@ -196,12 +196,12 @@ def test_an_n_answer_is_definite_and_reported_at_once(servers: Servers) -> None:
             sslmode="require",
             login=None,
             bound=60,
-            sleep=sleeps.append,
+            clock=clock,
         )
     assert time.monotonic() - started < 0.5
     assert f"no pg_tls service on port {plain.port}" in str(err.value)
     assert err.value.definite and err.value.stage == "tls"
-    assert (len(plain.accepted), sleeps) == (1, [])  # one connection, no retry
+    assert (len(plain.accepted), clock.sleeps) == (1, [])  # one connection, no retry
 
 
 def test_an_attempt_never_outlives_its_budget(servers: Servers) -> None:
@@ -284,7 +284,8 @@ def test_verify_expose_reports_in_order_within_one_bound(servers: Servers) -> No
     outcome = Outcome("my-db", "expose", "applied", True, ips=ips)
     out = io.StringIO()
     started = time.monotonic()
-    _verify_expose(outcome, settings, Actions(env={}, out=out))
+    with to_workflow(Actions(env={}, out=out)):
+        verify_expose(outcome, settings)
     assert time.monotonic() - started < 1.5 + 1.0
     assert [(v.target, v.ok, v.warning_only) for v in outcome.verify] == [
         (silent.host, False, False),
@@ -295,9 +296,9 @@ def test_verify_expose_reports_in_order_within_one_bound(servers: Servers) -> No
     assert [
         line.split(" failed: ")[0].split(" did not")[0] for line in out.getvalue().splitlines()
     ] == [
-        f"::error::Verification of {silent.host}:{port}",
+        f"::error title=Verification failed::Verification of {silent.host}:{port}",
         f"::warning::IPv6 ::1 port {port}",
-        f"::error::Verification of localhost:{port}",
+        f"::error title=Verification failed::Verification of localhost:{port}",
     ]
     assert "refused TLS" in outcome.verify[2].detail and len(plain.accepted) == 1
     assert outcome.status == "failed"

@@ -7,11 +7,11 @@ that counts ("Could not find App" for an unknown app).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from .auth import FlyAuth
-from .errors import FlyAuthError, FlyError, FlyNotFound
+from ..domain import AppInfo, IpAddress, IpFamily
+from ..errors import FlyAuthError, FlyError, FlyNotFound
+from ..flytoken import FlyAuth
 from .http import FlyHttp
 
 APP_QUERY = (
@@ -27,29 +27,6 @@ RELEASE_MUTATION = (
     "mutation($input: ReleaseIPAddressInput!) { releaseIpAddress(input: $input) { "
     "clientMutationId } }"
 )
-POSTGRES_ROLE = "postgres_cluster"
-
-
-@dataclass(frozen=True)
-class IpAddress:
-    id: str
-    address: str
-    type: str  # v4 | v6 | private_v6 | shared_v4
-    region: str
-    created_at: str
-
-
-@dataclass(frozen=True)
-class AppInfo:
-    id: str
-    name: str
-    role: str | None
-    ips: tuple[IpAddress, ...]
-    shared_ipv4: str | None
-
-    @property
-    def is_postgres(self) -> bool:
-        return self.role == POSTGRES_ROLE
 
 
 def _ip(node: dict[str, Any]) -> IpAddress:
@@ -113,7 +90,7 @@ class GraphQL:
             shared_ipv4=node.get("sharedIpAddress") or None,
         )
 
-    def allocate_ip(self, app: str, ip_type: str) -> tuple[IpAddress, tuple[IpAddress, ...]]:
+    def allocate_ip(self, app: str, ip_type: IpFamily) -> tuple[IpAddress, tuple[IpAddress, ...]]:
         """Allocate; return the new address and the app's addresses right after it.
 
         The payload's `app` gives the list in the same round trip, which is how a run notices a

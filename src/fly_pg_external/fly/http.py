@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from .errors import FlyAuthError, FlyConflict, FlyError, FlyNotFound, FlyTimeout, FlyTransient
+from ..errors import FlyAuthError, FlyConflict, FlyError, FlyNotFound, FlyTimeout, FlyTransient
 from .ratelimit import Limit, Limiter
 
 RETRY_STATUSES = frozenset({408, 429, 502, 503, 504})

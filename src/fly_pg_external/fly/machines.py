@@ -6,13 +6,14 @@ app names are.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from .auth import FlyAuth
-from .errors import FlyAuthError, FlyError
+from ..domain import Lease, Machine, UpdateRequest
+from ..errors import FlyAuthError, FlyError
+from ..flytoken import FlyAuth
 from .http import FlyHttp
 from .ratelimit import DEFAULT, GET_MACHINE, Limit
 
@@ -21,12 +22,50 @@ NONCE_HEADER = "fly-machine-lease-nonce"
 WAIT_SLICE_MAX = 60
 
 
-@dataclass(frozen=True)
-class Lease:
-    nonce: str
-    expires_at: int
-    owner: str
-    version: str
+def machine_from_api(data: dict[str, Any]) -> Machine:
+    """A machine as the Machines API sends it (list, get, update answers)."""
+    return Machine(
+        id=str(data.get("id", "")),
+        region=str(data.get("region", "")),
+        state=str(data.get("state", "")),
+        instance_id=str(data.get("instance_id", "")),
+        # Our own copy: plans derive new configs from it and must not alias API data.
+        config=copy.deepcopy(_config_of(data)),
+        checks=tuple(
+            c
+            for c in (data.get("checks") or [])
+            if isinstance(c, dict)
+            and not str(c.get("name", "")).startswith("bg_deployments_compat")
+        ),
+        host_status=str(data.get("host_status") or "ok"),
+    )
+
+
+def _config_of(data: dict[str, Any]) -> dict[str, Any]:
+    """`config`, or for a machine on an unreachable host the `incomplete_config` Fly sends
+    instead: good enough to name its image and services, never to send back in an update."""
+    for key in ("config", "incomplete_config"):
+        value = data.get(key)
+        if isinstance(value, dict) and value:
+            return value
+    return {}
+
+
+def update_body(request: UpdateRequest) -> dict[str, Any]:
+    """The Machines API update request body.
+
+    `current_version` makes the update conditional on the version the plan was made from
+    (documented in the Machines API reference and OpenAPI spec; fly-go does not send it, so
+    whether Fly enforces it is UNCONFIRMED): a resent or late request cannot restart a machine
+    twice where it is enforced, and is ignored where it is not.
+    """
+    return {
+        "config": request.config,
+        "region": request.region,
+        "skip_launch": request.skip_launch,
+        "skip_secrets": False,
+        "current_version": request.current_version,
+    }
 
 
 class Machines:
@@ -65,13 +104,13 @@ class Machines:
             return None
         return response.json()
 
-    def list(self, app: str) -> list[dict[str, Any]]:
+    def list(self, app: str) -> list[Machine]:
         data = self._send("GET", f"{self._app(app)}/machines", idempotent=True, limit=("list", app))
         if not isinstance(data, list):
             raise FlyError("machines list: unexpected response shape")
-        return [m for m in data if isinstance(m, dict)]
+        return [machine_from_api(m) for m in data if isinstance(m, dict)]
 
-    def get(self, app: str, machine_id: str) -> dict[str, Any]:
+    def get(self, app: str, machine_id: str) -> Machine:
         data = self._send(
             "GET",
             f"{self._app(app)}/machines/{machine_id}",
@@ -80,7 +119,7 @@ class Machines:
         )
         if not isinstance(data, dict):
             raise FlyError(f"machine {machine_id}: unexpected response shape")
-        return data
+        return machine_from_api(data)
 
     def acquire_lease(
         self, app: str, machine_id: str, ttl: int, *, nonce: str | None = None
@@ -118,19 +157,19 @@ class Machines:
         )
 
     def update(
-        self, app: str, machine_id: str, body: dict[str, Any], *, nonce: str | None
-    ) -> dict[str, Any]:
+        self, app: str, machine_id: str, request: UpdateRequest, *, nonce: str | None
+    ) -> Machine:
         data = self._send(
             "POST",
             f"{self._app(app)}/machines/{machine_id}",
             idempotent=False,
             limit=("update", machine_id),
             nonce=nonce,
-            json=body,
+            json=update_body(request),
         )
         if not isinstance(data, dict):
             raise FlyError(f"update of machine {machine_id}: unexpected response shape")
-        return data
+        return machine_from_api(data)
 
     def wait(
         self,

@@ -1,16 +1,68 @@
-"""The cluster as read from Fly: the app, its IPs and its active machines with their roles."""
+"""The domain's own types: the app, its IP addresses, its machines and their leases.
+
+The core (settings, plan, rollout, outcome, report) speaks only these; `fly/` turns Fly's wire
+data into them and back, so nothing here knows a JSON field name it does not need to.
+"""
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from .fly.graphql import AppInfo, IpAddress
+IpFamily = Literal["v4", "v6"]
+IP_FAMILIES: tuple[IpFamily, ...] = ("v4", "v6")
+Mode = Literal["expose", "plan", "unexpose"]
+MODES: tuple[Mode, ...] = ("expose", "plan", "unexpose")
+ImagePolicy = Literal["keep", "major"]
+IMAGE_POLICIES: tuple[ImagePolicy, ...] = ("keep", "major")
+SslMode = Literal["require", "verify-ca", "verify-full"]
+SSL_MODES: tuple[SslMode, ...] = ("require", "verify-ca", "verify-full")
 
+POSTGRES_ROLE = "postgres_cluster"
 INACTIVE_STATES = frozenset({"destroyed", "destroying"})
 # flyctl's ListActive skips release-command and console machines: they are not part of the app.
-NON_APP_GROUPS = frozenset({"fly_app_release_command", "fly_app_console"})
+NON_APP_GROUPS = frozenset({"fly_app_release_command", "fly_app_console", "release_command"})
+
+
+@dataclass(frozen=True)
+class IpAddress:
+    id: str
+    address: str
+    type: str  # v4 | v6 | private_v6 | shared_v4
+    region: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class AppInfo:
+    id: str
+    name: str
+    role: str | None
+    ips: tuple[IpAddress, ...]
+    shared_ipv4: str | None
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.role == POSTGRES_ROLE
+
+
+@dataclass(frozen=True)
+class Lease:
+    nonce: str
+    expires_at: int
+    owner: str
+    version: str
+
+
+@dataclass(frozen=True)
+class UpdateRequest:
+    """A machine update: the whole config (the Machines API has no partial updates), made
+    conditional on the version it was computed from."""
+
+    config: dict[str, Any] = field(repr=False)
+    region: str
+    skip_launch: bool
+    current_version: str
 
 
 @dataclass(frozen=True)
@@ -74,51 +126,20 @@ class Machine:
     def services(self) -> list[dict[str, Any]]:
         return list(self.config.get("services") or [])
 
-    @classmethod
-    def from_api(cls, data: dict[str, Any]) -> Machine:
-        host_status = str(data.get("host_status") or "ok")
-        config = _config_of(data)
-        return cls(
-            id=str(data.get("id", "")),
-            region=str(data.get("region", "")),
-            state=str(data.get("state", "")),
-            instance_id=str(data.get("instance_id", "")),
-            # Our own copy: plans derive new configs from it and must not alias API data.
-            config=copy.deepcopy(config),
-            checks=tuple(
-                c
-                for c in (data.get("checks") or [])
-                if isinstance(c, dict)
-                and not str(c.get("name", "")).startswith("bg_deployments_compat")
-            ),
-            host_status=host_status,
-        )
+    @property
+    def active(self) -> bool:
+        """Part of the app's Postgres cluster: not destroyed, not a release or console machine.
 
-
-def _config_of(data: dict[str, Any]) -> dict[str, Any]:
-    """`config`, or for a machine on an unreachable host the `incomplete_config` Fly sends
-    instead: good enough to name its image and services, never to send back in an update."""
-    for key in ("config", "incomplete_config"):
-        value = data.get(key)
-        if isinstance(value, dict) and value:
-            return value
-    return {}
-
-
-def is_active(data: dict[str, Any]) -> bool:
-    """Part of the app's Postgres cluster: not destroyed, not a release or console machine.
-
-    A machine on an unreachable host has no `config`; it stays in (flyctl keeps it in its list
-    and only skips its lease): it is down, not absent.
-    """
-    if data.get("state") in INACTIVE_STATES:
-        return False
-    config = _config_of(data)
-    if not config and str(data.get("host_status") or "ok") == "ok":
-        return False
-    metadata = config.get("metadata") or {}
-    group = metadata.get("fly_process_group") or metadata.get("process_group")
-    return group not in NON_APP_GROUPS and group != "release_command"
+        A machine on an unreachable host has no config; it stays in (flyctl keeps it in its
+        list and only skips its lease): it is down, not absent.
+        """
+        if self.state in INACTIVE_STATES:
+            return False
+        if not self.config and self.reachable:
+            return False
+        metadata = self.config.get("metadata") or {}
+        group = metadata.get("fly_process_group") or metadata.get("process_group")
+        return group not in NON_APP_GROUPS
 
 
 @dataclass(frozen=True)
@@ -127,8 +148,9 @@ class ClusterState:
     machines: tuple[Machine, ...]
 
     @classmethod
-    def from_api(cls, app: AppInfo, machines: list[dict[str, Any]]) -> ClusterState:
-        active = [Machine.from_api(m) for m in machines if is_active(m)]
+    def of(cls, app: AppInfo, machines: list[Machine]) -> ClusterState:
+        """The cluster: the app's active machines, by ID."""
+        active = [m for m in machines if m.active]
         return cls(app=app, machines=tuple(sorted(active, key=lambda m: m.id)))
 
     @property

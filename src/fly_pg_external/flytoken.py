@@ -10,14 +10,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from .errors import ValueProblem
+
 _SCHEME_RE = re.compile(r"^\s*(flyv1|bearer)\s+", re.IGNORECASE)
 _MACAROON_PREFIXES = ("fm1r", "fm1a", "fm2")
 # Base64 alphabets plus the separators fly tokens use; anything else is a paste accident.
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_\-+/=.~]+$")
 
 
-class TokenError(ValueError):
-    pass
+class TokenError(ValueProblem):
+    """The token does not parse; the message never quotes it."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,83 @@
+"""Reading the cluster, and carrying out a plan in the order that keeps it safe.
+
+Leases on every machine to update are taken first, so a run stopped by someone else's lease has
+changed nothing. IPs are allocated next, so a failed allocation stops the run before any
+machine restarts; then the rolling update. Leases are released on every path. What is done is
+recorded in the caller's `Progress` as it happens; failures are raised.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from ..domain import ClusterState
+from ..errors import ActionError, FlyNotFound, RunError
+from ..flyapi import FlyApi
+from ..plan import Plan
+from ..poll import SYSTEM_CLOCK, Clock
+from ..progress import Progress
+from .ips import allocate_families, release_ips, sweep_duplicates
+from .leases import LEASE_WAIT, leased
+from .rolling import rolling_update
+
+
+def read_cluster(fly: FlyApi, app: str) -> ClusterState:
+    """The app (role, IPs) and its machines, read concurrently: one round trip."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        app_f = pool.submit(fly.get_app, app)
+        machines_f = pool.submit(fly.list_machines, app)
+        try:
+            info = app_f.result()
+        except FlyNotFound:
+            raise RunError(
+                f'Fly app "{app}" was not found, or the token cannot see it.',
+                hint="Check the app input and that the token is a deploy token of that app "
+                f"(fly tokens create deploy -a {app}).",
+            ) from None
+        if not info.is_postgres:
+            raise RunError(
+                f'Fly app "{app}" is not a Fly Postgres app (its role is '
+                f"{info.role or 'none'}, expected postgres_cluster).",
+                hint="This action only exposes clusters made by fly pg create.",
+            )
+        try:
+            machines = machines_f.result()
+        except FlyNotFound:
+            raise RunError(f'Fly app "{app}" has no Machines API record.') from None
+    return ClusterState.of(info, machines)
+
+
+def apply(
+    fly: FlyApi,
+    plan: Plan,
+    progress: Progress,
+    *,
+    wait_timeout: float,
+    lease_wait: float = LEASE_WAIT,
+    clock: Clock = SYSTEM_CLOCK,
+) -> None:
+    """Carry out `plan`, recording what is done in `progress`; raise `ActionError` when the run
+    has to stop."""
+    if plan.mode == "unexpose":
+        release_ips(fly, plan, progress, clock=clock)
+        return
+    if plan.updates and plan.unreachable:
+        # Checked before anything changes: a restart now would be a second machine down.
+        names = ", ".join(f"{m.id} (host_status {m.host_status})" for m in plan.unreachable)
+        raise RunError(
+            f"Machine(s) {names} on a host Fly cannot reach count as down, and "
+            f"{len(plan.updates)} machine(s) need a restart: nothing was changed.",
+            hint="Re-run once every machine is reachable again (fly machine status <id>).",
+        )
+    machines = [u.machine for u in plan.updates]
+    with leased(fly, plan.app, machines, wait=lease_wait, clock=clock) as leases:
+        ambiguous = allocate_families(fly, plan, progress, clock=clock)
+        try:
+            if plan.updates:
+                rolling_update(fly, plan, leases, progress, wait_timeout=wait_timeout, clock=clock)
+        except ActionError:
+            if ambiguous:
+                sweep_duplicates(fly, plan, progress)
+            raise
+        if ambiguous:
+            sweep_duplicates(fly, plan, progress)

@@ -90,6 +90,11 @@ def test_sigterm_releases_leases_and_rerun_completes(
     assert released == set(order)
     assert [r.path.rsplit("/", 1)[1] for r in updates(sim, APP)] == order[:1]
     assert sim.max_machines_down(APP) <= 1
+    # The outputs name the addresses Fly holds: the run allocated both before the signal.
+    held = {"ipv4": ",".join(ips(sim, APP, "v4")), "ipv6": ",".join(ips(sim, APP, "v6"))}
+    assert all(held.values())
+    assert {k: result.outputs.get(k) for k in held} == held
+    assert result.outputs["changed"] == "true"
 
     assert wait_cluster_healthy(sim, APP)
     again = checked(sim, tmp_path / "rerun", {"app": APP})

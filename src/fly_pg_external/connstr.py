@@ -78,6 +78,19 @@ def _is_this_apps_host(host: str, app: str, external_host: str) -> bool:
     return False
 
 
+def _host_port(hostport: str) -> tuple[str, int | None]:
+    host, colon, port_text = hostport.partition(":")
+    host = host.lower().rstrip(".")
+    port: int | None = None
+    if colon:
+        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise ConnStringError(f"has an invalid port {port_text[:20]!r}.")
+        port = int(port_text)
+    if not host:
+        raise ConnStringError("has no host.")
+    return host, port
+
+
 def parse_conn_string(raw: str, *, app: str, external_host: str) -> ConnString:
     """Parse and check a connection string of `app`. Error text never includes the password."""
     m = _URL_RE.match(raw)
@@ -107,15 +120,7 @@ def parse_conn_string(raw: str, *, app: str, external_host: str) -> ConnString:
             "uses an IP literal as host; use the app's internal hostname "
             f"({app}.flycast or {app}.internal), which the action rewrites."
         )
-    host, colon, port_text = hostport.partition(":")
-    host = host.lower().rstrip(".")
-    port: int | None = None
-    if colon:
-        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-            raise ConnStringError(f"has an invalid port {port_text[:20]!r}.")
-        port = int(port_text)
-    if not host:
-        raise ConnStringError("has no host.")
+    host, port = _host_port(hostport)
     if not _is_this_apps_host(host, app, external_host):
         raise ConnStringError(
             f"points at host {host[:80]!r}, which is not app {app!r}. Expected {app}.flycast, "

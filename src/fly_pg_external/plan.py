@@ -213,80 +213,35 @@ def _unreachable_warning(machine: Machine, restarts: bool, read_only: bool) -> s
 
 
 def make_plan(settings: Settings, cluster: ClusterState) -> Plan:
-    app = cluster.app
-    warnings: list[str] = []
     if not cluster.machines:
         raise PlanError(f"app {settings.app!r} has no active machines to serve Postgres.")
-
     existing: dict[IpFamily, tuple[str, ...]] = {}
     for fam in IP_FAMILIES:
         addrs = tuple(ip.address for ip in cluster.public_ips(fam))
         if addrs:
             existing[fam] = addrs
-    if app.shared_ipv4 and settings.mode != "unexpose":
-        warnings.append(
-            f"The app has a shared IPv4 ({app.shared_ipv4}); it cannot carry pg_tls, so it is "
-            "not counted as external access."
-        )
-
+    reachable = [m for m in cluster.machines if m.reachable]
     allocate: tuple[IpFamily, ...] = ()
     release: tuple[IpAddress, ...] = ()
     updates: list[MachineUpdate] = []
-    untouched: list[Machine] = []
-    unreachable = cluster.unreachable
-    reachable = [m for m in cluster.machines if m.reachable]
-
+    untouched = reachable
     if settings.mode == "unexpose":
         release = tuple(ip for fam in settings.ip_versions for ip in cluster.public_ips(fam))
-        untouched = reachable
     else:
         allocate = tuple(f for f in settings.ip_versions if f not in existing)
-        for machine in reachable:
-            conflict = port_conflict(machine.config, settings.port)
-            if conflict is not None:
-                raise PlanError(
-                    f"port {settings.port} is already used on machine {machine.id} by the service "
-                    f"to internal port {conflict.get('internal_port')}; choose another port "
-                    "(5432 is the default and reaches the primary through HAProxy).",
-                    "port",
-                )
-        for machine in sorted(reachable, key=rollout_order):
-            update = plan_machine(machine, settings.port, settings.image)
-            if update is None:
-                untouched.append(machine)
-            else:
-                updates.append(update)
-        if "v6" in settings.ip_versions and "v4" not in settings.ip_versions:
-            warnings.append(
-                "Only IPv6 is requested: GitHub-hosted runners have no IPv6, so jobs there cannot "
-                "reach the database. Add v4 to ip-versions for CI access."
-            )
-
-    for machine in unreachable:
-        warnings.append(_unreachable_warning(machine, bool(updates), settings.read_only))
+        updates, untouched = _machine_updates(settings, reachable)
 
     # An unreachable machine's config is incomplete: it would make a wrong fly.toml.
-    before_configs = [m.config for m in reachable]
     new_by_id = {u.machine.id: u.new_config for u in updates}
-    after_configs = [new_by_id.get(m.id, m.config) for m in reachable]
-    before = flytoml.render_most_common(settings.app, before_configs)
-    after = flytoml.render_most_common(settings.app, after_configs)
-
+    before = flytoml.render_most_common(settings.app, [m.config for m in reachable])
+    after = flytoml.render_most_common(
+        settings.app, [new_by_id.get(m.id, m.config) for m in reachable]
+    )
     external_url = redacted = None
     if settings.database_url is not None and settings.mode != "unexpose":
-        external_url = settings.database_url.external(
-            settings.host, settings.port, settings.sslmode
-        )
-        redacted = settings.database_url.redacted(settings.host, settings.port, settings.sslmode)
-
-    if updates:
-        warnings.append(
-            f"{len(updates)} machine(s) will restart, one at a time, the primary last: "
-            "connections through the primary drop while it restarts."
-        )
-    if "v4" in allocate:
-        warnings.append("A dedicated IPv4 is billed by Fly (about $2/month).")
-
+        url, host, port = settings.database_url, settings.host, settings.port
+        external_url = url.external(host, port, settings.sslmode)
+        redacted = url.redacted(host, port, settings.sslmode)
     return Plan(
         app=settings.app,
         mode=settings.mode,
@@ -297,7 +252,7 @@ def make_plan(settings: Settings, cluster: ClusterState) -> Plan:
         release=release,
         updates=tuple(updates),
         untouched=tuple(untouched),
-        unreachable=unreachable,
+        unreachable=cluster.unreachable,
         fly_toml_before=before,
         fly_toml_after=after,
         config_diff=flytoml.unified_diff(before, after),
@@ -306,5 +261,59 @@ def make_plan(settings: Settings, cluster: ClusterState) -> Plan:
         image_policy=settings.image,
         external_url=external_url,
         redacted_url=redacted,
-        warnings=tuple(warnings),
+        warnings=_warnings(settings, cluster, allocate, updates),
     )
+
+
+def _machine_updates(
+    settings: Settings, reachable: list[Machine]
+) -> tuple[list[MachineUpdate], list[Machine]]:
+    """The updates in rollout order, and the machines that already comply."""
+    for machine in reachable:
+        conflict = port_conflict(machine.config, settings.port)
+        if conflict is not None:
+            raise PlanError(
+                f"port {settings.port} is already used on machine {machine.id} by the service "
+                f"to internal port {conflict.get('internal_port')}; choose another port "
+                "(5432 is the default and reaches the primary through HAProxy).",
+                "port",
+            )
+    updates: list[MachineUpdate] = []
+    untouched: list[Machine] = []
+    for machine in sorted(reachable, key=rollout_order):
+        update = plan_machine(machine, settings.port, settings.image)
+        if update is None:
+            untouched.append(machine)
+        else:
+            updates.append(update)
+    return updates, untouched
+
+
+def _warnings(
+    settings: Settings,
+    cluster: ClusterState,
+    allocate: tuple[IpFamily, ...],
+    updates: list[MachineUpdate],
+) -> tuple[str, ...]:
+    warnings: list[str] = []
+    exposing = settings.mode != "unexpose"
+    if cluster.app.shared_ipv4 and exposing:
+        warnings.append(
+            f"The app has a shared IPv4 ({cluster.app.shared_ipv4}); it cannot carry pg_tls, so "
+            "it is not counted as external access."
+        )
+    if exposing and "v6" in settings.ip_versions and "v4" not in settings.ip_versions:
+        warnings.append(
+            "Only IPv6 is requested: GitHub-hosted runners have no IPv6, so jobs there cannot "
+            "reach the database. Add v4 to ip-versions for CI access."
+        )
+    for machine in cluster.unreachable:
+        warnings.append(_unreachable_warning(machine, bool(updates), settings.read_only))
+    if updates:
+        warnings.append(
+            f"{len(updates)} machine(s) will restart, one at a time, the primary last: "
+            "connections through the primary drop while it restarts."
+        )
+    if "v4" in allocate:
+        warnings.append("A dedicated IPv4 is billed by Fly (about $2/month).")
+    return tuple(warnings)

@@ -196,6 +196,45 @@ def _env_seconds(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def clean_database_url(raw: str, *, app: str, host: str) -> ConnString | None:
+    raw_url = _clean_text("database-url", raw)
+    if not raw_url:
+        return None
+    try:
+        return parse_conn_string(raw_url, app=app, external_host=host)
+    except ConnStringError as exc:
+        raise InputError("database-url", str(exc)) from None
+
+
+def clean_fly_token(raw_token: str, env: Mapping[str, str]) -> FlyAuth:
+    """The input, else FLY_API_TOKEN or FLY_ACCESS_TOKEN (flyctl's names); errors name the
+    one the token came from, never the token."""
+    token_name = "fly-api-token"
+    if not raw_token.strip():
+        for var in ("FLY_API_TOKEN", "FLY_ACCESS_TOKEN"):
+            if env.get(var, "").strip():
+                raw_token, token_name = env[var], var
+                break
+    if not raw_token.strip():
+        raise InputError(
+            "fly-api-token",
+            "no Fly API token: set the fly-api-token input (or the FLY_API_TOKEN environment "
+            "variable) from a secret holding a deploy token for the Postgres app "
+            "(fly tokens create deploy -a <app>).",
+        )
+    if len(raw_token) > _MAX_TOKEN_LEN:
+        # Checked here: sent as a header, an oversized token only earns an HTTP 431 page.
+        raise InputError(
+            token_name,
+            f"is {len(raw_token)} characters long; at most {_MAX_TOKEN_LEN} accepted (Fly "
+            "tokens are a few kilobytes at most).",
+        )
+    try:
+        return parse_token(raw_token)
+    except TokenError as exc:
+        raise InputError(token_name, str(exc)) from None
+
+
 def from_environ(env: Mapping[str, str], read_input: Callable[[str], str | None]) -> Settings:
     """Build Settings from the runner's environment. Raises InputError on the first bad value."""
 
@@ -221,39 +260,8 @@ def from_environ(env: Mapping[str, str], read_input: Callable[[str], str | None]
     pr_comment = clean_bool("pr-comment", inp("pr-comment", "true"))
     github_token = _clean_text("github-token", inp("github-token"))
 
-    raw_url = _clean_text("database-url", inp("database-url"))
-    database_url: ConnString | None = None
-    if raw_url:
-        try:
-            database_url = parse_conn_string(raw_url, app=app, external_host=host)
-        except ConnStringError as exc:
-            raise InputError("database-url", str(exc)) from None
-
-    token_name = "fly-api-token"
-    raw_token = inp("fly-api-token")
-    if not raw_token.strip():
-        for var in ("FLY_API_TOKEN", "FLY_ACCESS_TOKEN"):
-            if env.get(var, "").strip():
-                raw_token, token_name = env[var], var
-                break
-    if not raw_token.strip():
-        raise InputError(
-            "fly-api-token",
-            "no Fly API token: set the fly-api-token input (or the FLY_API_TOKEN environment "
-            "variable) from a secret holding a deploy token for the Postgres app "
-            "(fly tokens create deploy -a <app>).",
-        )
-    if len(raw_token) > _MAX_TOKEN_LEN:
-        # Checked here: sent as a header, an oversized token only earns an HTTP 431 page.
-        raise InputError(
-            token_name,
-            f"is {len(raw_token)} characters long; at most {_MAX_TOKEN_LEN} accepted (Fly "
-            "tokens are a few kilobytes at most).",
-        )
-    try:
-        fly_auth = parse_token(raw_token)
-    except TokenError as exc:
-        raise InputError(token_name, str(exc)) from None
+    database_url = clean_database_url(inp("database-url"), app=app, host=host)
+    fly_auth = clean_fly_token(inp("fly-api-token"), env)
 
     return Settings(
         app=app,

@@ -211,45 +211,14 @@ def probe(
     `budget` seconds when one is given.
     """
     deadline = time.monotonic() + (budget if budget is not None else float("inf"))
-    try:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("timed out")
-        raw = socket.create_connection((host, port), timeout=min(timeout, left))
-    except OSError as exc:
-        raise ProbeError(
-            f"TCP connection failed: {exc.strerror or exc}",
-            stage="tcp",
-            unroutable=getattr(exc, "errno", None) in _UNROUTABLE,
-        ) from None
+    raw = _connect(host, port, deadline, timeout)
     conn = _Conn(raw, deadline, timeout)
     try:
         # As libpq does: each protocol message goes out at once, not held for an ACK.
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            conn.sendall(SSL_REQUEST)
-            conn.arm()
-            answer = raw.recv(1)
-        except OSError as exc:
-            raise ProbeError(f"no answer to SSLRequest: {exc}") from None
-        if answer == b"N":
-            raise ProbeError(
-                f"the server refused TLS (answered N to SSLRequest): no pg_tls service on port "
-                f"{port}",
-                definite=True,
-            )
-        if answer != b"S":
-            raise ProbeError(f"unexpected answer to SSLRequest: {answer!r}")
-        context = ssl.create_default_context()
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        if sslmode == "require":
-            # libpq's sslmode=require encrypts without checking the certificate.
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        elif sslmode == "verify-ca":
-            context.check_hostname = False
+        _ssl_request(conn, raw, port)
         conn.arm()  # the handshake as a whole ends within the socket's timeout
-        sock = context.wrap_socket(raw, server_hostname=server_name)
+        sock = _tls_context(sslmode).wrap_socket(raw, server_hostname=server_name)
         try:
             tls = sock.version() or "TLS"
             try:
@@ -265,6 +234,49 @@ def probe(
         raise ProbeError(f"TLS handshake failed: {exc}") from None
     finally:
         raw.close()
+
+
+def _connect(host: str, port: int, deadline: float, timeout: float) -> socket.socket:
+    try:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("timed out")
+        return socket.create_connection((host, port), timeout=min(timeout, left))
+    except OSError as exc:
+        raise ProbeError(
+            f"TCP connection failed: {exc.strerror or exc}",
+            stage="tcp",
+            unroutable=getattr(exc, "errno", None) in _UNROUTABLE,
+        ) from None
+
+
+def _ssl_request(conn: _Conn, raw: socket.socket, port: int) -> None:
+    """Ask for TLS the way libpq does; only `S` lets the handshake go on."""
+    try:
+        conn.sendall(SSL_REQUEST)
+        conn.arm()
+        answer = raw.recv(1)
+    except OSError as exc:
+        raise ProbeError(f"no answer to SSLRequest: {exc}") from None
+    if answer == b"N":
+        raise ProbeError(
+            f"the server refused TLS (answered N to SSLRequest): no pg_tls service on port {port}",
+            definite=True,
+        )
+    if answer != b"S":
+        raise ProbeError(f"unexpected answer to SSLRequest: {answer!r}")
+
+
+def _tls_context(sslmode: str) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if sslmode == "require":
+        # libpq's sslmode=require encrypts without checking the certificate.
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif sslmode == "verify-ca":
+        context.check_hostname = False
+    return context
 
 
 def is_ipv6(target: str) -> bool:

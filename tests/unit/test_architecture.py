@@ -1,0 +1,111 @@
+"""The shape the code keeps: small modules and functions, a core that does no I/O of its own
+making, and tests that use only the simulator's public API (docs/architecture.md)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "src" / "fly_pg_external"
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 60
+# The edges: they talk to the runner, to GitHub, to sockets or to Fly. Everything else is the
+# core, which must not import them (or their libraries): it gets Fly through `flyapi.FlyApi`.
+EDGES = {"main", "gha", "github", "publish", "verify", "verification", "log"}
+FORBIDDEN_IN_CORE = ("fly_pg_external.fly", "httpx", "github", "fly_pg_external.github")
+
+
+def modules() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(p for p in parts if p != "__init__")
+
+
+def imported(path: Path) -> set[str]:
+    """Absolute names of what a module imports, relative imports resolved."""
+    package = module_name(path).split(".")
+    if path.name != "__init__.py":
+        package = package[:-1]
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, *(node.module.split(".") if node.module else [])])
+            names.add(module)
+            names.update(f"{module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def is_core(path: Path) -> bool:
+    relative = path.relative_to(PACKAGE)
+    return relative.parts[0] != "fly" and relative.stem not in EDGES
+
+
+def test_no_module_is_longer_than_the_limit() -> None:
+    long = {
+        str(p.relative_to(ROOT)): n
+        for p in modules()
+        if (n := p.read_text().count("\n")) > MAX_MODULE_LINES
+    }
+    assert long == {}
+
+
+def test_no_function_is_longer_than_the_limit() -> None:
+    long = {}
+    for path in modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    long[f"{path.relative_to(ROOT)}:{node.lineno} {node.name}"] = length
+    assert long == {}
+
+
+@pytest.mark.parametrize("path", [p for p in modules() if is_core(p)], ids=module_name)
+def test_the_core_imports_no_io_layer(path: Path) -> None:
+    bad = sorted(
+        name
+        for name in imported(path)
+        if any(name == f or name.startswith(f + ".") for f in FORBIDDEN_IN_CORE)
+    )
+    assert bad == []
+
+
+def test_the_planner_loads_without_httpx_or_pygithub() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import fly_pg_external.plan, fly_pg_external.rollout, "
+        "fly_pg_external.outcome, fly_pg_external.report; "
+        "print(sorted(m for m in ('httpx', 'github') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
+
+
+def test_tests_use_only_the_simulators_public_api() -> None:
+    """No `sim._x`, `simulator._x` or `Simulator._x` in tests, helpers, benchmarks or scripts."""
+    offenders = []
+    for folder in ("tests", "bench", "scripts"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if (
+                    isinstance(node, ast.Attribute)
+                    and node.attr.startswith("_")
+                    and not node.attr.startswith("__")
+                    and isinstance(node.value, ast.Name)
+                    and node.value.id in {"sim", "simulator", "Simulator", "current_sim"}
+                ):
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.attr}")
+    assert offenders == []

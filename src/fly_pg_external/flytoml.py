@@ -16,6 +16,15 @@ import tomlkit
 from tomlkit.items import AoT, Table
 
 
+def _table(values: dict[str, Any], *, skip: tuple[str, ...] = ()) -> Table:
+    """A TOML table of the non-null values, in their order."""
+    t = tomlkit.table()
+    for k, v in values.items():
+        if v is not None and k not in skip:
+            t[k] = v
+    return t
+
+
 def _service_table(service: dict[str, Any]) -> Table:
     t = tomlkit.table()
     for key, toml_key in (
@@ -27,32 +36,17 @@ def _service_table(service: dict[str, Any]) -> Table:
     ):
         if service.get(key) is not None:
             t[toml_key] = service[key]
-    ports = AoT([])
-    for port in service.get("ports") or []:
-        pt = tomlkit.table()
-        for k, v in port.items():
-            if v is not None:
-                pt[k] = v
-        ports.append(pt)
-    if len(ports):
-        t["ports"] = ports
+    ports = [_table(port) for port in service.get("ports") or []]
+    if ports:
+        t["ports"] = AoT(ports)
     if service.get("concurrency"):
-        c = tomlkit.table()
-        for k, v in service["concurrency"].items():
-            c[k] = v
-        t["concurrency"] = c
-    tcp_checks = [c for c in service.get("checks") or [] if c.get("type", "tcp") == "tcp"]
-    http_checks = [c for c in service.get("checks") or [] if c.get("type") == "http"]
-    for name, checks in (("tcp_checks", tcp_checks), ("http_checks", http_checks)):
-        if checks:
-            aot = AoT([])
-            for check in checks:
-                ct = tomlkit.table()
-                for k, v in check.items():
-                    if k not in ("type", "grace_period") and v is not None:
-                        ct[k] = v
-                aot.append(ct)
-            t[name] = aot
+        t["concurrency"] = _table(service["concurrency"])
+    checks = service.get("checks") or []
+    for name, kind in (("tcp_checks", "tcp"), ("http_checks", "http")):
+        # A check without a type is a TCP check.
+        same = [c for c in checks if c.get("type", "tcp") == kind]
+        if same:
+            t[name] = AoT([_table(c, skip=("type", "grace_period")) for c in same])
     return t
 
 
@@ -64,21 +58,22 @@ def render(app: str, config: dict[str, Any]) -> str:
     if region:
         doc["primary_region"] = region
     if env:
-        et = tomlkit.table()
-        for k in sorted(env):
-            et[k] = env[k]
-        doc["env"] = et
+        doc["env"] = _table({k: env[k] for k in sorted(env)})
     cmd = (config.get("init") or {}).get("cmd")
     if cmd:
-        pt = tomlkit.table()
-        pt["app"] = " ".join(cmd) if isinstance(cmd, list) else str(cmd)
-        doc["processes"] = pt
+        doc["processes"] = _table({"app": " ".join(cmd) if isinstance(cmd, list) else str(cmd)})
+    _render_sections(doc, config)
+    return tomlkit.dumps(doc)
+
+
+def _render_sections(doc: tomlkit.TOMLDocument, config: dict[str, Any]) -> None:
     mounts = config.get("mounts") or []
     if mounts:
-        mt = tomlkit.table()
-        mt["source"] = mounts[0].get("name") or mounts[0].get("volume", "")
-        mt["destination"] = mounts[0].get("path", "")
-        doc["mounts"] = AoT([mt])
+        mount = {
+            "source": mounts[0].get("name") or mounts[0].get("volume", ""),
+            "destination": mounts[0].get("path", ""),
+        }
+        doc["mounts"] = AoT([_table(mount)])
     services = config.get("services") or []
     if services:
         doc["services"] = AoT([_service_table(s) for s in services])
@@ -86,20 +81,11 @@ def render(app: str, config: dict[str, Any]) -> str:
     if checks:
         ct = tomlkit.table()
         for name in sorted(checks):
-            one = tomlkit.table()
-            for k, v in checks[name].items():
-                if v is not None:
-                    one[k] = v
-            ct[name] = one
+            ct[name] = _table(checks[name])
         doc["checks"] = ct
     metrics = config.get("metrics")
     if metrics:
-        mt = tomlkit.table()
-        for k, v in metrics.items():
-            if v is not None:
-                mt[k] = v
-        doc["metrics"] = AoT([mt])
-    return tomlkit.dumps(doc)
+        doc["metrics"] = AoT([_table(metrics)])
 
 
 def render_most_common(app: str, configs: Iterable[dict[str, Any]]) -> str:

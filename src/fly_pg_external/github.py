@@ -1,4 +1,4 @@
-"""Publish the report: the job summary on every run, and one PR comment per app.
+"""The GitHub API side of the report: find, create or update this action's PR comment.
 
 The comment is found again by its hidden marker line (it names the app and carries a digest of the
 content), and only among comments written by the token's own account, so another app's comment or
@@ -6,7 +6,9 @@ someone else's comment that quotes the marker is never touched. Which account th
 GraphQL API tells for every kind of token (`viewerDidAuthor` on each comment): a PAT, the Actions
 `GITHUB_TOKEN` and a GitHub App installation token alike. The REST API cannot: an installation
 token gets 403 from `GET /user`, and nothing gives it its bot login (`<app-slug>[bot]`). Nothing
-here can change the step's result: every GitHub problem becomes a warning that says how to fix it.
+here can change the step's result: every GitHub problem becomes a logged warning that says how to
+fix it. Messages go to the package log, whose handler redacts them: text from GitHub (an error's
+message) needs no redaction here. What gets posted, and when, is `publish.py`'s decision.
 
 PyGithub is imported inside the functions that use it: it pulls in requests, urllib3, PyJWT and
 cryptography (about 0.2 s), a waste for runs that never comment.
@@ -14,48 +16,28 @@ cryptography (about 0.2 s), a waste for runs that never comment.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Mapping
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
 
-from .report import (
-    COMMENT_SAFETY_MARGIN,
-    GITHUB_COMMENT_LIMIT,
-    comment_body,
-    marker_digest,
-    parse_marker,
-    render_markdown,
-)
+from .report import marker_digest, parse_marker
 
 if TYPE_CHECKING:
     from github import Github, GithubException
+    from github.Issue import Issue
     from github.IssueComment import IssueComment
     from github.Repository import Repository
 
-    from .outcome import Outcome
-    from .redact import Redactor
+    from .publish import RunContext
 
-DEFAULT_API_URL = "https://api.github.com"
-DEFAULT_SERVER_URL = "https://github.com"
+log = logging.getLogger(__name__)
+
 # Who writes the comments of the Actions GITHUB_TOKEN; that token may not read GET /user.
 ACTIONS_BOT_LOGIN = "github-actions[bot]"
-PR_EVENTS = frozenset({"pull_request", "pull_request_target"})
-# The runner refuses a step summary over 1 MiB per step. The report stays well below, leaving
-# room for whatever else the step appends.
-SUMMARY_MAX_BYTES = 1024 * 1024 - 64 * 1024
 FORK_PATTERN_URL = (
     "https://securitylab.github.com/resources/github-actions-preventing-pwn-requests/"
 )
-
-
-class GhaLike(Protocol):
-    """The workflow-command surface publish needs (implemented by `gha.Actions`)."""
-
-    def info(self, message: str, /) -> None: ...
-    def notice(self, message: str, /) -> None: ...
-    def warning(self, message: str, /) -> None: ...
-    def append_summary(self, markdown: str, /) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -87,159 +69,31 @@ class ClientTuning:
         )
 
 
-@dataclass(frozen=True)
-class RunContext:
-    """What publish needs to know about the run, read once from the runner's environment."""
-
-    event_name: str
-    repository: str
-    api_url: str
-    commit: str | None
-    run_url: str | None
-    pr_number: int | None
-    # The fork a pull request comes from (None for a PR from the repository itself).
-    fork: str | None
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> RunContext:
-        event_name = env.get("GITHUB_EVENT_NAME", "")
-        repository = env.get("GITHUB_REPOSITORY", "")
-        api_url = (env.get("GITHUB_API_URL") or DEFAULT_API_URL).rstrip("/")
-        server_url = (env.get("GITHUB_SERVER_URL") or DEFAULT_SERVER_URL).rstrip("/")
-        run_id = env.get("GITHUB_RUN_ID", "")
-        run_url = (
-            f"{server_url}/{repository}/actions/runs/{run_id}" if repository and run_id else None
-        )
-        payload = _read_event(env.get("GITHUB_EVENT_PATH", ""))
-        commit = env.get("GITHUB_SHA") or None
-        pr_number: int | None = None
-        fork: str | None = None
-        pr = _obj(payload.get("pull_request"))
-        if event_name in PR_EVENTS and pr:
-            number = pr.get("number", payload.get("number"))
-            # bool is an int too; a payload saying `"number": true` names no pull request.
-            if isinstance(number, int) and not isinstance(number, bool) and number > 0:
-                pr_number = number
-            # GITHUB_SHA of a PR run is a merge commit nobody has seen; the head is what was
-            # pushed.
-            head = _obj(pr.get("head"))
-            head_sha = head.get("sha")
-            if isinstance(head_sha, str) and head_sha:
-                commit = head_sha
-            head_repo = _full_name(head.get("repo"))
-            base_repo = _full_name(_obj(pr.get("base")).get("repo")) or repository
-            if head_repo and base_repo and head_repo != base_repo:
-                fork = head_repo
-        return cls(
-            event_name=event_name,
-            repository=repository,
-            api_url=api_url,
-            commit=commit,
-            run_url=run_url,
-            pr_number=pr_number,
-            fork=fork,
-        )
+# -- the upsert -----------------------------------------------------------------------------
 
 
-def _read_event(path: str) -> dict[str, Any]:
-    if not path:
-        return {}
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _obj(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _full_name(repo: object) -> str | None:
-    if isinstance(repo, dict) and isinstance(repo.get("full_name"), str):
-        return str(repo["full_name"])
-    return None
-
-
-# -- entry point ----------------------------------------------------------------------------
-
-
-def publish(
-    outcome: Outcome,
+def upsert_comment(
     *,
+    ctx: RunContext,
     token: str,
-    pr_comment: bool,
-    env: Mapping[str, str],
-    gha: GhaLike,
-    redactor: Redactor,
+    app: str,
+    body: str,
+    keep_existing: bool = False,
     tuning: ClientTuning | None = None,
 ) -> str:
-    """Write the job summary (always), upsert the PR comment when applicable; return the comment
-    URL or ''.
+    """Post `body` as the comment of `app` on the run's pull request, or update the one there;
+    return its URL, or '' when there is none.
 
-    Never raises for a GitHub problem and never fails the step: a report that cannot be posted is
-    a warning, the run's result stays what the Fly work made it.
+    `body` is a finished `report.comment_body` (its marker names `app` and carries the digest
+    that spares an edit when nothing changed). With `keep_existing`, a comment already there is
+    left as it is. A push run finds the pull request its commit merged and only updates.
+    Never raises: a problem with GitHub is a logged warning.
     """
-    ctx = RunContext.from_env(env)
-    write_summary(outcome, ctx=ctx, gha=gha, redactor=redactor)
-    if not pr_comment:
-        gha.info("PR comment: off (`pr-comment: false`); the report is in the job summary.")
-        return ""
-    if ctx.event_name not in PR_EVENTS and ctx.event_name != "push":
-        gha.info(
-            f"PR comment: none, a `{ctx.event_name or 'unknown'}` run has no pull request; "
-            "the report is in the job summary."
-        )
-        return ""
-    if ctx.event_name in PR_EVENTS and ctx.pr_number is None:
-        gha.info(
-            "PR comment: none, the event payload names no pull request number; "
-            "the report is in the job summary."
-        )
-        return ""
-    if not token:
-        gha.warning(
-            "PR comment: skipped, the `github-token` input is empty. Pass "
-            "`github-token: ${{ github.token }}` (the default) or another token that may write "
-            "pull request comments. The report is in the job summary."
-        )
-        return ""
-    if not ctx.repository:
-        gha.warning("PR comment: skipped, GITHUB_REPOSITORY is not set (not running in Actions?).")
-        return ""
     try:
-        return _upsert(outcome, ctx=ctx, token=token, gha=gha, redactor=redactor, tuning=tuning)
+        return _upsert(ctx=ctx, token=token, app=app, body=body, keep=keep_existing, tuning=tuning)
     except Exception as e:  # a report must never turn a finished run into a failed step
-        gha.warning(redactor.redact(_explain(e, ctx)))
+        log.warning(_explain(e, ctx))
         return ""
-
-
-def write_summary(outcome: Outcome, *, ctx: RunContext, gha: GhaLike, redactor: Redactor) -> None:
-    """The full report into the job summary, cut with a notice only above the runner's limit."""
-    text = redactor.redact(render_markdown(outcome, commit=ctx.commit, run_url=ctx.run_url))
-    note = "The job summary of a step holds at most 1 MiB; the rest of the diff is left out."
-    max_chars = len(text)
-    while len(text.encode("utf-8")) > SUMMARY_MAX_BYTES and max_chars > 0:
-        overflow = len(text.encode("utf-8")) - SUMMARY_MAX_BYTES
-        # Characters can take up to 4 bytes; shrink by at least the byte overflow each round.
-        max_chars = min(max_chars, len(text)) - overflow - 256
-        text = redactor.redact(
-            render_markdown(
-                outcome,
-                commit=ctx.commit,
-                run_url=ctx.run_url,
-                max_chars=max(max_chars, 0),
-                truncation_note=note,
-            )
-        )
-    try:
-        gha.append_summary(text)
-    except OSError as e:
-        gha.warning(f"Could not write the job summary ({e.strerror or e}); the report is lost.")
-
-
-# -- the upsert -----------------------------------------------------------------------------
 
 
 _RETRY_METHODS = frozenset({"GET", "HEAD", "PATCH", "PUT", "DELETE"})
@@ -288,13 +142,7 @@ class _CreateUncertain(Exception):
 
 
 def _upsert(
-    outcome: Outcome,
-    *,
-    ctx: RunContext,
-    token: str,
-    gha: GhaLike,
-    redactor: Redactor,
-    tuning: ClientTuning | None,
+    *, ctx: RunContext, token: str, app: str, body: str, keep: bool, tuning: ClientTuning | None
 ) -> str:
     from github import GithubException
 
@@ -307,20 +155,18 @@ def _upsert(
         for attempt in range(1, attempts + 1):
             stage = _Stage()
             try:
-                return _upsert_once(
-                    outcome, gh=gh, ctx=ctx, gha=gha, redactor=redactor, stage=stage
-                )
+                return _upsert_once(gh=gh, ctx=ctx, app=app, body=body, keep=keep, stage=stage)
             except _CreateUncertain as e:
                 if attempt == attempts:
                     cause = e.cause
                     if isinstance(cause, GithubException):
-                        gha.warning(redactor.redact(_explain_github_error(cause, ctx, stage)))
+                        log.warning(_explain_github_error(cause, ctx, stage))
                     else:
-                        gha.warning(redactor.redact(_explain(cause, ctx)))
+                        log.warning(_explain(cause, ctx))
                     return ""
-                gha.info("PR comment: the create request failed; looking for the comment again.")
+                log.info("PR comment: the create request failed; looking for the comment again.")
             except GithubException as e:
-                gha.warning(redactor.redact(_explain_github_error(e, ctx, stage)))
+                log.warning(_explain_github_error(e, ctx, stage))
                 return ""
         return ""  # not reached: the last attempt returns
     finally:
@@ -328,24 +174,15 @@ def _upsert(
 
 
 def _upsert_once(
-    outcome: Outcome,
-    *,
-    gh: Github,
-    ctx: RunContext,
-    gha: GhaLike,
-    redactor: Redactor,
-    stage: _Stage,
+    *, gh: Github, ctx: RunContext, app: str, body: str, keep: bool, stage: _Stage
 ) -> str:
-    import requests
-    from github import GithubException
-
     repo = gh.get_repo(ctx.repository)
     number = ctx.pr_number
     if ctx.event_name == "push":
         stage.doing = f"find the pull request merged as commit {ctx.commit} in {ctx.repository}"
         number = _merged_pr_number(repo, ctx.commit or "")
     if number is None:
-        gha.info(
+        log.info(
             f"PR comment: none, no merged pull request has commit {ctx.commit} as its merge "
             "commit; the report is in the job summary."
         )
@@ -353,40 +190,43 @@ def _upsert_once(
     where = f"pull request #{number} in {ctx.repository}"
     stage.doing = f"read the comments of {where}"
     issue = repo.get_issue(number)
-    reports = _reports_for(issue.get_comments(), app=outcome.app)
+    reports = _reports_for(issue.get_comments(), app=app)
     stage.doing = f"find out which comments of {where} the token's account wrote"
     existing = _own_report(gh, reports)
-    body = comment_body(
-        outcome,
-        commit=ctx.commit,
-        run_url=ctx.run_url,
-        max_chars=GITHUB_COMMENT_LIMIT - COMMENT_SAFETY_MARGIN,
-        redact=redactor.redact,
-    )
-    # The body was redacted piece by piece while rendering; a secret spanning two pieces would
-    # only show in the whole.
-    body = redactor.redact(body)
     if existing is not None:
-        url = str(existing.html_url)
-        if outcome.status == "no-change":
-            gha.info(
-                f"PR comment: left as is on {where}; this run changed nothing, so the comment "
-                f"keeps telling what was last done: {url}"
-            )
-            return url
-        if marker_digest(existing.body or "") == marker_digest(body):
-            gha.info(f"PR comment: already up to date on {where}: {url}")
-            return url
-        stage.doing, stage.writing = f"edit the comment of app {outcome.app} on {where}", True
-        existing.edit(body)
-        gha.info(f"PR comment: updated on {where}: {url}")
-        return url
+        return _update(existing, body=body, app=app, where=where, keep=keep, stage=stage)
     if ctx.event_name == "push":
-        gha.info(
+        log.info(
             f"PR comment: none, {where} (merged as {ctx.commit}) has no comment for app "
-            f"{outcome.app} to update, and a push run does not start one."
+            f"{app} to update, and a push run does not start one."
         )
         return ""
+    return _create(issue, body=body, where=where, stage=stage)
+
+
+def _update(
+    existing: IssueComment, *, body: str, app: str, where: str, keep: bool, stage: _Stage
+) -> str:
+    url = str(existing.html_url)
+    if keep:
+        log.info(
+            f"PR comment: left as is on {where}; this run changed nothing, so the comment "
+            f"keeps telling what was last done: {url}"
+        )
+        return url
+    if marker_digest(existing.body or "") == marker_digest(body):
+        log.info(f"PR comment: already up to date on {where}: {url}")
+        return url
+    stage.doing, stage.writing = f"edit the comment of app {app} on {where}", True
+    existing.edit(body)
+    log.info(f"PR comment: updated on {where}: {url}")
+    return url
+
+
+def _create(issue: Issue, *, body: str, where: str, stage: _Stage) -> str:
+    import requests
+    from github import GithubException
+
     stage.doing, stage.writing = f"comment on {where}", True
     try:
         created = issue.create_comment(body)
@@ -397,7 +237,7 @@ def _upsert_once(
     except requests.RequestException as e:
         raise _CreateUncertain(e) from e
     url = str(created.html_url)
-    gha.info(f"PR comment: created on {where}: {url}")
+    log.info(f"PR comment: created on {where}: {url}")
     return url
 
 

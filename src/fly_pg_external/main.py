@@ -186,16 +186,7 @@ def _run(
         return 1
     outcome = build_outcome(plan, progress, error)
     if error is None:
-        if settings.mode != "unexpose":
-            outcome.fly_toml_path = _write_fly_toml(plan, env, gha)
-        if settings.verify and not settings.read_only:
-            with gha.group("Verify"):
-                if settings.mode == "unexpose":
-                    verify_unexpose(outcome, settings)
-                else:
-                    verify_expose(outcome, settings)
-            if outcome.status == "failed" and outcome.error:
-                log.error(outcome.error, extra={"title": "Verification failed"})
+        _after_change(outcome, plan, settings, gha, env)
     outcome = redacted(outcome, gha.redactor)
     set_outputs(outcome, settings, plan, gha)
     comment_url = ""
@@ -205,6 +196,23 @@ def _run(
     gha.set_output("comment-url", comment_url)
     _final_summary(outcome)
     return 1 if outcome.status == "failed" else 0
+
+
+def _after_change(
+    outcome: Outcome, plan: Plan, settings: Settings, gha: Actions, env: Mapping[str, str]
+) -> None:
+    """Write the fly.toml for the reader, then check the endpoint as the change left it."""
+    if settings.mode != "unexpose":
+        outcome.fly_toml_path = _write_fly_toml(plan, env, gha)
+    if not settings.verify or settings.read_only:
+        return
+    with gha.group("Verify"):
+        if settings.mode == "unexpose":
+            verify_unexpose(outcome, settings)
+        else:
+            verify_expose(outcome, settings)
+    if outcome.status == "failed" and outcome.error:
+        log.error(outcome.error, extra={"title": "Verification failed"})
 
 
 def _read_and_plan(settings: Settings, fly: FlyApi, gha: Actions) -> Plan:
@@ -223,17 +231,16 @@ def _read_and_plan(settings: Settings, fly: FlyApi, gha: Actions) -> Plan:
 
 
 def _publish(outcome: Outcome, settings: Settings, gha: Actions, env: Mapping[str, str]) -> str:
-    # Imported here: PyGithub costs start-up time that a run without a report does not need.
-    from . import github
+    # Imported here: the report costs start-up time that a run without one does not need.
+    from . import publish
 
     try:
-        url: str = github.publish(
+        url = publish.publish(
             outcome,
             token=settings.github_token,
             pr_comment=settings.pr_comment,
             env=env,
-            gha=gha,
-            redactor=gha.redactor,
+            summary=gha,
         )
     except Exception as exc:
         log.warning(f"Could not write the report: {type(exc).__name__}: {exc}")

@@ -135,25 +135,9 @@ def build_outcome(
 
 
 def _ips(plan: Plan, done: Progress, *, applied: bool) -> list[IpChange]:
+    """Each family's addresses; the ones the run changed first."""
     if plan.mode == "unexpose":
-        released: list[IpChange] = []
-        left: list[IpChange] = []
-        for family in IP_FAMILIES:
-            if family not in plan.requested:
-                if family in plan.existing:
-                    left.append(IpChange(family, "keep", plan.existing[family]))
-                continue
-            planned = [ip.address for ip in plan.release if ip.type == family]
-            if not planned:
-                left.append(IpChange(family, "absent"))
-                continue
-            gone = done.released.get(family, [])
-            if gone:
-                released.append(IpChange(family, "release", tuple(gone), done=True))
-            rest = tuple(a for a in planned if a not in gone)
-            if rest:
-                left.append(IpChange(family, "release", rest))
-        return [*released, *left]
+        return _released_ips(plan, done)
     allocated: list[IpChange] = []
     others: list[IpChange] = []
     for family in IP_FAMILIES:
@@ -165,6 +149,26 @@ def _ips(plan: Plan, done: Progress, *, applied: bool) -> list[IpChange]:
         elif family in plan.existing:
             others.append(IpChange(family, "keep", plan.existing[family]))
     return [*allocated, *others]
+
+
+def _released_ips(plan: Plan, done: Progress) -> list[IpChange]:
+    released: list[IpChange] = []
+    left: list[IpChange] = []
+    for family in IP_FAMILIES:
+        planned = [ip.address for ip in plan.release if ip.type == family]
+        gone = done.released.get(family, [])
+        rest = tuple(a for a in planned if a not in gone)
+        if family not in plan.requested:
+            if family in plan.existing:
+                left.append(IpChange(family, "keep", plan.existing[family]))
+        elif not planned:
+            left.append(IpChange(family, "absent"))
+        else:
+            if gone:
+                released.append(IpChange(family, "release", tuple(gone), done=True))
+            if rest:
+                left.append(IpChange(family, "release", rest))
+    return [*released, *left]
 
 
 def _machines(plan: Plan, done: Progress, *, applied: bool) -> list[MachineChange]:

@@ -149,6 +149,7 @@ def _scram(conn: _Conn, mechanisms: bytes, login: Login) -> None:
 
 
 def _login(conn: _Conn, login: Login) -> str:
+    """Start up, authenticate, run SELECT 1; the server's version."""
     params = b"user\0" + login.user.encode() + b"\0"
     if login.database:
         params += b"database\0" + login.database.encode() + b"\0"
@@ -161,29 +162,19 @@ def _login(conn: _Conn, login: Login) -> str:
         if kind == b"E":
             raise ProbeError(_error_text(body))
         if kind == b"R":
-            code = struct.unpack("!i", body[:4])[0]
-            if code == 0:
-                continue
-            if code == 3:
-                _send(conn, b"p", login.password.encode() + b"\0")
-            elif code == 5:
-                inner = hashlib.md5(  # noqa: S324 - the protocol's own MD5 scheme
-                    (login.password + login.user).encode()
-                ).hexdigest()
-                outer = hashlib.md5(inner.encode() + body[4:8]).hexdigest()  # noqa: S324
-                _send(conn, b"p", b"md5" + outer.encode() + b"\0")
-            elif code == 10:
-                _scram(conn, body[4:], login)
-            elif code in (11, 12):
-                continue
-            else:
-                raise ProbeError(f"unsupported authentication method {code}")
+            _authenticate(conn, login, struct.unpack("!i", body[:4])[0], body[4:])
         elif kind == b"S":
             name, _, value = body.rstrip(b"\0").partition(b"\0")
             if name == b"server_version":
                 version = value.decode(errors="replace")
         elif kind == b"Z":
             break
+    _select_one(conn)
+    return version
+
+
+def _select_one(conn: _Conn) -> None:
+    """A query proves the login is usable, not only accepted; then say goodbye."""
     _send(conn, b"Q", b"SELECT 1\0")
     while True:
         kind, body = _read_message(conn)
@@ -192,7 +183,24 @@ def _login(conn: _Conn, login: Login) -> str:
         if kind == b"Z":
             break
     _send(conn, b"X", b"")
-    return version
+
+
+def _authenticate(conn: _Conn, login: Login, code: int, data: bytes) -> None:
+    """Answer one Authentication message (`code`, then its `data`)."""
+    if code in (0, 11, 12):  # AuthenticationOk; SASL continue/final are handled by _scram
+        return
+    if code == 3:
+        _send(conn, b"p", login.password.encode() + b"\0")
+    elif code == 5:
+        inner = hashlib.md5(  # noqa: S324 - the protocol's own MD5 scheme
+            (login.password + login.user).encode()
+        ).hexdigest()
+        outer = hashlib.md5(inner.encode() + data[:4]).hexdigest()  # noqa: S324
+        _send(conn, b"p", b"md5" + outer.encode() + b"\0")
+    elif code == 10:
+        _scram(conn, data, login)
+    else:
+        raise ProbeError(f"unsupported authentication method {code}")
 
 
 def probe(

@@ -1,7 +1,8 @@
-"""`github.publish` end to end: PyGithub talking HTTP to a local fake GitHub API.
+"""`publish.publish` end to end: PyGithub talking HTTP to a local fake GitHub API.
 
 Each test builds the runner's environment (event JSON, GITHUB_* variables, a step summary file),
-hands `publish` a hand-built Outcome and checks what the fake server saw and stored.
+hands `publish` a hand-built Outcome and checks what the fake server saw and stored, and what
+was logged (the package log, sent to a recording writer as a run sends it to the runner).
 """
 
 from __future__ import annotations
@@ -18,10 +19,17 @@ from urllib.parse import quote, quote_plus
 import pytest
 
 from fakegithub import FakeGitHub, Identity
-from fly_pg_external.github import ClientTuning, publish
-from fly_pg_external.outcome import IpChange, MachineChange, Outcome
+from fly_pg_external.github import ClientTuning
+from fly_pg_external.log import to_workflow
+from fly_pg_external.outcome import IpChange, MachineChange, Outcome, redacted
+from fly_pg_external.publish import publish
 from fly_pg_external.redact import Redactor
-from fly_pg_external.report import GITHUB_COMMENT_LIMIT, comment_body, parse_marker
+from fly_pg_external.report import (
+    GITHUB_COMMENT_LIMIT,
+    SUMMARY_MAX_BYTES,
+    comment_body,
+    parse_marker,
+)
 
 REPO = "acme/db"
 PR = 7
@@ -39,21 +47,22 @@ IMG = "flyio/postgres-flex:16.4"
 
 @dataclass
 class RecordingGha:
-    """The workflow-command surface `publish` uses, recording every call."""
+    """The job summary `publish` writes, and the log lines it writes (through `log.to_workflow`),
+    recorded."""
 
     summary_path: Path
     infos: list[str] = field(default_factory=list)
-    notices: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
 
     def info(self, message: str) -> None:
         self.infos.append(message)
 
-    def notice(self, message: str) -> None:
-        self.notices.append(message)
-
-    def warning(self, message: str) -> None:
+    def warning(self, message: str, title: str | None = None) -> None:
         self.warnings.append(message)
+
+    def error(self, message: str, title: str | None = None) -> None:
+        self.errors.append(message)
 
     def append_summary(self, markdown: str) -> None:
         with self.summary_path.open("a", encoding="utf-8") as fh:
@@ -149,18 +158,19 @@ def run(
     *,
     pr_comment: bool = True,
     token: str = TOKEN,
-    redactor: Redactor | None = None,
     per_page: int = 100,
+    tuning: ClientTuning | None = None,
 ) -> str:
-    return publish(
-        o,
-        token=token,
-        pr_comment=pr_comment,
-        env=env,
-        gha=gha,
-        redactor=redactor or Redactor([token]),
-        tuning=ClientTuning.fast(per_page=per_page),
-    )
+    """`publish` as main calls it, with its log lines going to `gha`."""
+    with to_workflow(gha):
+        return publish(
+            o,
+            token=token,
+            pr_comment=pr_comment,
+            env=env,
+            summary=gha,
+            tuning=tuning or ClientTuning.fast(per_page=per_page),
+        )
 
 
 def writes(fake: FakeGitHub) -> list[tuple[str, str]]:
@@ -897,7 +907,8 @@ def test_token_password_and_url_never_reach_the_comment_or_summary(
         config_diff="--- a\n+++ b\n" + "".join(f"+# {leak}\n" for leak in leaks),
         redacted_url=FULL_URL,  # even a wrongly unredacted URL must not get through
     )
-    run(noisy, make_env(tmp_path, fake), gha, redactor=Redactor(secrets))
+    # Redacted once, where main builds the Outcome; nothing after that redacts again.
+    run(redacted(noisy, Redactor(secrets)), make_env(tmp_path, fake), gha)
 
     [comment] = fake.comments(REPO, PR)
     for text in (comment.body, gha.summary):
@@ -910,15 +921,30 @@ def test_token_password_and_url_never_reach_the_comment_or_summary(
         assert TOKEN not in json.dumps(r.body)
 
 
-def test_warnings_are_redacted(gha: RecordingGha, tmp_path: Path) -> None:
+def test_warnings_are_redacted(tmp_path: Path) -> None:
+    # Text from GitHub (an error's message) enters through the log, whose writer redacts it.
+    from fly_pg_external.gha import Actions
+
+    out = io.StringIO()
     with FakeGitHub(user_endpoint_forbidden=True) as fake:
         fake.add_pr(REPO, PR)
         fake.fail_next(
             "POST", rf"/repos/{REPO}/issues/{PR}/comments", status=403, message=f"nope {PASSWORD}"
         )
-        run(outcome(), make_env(tmp_path, fake), gha, redactor=Redactor([TOKEN, PASSWORD]))
-    [warning] = gha.warnings
-    assert PASSWORD not in warning
+        env = make_env(tmp_path, fake)
+        actions = Actions(env=env, out=out, redactor=Redactor([TOKEN, PASSWORD]))
+        with to_workflow(actions):
+            publish(
+                outcome(),
+                token=TOKEN,
+                pr_comment=True,
+                env=env,
+                summary=actions,
+                tuning=ClientTuning.fast(),
+            )
+    [warning] = [line for line in out.getvalue().splitlines() if line.startswith("::warning::")]
+    for form in secret_spellings(PASSWORD):
+        assert form not in out.getvalue()
     assert "nope ***" in warning
 
 
@@ -950,19 +976,18 @@ def test_publish_works_with_the_real_actions_writer(fake: FakeGitHub, tmp_path: 
 
     env = make_env(tmp_path, fake)
     out = io.StringIO()
-    redactor = Redactor([TOKEN])
-    actions = Actions(env=env, out=out, redactor=redactor)
+    actions = Actions(env=env, out=out, redactor=Redactor([TOKEN]))
     fake.forbid_writes()
 
-    url = publish(
-        outcome(),
-        token=TOKEN,
-        pr_comment=True,
-        env=env,
-        gha=actions,
-        redactor=redactor,
-        tuning=ClientTuning.fast(),
-    )
+    with to_workflow(actions):
+        url = publish(
+            outcome(),
+            token=TOKEN,
+            pr_comment=True,
+            env=env,
+            summary=actions,
+            tuning=ClientTuning.fast(),
+        )
 
     assert url == ""
     assert "::warning::PR comment: could not comment on pull request #7" in out.getvalue()
@@ -972,8 +997,6 @@ def test_publish_works_with_the_real_actions_writer(fake: FakeGitHub, tmp_path: 
 def test_summary_over_the_runner_limit_is_cut_with_a_notice(
     fake: FakeGitHub, gha: RecordingGha, tmp_path: Path
 ) -> None:
-    from fly_pg_external.github import SUMMARY_MAX_BYTES
-
     # Multi-byte characters: the runner's limit is in bytes, not characters.
     diff = "--- a\n+++ b\n" + "".join(f"+é_{i:07d} = {'ü' * 60}\n" for i in range(12_000))
     assert len(diff.encode()) > 1024 * 1024
@@ -997,15 +1020,7 @@ def test_failed_create_is_retried_as_a_whole_upsert(
     fake: FakeGitHub, gha: RecordingGha, tmp_path: Path
 ) -> None:
     fake.fail_next("POST", rf"/repos/{REPO}/issues/{PR}/comments", status=502)
-    url = publish(
-        outcome(),
-        token=TOKEN,
-        pr_comment=True,
-        env=make_env(tmp_path, fake),
-        gha=gha,
-        redactor=Redactor([TOKEN]),
-        tuning=RETRYING,
-    )
+    url = run(outcome(), make_env(tmp_path, fake), gha, tuning=RETRYING)
     [comment] = fake.comments(REPO, PR)
     assert url.endswith(f"#issuecomment-{comment.id}")
     assert gha.warnings == []
@@ -1015,15 +1030,7 @@ def test_create_that_worked_but_lost_its_answer_is_not_posted_twice(
     fake: FakeGitHub, gha: RecordingGha, tmp_path: Path
 ) -> None:
     fake.fail_next("POST", rf"/repos/{REPO}/issues/{PR}/comments", status=504, after_effect=True)
-    url = publish(
-        outcome(),
-        token=TOKEN,
-        pr_comment=True,
-        env=make_env(tmp_path, fake),
-        gha=gha,
-        redactor=Redactor([TOKEN]),
-        tuning=RETRYING,
-    )
+    url = run(outcome(), make_env(tmp_path, fake), gha, tuning=RETRYING)
     [comment] = fake.comments(REPO, PR)
     assert url.endswith(f"#issuecomment-{comment.id}")
     assert [m for m, _ in writes(fake)] == ["POST"]
@@ -1034,15 +1041,7 @@ def test_create_failing_twice_is_one_warning(
     fake: FakeGitHub, gha: RecordingGha, tmp_path: Path
 ) -> None:
     fake.fail_next("POST", rf"/repos/{REPO}/issues/{PR}/comments", status=500, times=None)
-    url = publish(
-        outcome(),
-        token=TOKEN,
-        pr_comment=True,
-        env=make_env(tmp_path, fake),
-        gha=gha,
-        redactor=Redactor([TOKEN]),
-        tuning=RETRYING,
-    )
+    url = run(outcome(), make_env(tmp_path, fake), gha, tuning=RETRYING)
     assert url == ""
     [warning] = gha.warnings
     assert "could not comment on pull request #7" in warning

@@ -5,7 +5,7 @@ import io
 from pathlib import Path
 from urllib.parse import quote
 
-from fly_pg_external.fly.auth import parse_token, strip_scheme
+from fly_pg_external.flytoken import parse_token, strip_scheme
 from fly_pg_external.gha import Actions
 from fly_pg_external.redact import Redactor
 
@@ -71,11 +71,16 @@ def test_inputs_read_with_hyphens_and_underscores() -> None:
     assert gha.input("host") is None
 
 
-def test_summary_is_appended_and_redacted(tmp_path: Path) -> None:
-    gha, _ = actions(tmp_path)
-    gha.add_mask("topsecret")
-    gha.append_summary("# hi topsecret")
-    assert (tmp_path / "sum").read_text() == "# hi ***\n"
+def test_summary_is_appended_as_given(tmp_path: Path) -> None:
+    # The report reaches the summary already redacted (at the Outcome) and sized (report.fit):
+    # appending neither scrubs nor cuts it a second time.
+    gha, out = actions(tmp_path)
+    big = "# report\n" + "x" * (1024 * 1024)
+    gha.append_summary(big)
+    gha.append_summary("second")
+    assert (tmp_path / "sum").read_text() == big + "\nsecond\n"
+    assert out.getvalue() == ""
+    Actions({}, out=out).append_summary("nowhere to go")  # outside Actions: nothing happens
 
 
 def test_token_scheme_rule_follows_fly_go() -> None:

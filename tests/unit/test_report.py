@@ -8,18 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from fly_pg_external.outcome import IpChange, MachineChange, Outcome, VerifyResult
+from fly_pg_external.outcome import IpChange, MachineChange, Outcome, VerifyResult, redacted
+from fly_pg_external.redact import Redactor, secret_forms
 from fly_pg_external.report import (
     GITHUB_COMMENT_LIMIT,
+    SUMMARY_MAX_BYTES,
     comment_body,
     content_digest,
-    fenced,
-    inline_code,
+    fit,
     parse_marker,
-    render_content,
     render_markdown,
     render_marker,
+    summary_markdown,
 )
+from fly_pg_external.report_sections import fenced, inline_code
 
 IMG = "flyio/postgres-flex:16.4"
 URL = "postgres://postgres:***@my-pg.fly.dev:5432/postgres?sslmode=require"
@@ -341,9 +343,7 @@ def huge_diff(lines: int = 20_000) -> str:
 
 def test_long_diff_is_cut_with_a_notice_to_fit_max_chars() -> None:
     outcome = plan_outcome(config_diff=huge_diff())
-    text = render_markdown(
-        outcome, commit=SHA, run_url=RUN, max_chars=10_000, truncation_note="See X."
-    )
+    text = render_markdown(outcome, commit=SHA, run_url=RUN, max_chars=10_000, note="See X.")
     assert len(text) <= 10_000
     assert "✂️ The diff is cut after line" in text
     assert "See X." in text
@@ -371,21 +371,84 @@ def test_comment_body_fits_github_limit_and_points_to_the_summary() -> None:
 
 def test_flood_of_warnings_is_still_cut_to_fit() -> None:
     outcome = plan_outcome(warnings=["w" * 1500] * 100)
-    text = render_content(outcome, max_chars=20_000)
+    text = fit(outcome, max_chars=20_000)
     assert len(text) <= 20_000
     assert "cut to fit" in text
 
 
-def test_comment_body_fits_even_when_redaction_lengthens_text() -> None:
-    outcome = plan_outcome(config_diff=huge_diff())
-
-    def widen(text: str) -> str:
-        return text.replace("k", "[redacted]")
-
-    body = comment_body(outcome, commit=SHA, run_url=RUN, max_chars=30_000, redact=widen)
+def test_comment_body_fits_when_redaction_lengthened_the_text() -> None:
+    # Redaction happens before rendering (a secret shorter than "***" makes the text longer);
+    # the comment is sized on the redacted text, so it still fits.
+    outcome = redacted(plan_outcome(config_diff=huge_diff()), Redactor(["key_"]))
+    body = comment_body(outcome, commit=SHA, run_url=RUN, max_chars=30_000)
     assert len(body) <= 30_000
-    assert "k" not in body
-    assert parse_marker(body) is not None
+    assert "key_" not in body
+    assert "+***0 = 0" in body
+    marker = parse_marker(body)
+    assert marker is not None
+    assert marker.digest == content_digest(body.split("\n", 1)[1].split("\n---\n<sub>")[0])
+
+
+def test_summary_is_sized_in_bytes_not_characters() -> None:
+    # Two bytes a character: a character budget would let twice the runner's limit through.
+    diff = "--- a\n+++ b\n" + "".join(f"+é_{i:07d} = {'ü' * 60}\n" for i in range(12_000))
+    assert len(diff) < SUMMARY_MAX_BYTES < len(diff.encode())
+    text = summary_markdown(plan_outcome(config_diff=diff), commit=SHA, run_url=RUN)
+    assert SUMMARY_MAX_BYTES - 1_000 < len(text.encode()) <= SUMMARY_MAX_BYTES
+    assert "✂️ The diff is cut after line" in text
+    assert "holds at most 1 MiB" in text
+    assert text.rstrip().endswith("</sub>")
+    # Whole lines only: the last line shown before the fence is a complete one.
+    shown = text.split("```diff\n", 1)[1].split("\n```", 1)[0]
+    assert shown.splitlines()[-1].endswith("ü" * 60)
+
+
+def test_a_small_summary_is_whole() -> None:
+    outcome = plan_outcome(config_diff=huge_diff(3000))
+    text = summary_markdown(outcome, commit=SHA, run_url=RUN)
+    assert text == render_markdown(outcome, commit=SHA, run_url=RUN)
+    assert "✂️" not in text
+
+
+def test_flood_of_multibyte_warnings_is_cut_to_whole_characters() -> None:
+    outcome = plan_outcome(warnings=["ü" * 1500] * 100)
+    text = fit(outcome, max_bytes=20_001, note="N.")
+    assert len(text.encode()) <= 20_001
+    assert text.endswith("cut to fit the size limit. N.\n")
+    text.encode().decode()  # valid UTF-8: no character cut in half
+
+
+def test_fit_takes_one_limit() -> None:
+    with pytest.raises(ValueError, match="not both"):
+        fit(plan_outcome(), max_chars=10, max_bytes=10)
+    assert fit(plan_outcome()) == fit(plan_outcome(), max_chars=10**9)
+
+
+def test_rendering_redacts_nothing_and_a_redacted_outcome_leaks_nothing() -> None:
+    # The report prints what the Outcome holds; `redacted` (applied once, where main builds the
+    # Outcome) is what keeps secrets out, in every free-text field and every spelling.
+    secret = "hunter2-Pa55/wörd"
+    forms = sorted(secret_forms(secret))
+    leaky = " ".join(forms)
+    outcome = plan_outcome(
+        mode="expose",
+        status="failed",
+        warnings=[f"flyctl said {leaky}"],
+        error=f"connect failed: {leaky}",
+        config_diff="--- a\n+++ b\n" + "".join(f"+# {f}\n" for f in forms),
+        fly_toml_path=f"/tmp/{secret}/fly.toml",
+        verify=[VerifyResult("137.66.1.2:5432", False, f"auth failed for {leaky}")],
+    )
+    raw = render_markdown(outcome, commit=SHA, run_url=RUN)
+    assert secret in raw  # rendering alone does not know the secret
+    clean = redacted(outcome, Redactor([secret]))
+    for text in (
+        summary_markdown(clean, commit=SHA, run_url=RUN),
+        comment_body(clean, commit=SHA, run_url=RUN),
+        comment_body(clean, commit=SHA, run_url=RUN, max_chars=2_000),
+    ):
+        assert not [f for f in forms if f in text]
+        assert "***" in text
 
 
 # -- the README's example -----------------------------------------------------------------------

@@ -14,7 +14,16 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from .connstr import ConnString, ConnStringError, parse_conn_string
-from .domain import IMAGE_POLICIES, MODES, SSL_MODES, ImagePolicy, IpFamily, Mode, SslMode
+from .domain import (
+    IMAGE_POLICIES,
+    IP_FAMILIES,
+    MODES,
+    SSL_MODES,
+    ImagePolicy,
+    IpFamily,
+    Mode,
+    SslMode,
+)
 from .errors import InputError
 from .flytoken import FlyAuth, TokenError, parse_token
 
@@ -110,12 +119,13 @@ def clean_ip_versions(raw: str) -> tuple[IpFamily, ...]:
                 "cannot carry raw TCP or pg_tls. Use v4 (a dedicated IPv4, billed by Fly) "
                 "and/or v6.",
             )
-        if item not in ("v4", "v6"):
+        family = next((f for f in IP_FAMILIES if f == item), None)
+        if family is None:
             raise InputError(
                 "ip-versions", f"{item[:40]!r} is not accepted; use v4, v6 or both (e.g. v4,v6)."
             )
-        if item not in out:
-            out.append(item)  # type: ignore[arg-type]  # narrowed by the check above
+        if family not in out:
+            out.append(family)
     if not out:
         raise InputError("ip-versions", "is empty; name at least one of v4, v6.")
     return tuple(sorted(out))

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_clock import FakeClock
 
 from fly_pg_external.gha import Actions
 from fly_pg_external.log import to_workflow
-from fly_pg_external.verification import verify_expose
 from fly_pg_external.outcome import IpChange, Outcome
 from fly_pg_external.settings import from_environ
+from fly_pg_external.verification import verify_expose
 from fly_pg_external.verify import (
     SSL_REQUEST,
     ProbeError,
@@ -29,7 +30,6 @@ from fly_pg_external.verify import (
     probe_until,
     still_open,
 )
-from fake_clock import FakeClock
 from flysim.proxy import make_certificate
 
 

@@ -11,6 +11,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from flysim import lifecycle
 from flysim.requestlog import RequestRecord
 
 if TYPE_CHECKING:
@@ -310,7 +311,7 @@ class Faults:
         standby when the primary goes away."""
         if updates < 1:
             raise ValueError("updates must be >= 1")
-        self._sim._arm_failover(app, updates)
+        lifecycle.arm_failover(self._sim, app, updates)
 
     # -- bookkeeping -----------------------------------------------------------------------------
     def clear(self) -> None:

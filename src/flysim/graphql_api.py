@@ -3,9 +3,10 @@
 Requests are parsed, validated and executed for real, so aliases, variables and fragments behave
 as they do against api.fly.io, and a field, argument or enum value Fly's API lacks fails
 validation. Only apps and IP addresses have resolvers (``Queries.app``,
-``Mutations.allocateIpAddress``, ``Mutations.releaseIpAddress``); any other root field resolves to
-null, and a field the simulator's dicts do not carry is null (or an error where the schema says
-non-null).
+``Mutations.allocateIpAddress``, ``Mutations.releaseIpAddress``, here as :func:`query_app`,
+:func:`allocate_ip_address` and :func:`release_ip_address` on the simulator's public API); any
+other root field resolves to null, and a field the simulator's dicts do not carry is null (or an
+error where the schema says non-null).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from graphql import (
     validate,
 )
 
+from flysim.errors import ApiError
+from flysim.models import App
 from flysim.requestlog import operation_info
 
 if TYPE_CHECKING:
@@ -163,21 +166,107 @@ def _resolve_app(
     **_ignored: Any,
 ) -> dict[str, Any]:
     # Fly's App.id is the app name, so `id` and `name` address the same thing.
-    return _sim(info)._graphql_app(name or id or "")
+    return query_app(_sim(info), name or id or "")
 
 
 def _resolve_allocate(
     _root: object, info: GraphQLResolveInfo[Any], input: dict[str, Any]
 ) -> dict[str, Any]:
-    return _sim(info)._graphql_allocate(input)
+    return allocate_ip_address(_sim(info), input)
 
 
 def _resolve_release(
     _root: object, info: GraphQLResolveInfo[Any], input: dict[str, Any]
 ) -> dict[str, Any]:
-    return _sim(info)._graphql_release(input)
+    return release_ip_address(_sim(info), input)
 
 
+# -- the root fields, on a simulator -----------------------------------------------------------
+def query_app(sim: Simulator, name: str) -> dict[str, Any]:
+    """``Queries.app``: the app named ``name`` as Fly's GraphQL API gives it."""
+    with sim.lock:
+        app = sim.find_app(name)
+        if app is None:
+            raise NotFoundError("Could not find App")
+        return app_object(app)
+
+
+def allocate_ip_address(sim: Simulator, data: dict[str, Any]) -> dict[str, Any]:
+    """``Mutations.allocateIpAddress`` with its ``input``."""
+    with sim.lock:
+        app = sim.find_app(str(data.get("appId") or ""))
+        if app is None:
+            raise NotFoundError("Could not find App")
+        try:
+            ip = sim.allocate_ip(
+                app,
+                str(data["type"]),
+                str(data.get("region") or ""),
+                data.get("network"),
+                data.get("serviceName"),
+            )
+        except ApiError as exc:
+            raise InvalidInputError(exc.message) from exc
+        return {
+            "ipAddress": ip.to_graphql() if ip is not None else None,
+            "app": app_object(app),
+            "clientMutationId": data.get("clientMutationId"),
+        }
+
+
+def release_ip_address(sim: Simulator, data: dict[str, Any]) -> dict[str, Any]:
+    """``Mutations.releaseIpAddress`` with its ``input``: by id or address, in one app or any."""
+    with sim.lock:
+        ip_id, address = data.get("ipAddressId"), data.get("ip")
+        if not ip_id and not address:
+            raise InvalidInputError("ipAddressId or ip is required")
+        if data.get("appId"):
+            app = sim.find_app(str(data["appId"]))
+            if app is None:
+                raise NotFoundError("Could not find App")
+            apps = [app]
+        else:
+            apps = list(sim.apps.values())
+        for candidate in apps:
+            if sim.release_ip(candidate, ip_id=ip_id, address=address):
+                return {
+                    "app": app_object(candidate),
+                    "clientMutationId": data.get("clientMutationId"),
+                }
+        raise NotFoundError("Could not find IPAddress")
+
+
+def app_object(app: App) -> dict[str, Any]:
+    """An ``App`` object (as a dict) with its organization, role and IP addresses."""
+    org = {
+        "id": f"org_{app.org_slug}",
+        "internalNumericId": str(app.internal_numeric_id * 7),
+        "slug": app.org_slug,
+        "name": app.org_slug,
+        "paidPlan": True,
+    }
+    nodes = [ip.to_graphql() for ip in app.ips]
+    return {
+        "id": app.name,  # Fly's App.id is the app name
+        "name": app.name,
+        "internalNumericId": app.internal_numeric_id,
+        "hostname": f"{app.name}.fly.dev",
+        "cnameTarget": None,
+        "appUrl": f"https://{app.name}.fly.dev",
+        "deployed": bool(app.machines),
+        "status": "deployed" if app.machines else "pending",
+        "platformVersion": "machines",
+        "network": "default",
+        "organization": org,
+        "role": {"name": app.role} if app.role else None,
+        "ipAddresses": {"nodes": nodes, "totalCount": len(nodes)},
+        "sharedIpAddress": app.shared_ip,
+        "egressIpAddresses": {"nodes": []},
+        "currentReleaseUnprocessed": None,
+    }
+
+
+# -- schema plumbing ---------------------------------------------------------------------------
 def _resolve_role_type(
     value: Any, _info: GraphQLResolveInfo[Any], _type: GraphQLAbstractType
 ) -> str:

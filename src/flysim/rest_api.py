@@ -1,7 +1,9 @@
 """The Machines API ("flaps") routes under ``/v1``.
 
 Every route is one rate-limited action (:mod:`flysim.ratelimit`): a request over Fly's limit is
-answered 429 with ``Retry-After`` before its handler runs.
+answered 429 with ``Retry-After`` before its handler runs. Handlers read the request, take the
+simulator's lock and answer; what a lease, an update or an address does is in
+:mod:`flysim.leases`, :mod:`flysim.lifecycle` and :mod:`flysim.ips` (through the simulator).
 """
 
 from __future__ import annotations
@@ -13,16 +15,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-from flysim import _ids, models
-from flysim.models import Lease, Machine
+from flysim import _ids, leases, models
+from flysim.errors import ApiError
+from flysim.models import Machine
 from flysim.ratelimit import ACTION_SCOPES
 from flysim.requestlog import RequestRecord
-from flysim.simulator import ApiError, held_by
 
 if TYPE_CHECKING:
     from flysim.simulator import Simulator
 
-NONCE_HEADER = "fly-machine-lease-nonce"
 MAX_WAIT_TIMEOUT = 60  # fly-go clamps to this because of a proxy limit (fly-api.md §3.5)
 REST_UNAUTHENTICATED = {"error": "Authenticate: token validation error"}
 DEFAULT_LEASE_TTL = 30  # UNCONFIRMED: clients always send one; this only covers a bare POST
@@ -89,7 +90,7 @@ def dispatch(sim: Simulator, request: Request) -> Response:
         request.params = {k: unquote(v) for k, v in match.groupdict().items()}
         # Counted per machine ID or app name, whether or not that machine or app exists.
         identifier = request.params["id" if ACTION_SCOPES[action] == "machine" else "app"]
-        retry_after = sim._rate_limiter.take(action, identifier)
+        retry_after = sim.throttle(action, identifier)
         if retry_after is not None:
             request.record.throttled = True
             return Response(429, dict(RATE_LIMITED), {"Retry-After": str(retry_after)})
@@ -107,8 +108,8 @@ _MACHINE = _APP + r"/machines/(?P<id>[^/]+)"
 # ----------------------------------------------------------------------------------------- apps
 @route(_APP, "GET", "get_app")
 def get_app(sim: Simulator, req: Request) -> Response:
-    with sim._lock:
-        app = sim._require_app(req.params["app"])
+    with sim.lock:
+        app = sim.require_app(req.params["app"])
         return Response(
             200,
             {
@@ -143,8 +144,8 @@ def list_machines(sim: Simulator, req: Request) -> Response:
     }
     include_deleted = req.flag("include_deleted")
     include_leases = req.flag("include_leases")
-    with sim._lock:
-        app = sim._require_app(req.params["app"])
+    with sim.lock:
+        app = sim.require_app(req.params["app"])
         result = []
         for machine in app.machines:
             if machine.state == "destroyed" and not include_deleted:
@@ -162,17 +163,17 @@ def list_machines(sim: Simulator, req: Request) -> Response:
 
 @route(_MACHINE, "GET", "get_machine")
 def get_machine(sim: Simulator, req: Request) -> Response:
-    with sim._lock:
-        machine = sim._require_machine(sim._require_app(req.params["app"]), req.params["id"])
+    with sim.lock:
+        machine = sim.require_machine(sim.require_app(req.params["app"]), req.params["id"])
         return Response(200, machine.to_json(include_lease=req.flag("include_leases")))
 
 
 @route(_MACHINE, "POST", "update_machine")
 def update_machine(sim: Simulator, req: Request) -> Response:
-    with sim._lock:
-        app = sim._require_app(req.params["app"])
-        machine = _require_reachable(sim._require_machine(app, req.params["id"]))
-        return Response(200, sim._update_machine(app, machine, req.body, req.nonce))
+    with sim.lock:
+        app = sim.require_app(req.params["app"])
+        machine = _require_reachable(sim.require_machine(app, req.params["id"]))
+        return Response(200, sim.update_machine(app, machine, req.body, req.nonce))
 
 
 # --------------------------------------------------------------------------------------- leases
@@ -187,55 +188,29 @@ def acquire_lease(sim: Simulator, req: Request) -> Response:
     elif req.body is not None:
         raise ApiError(400, "request body must be a JSON object")
     ttl = DEFAULT_LEASE_TTL if ttl_text is None else _positive_int(ttl_text, "ttl")
-    with sim._lock:
-        machine = sim._require_machine(sim._require_app(req.params["app"]), req.params["id"])
+    with sim.lock:
+        machine = sim.require_machine(sim.require_app(req.params["app"]), req.params["id"])
         _require_reachable(machine)
-        now = time.time()
-        lease = machine.active_lease(now)
-        if lease is not None:
-            if req.nonce != lease.nonce:
-                raise ApiError(409, held_by(machine.id, lease))
-            # A refresh keeps the nonce (flyctl errors out if it changes) and moves the expiry.
-            lease.expires_at = now + ttl
-            lease.version = machine.instance_id
-            return Response(201, lease.envelope())
-        if req.nonce:
-            # UNCONFIRMED: refreshing a lease that already expired. Strict: it is gone.
-            raise ApiError(409, f"machine ID {machine.id} lease not found or expired")
-        machine.lease = Lease(
-            nonce=_ids.lease_nonce(),
-            owner=sim.lease_owner,
-            description=description,
-            expires_at=now + ttl,
-            version=machine.instance_id,
+        lease = leases.acquire(
+            machine, req.nonce, ttl=ttl, owner=sim.lease_owner, description=description
         )
-        return Response(201, machine.lease.envelope())
+        return Response(201, lease.envelope())
 
 
 @route(_MACHINE + "/lease", "GET", "get_lease")
 def get_lease(sim: Simulator, req: Request) -> Response:
-    with sim._lock:
-        machine = sim._require_machine(sim._require_app(req.params["app"]), req.params["id"])
+    with sim.lock:
+        machine = sim.require_machine(sim.require_app(req.params["app"]), req.params["id"])
         _require_reachable(machine)
-        lease = machine.active_lease()
-        if lease is None:
-            raise ApiError(404, f"machine ID {machine.id} lease not found")
-        return Response(200, lease.envelope())
+        return Response(200, leases.current(machine).envelope())
 
 
 @route(_MACHINE + "/lease", "DELETE", "release_lease")
 def release_lease(sim: Simulator, req: Request) -> Response:
-    with sim._lock:
-        machine = sim._require_machine(sim._require_app(req.params["app"]), req.params["id"])
+    with sim.lock:
+        machine = sim.require_machine(sim.require_app(req.params["app"]), req.params["id"])
         _require_reachable(machine)
-        lease = machine.active_lease()
-        if lease is None:
-            raise ApiError(404, f"machine ID {machine.id} lease not found")
-        if not req.nonce:
-            raise ApiError(400, f"the {NONCE_HEADER} header is required to release a lease")
-        if req.nonce != lease.nonce:
-            raise ApiError(409, held_by(machine.id, lease))
-        machine.lease = None
+        leases.release(machine, req.nonce)
         return Response(200, {"status": "success", "data": {"ok": True}})
 
 
@@ -263,9 +238,9 @@ def wait(sim: Simulator, req: Request) -> Response:
         raise ApiError(400, "instance_id (or version) is required when waiting for stopped")
     wanted = ",".join(states)
 
-    with sim._lock:
-        app = sim._require_app(req.params["app"])
-        machine = _require_reachable(sim._require_machine(app, req.params["id"]))
+    with sim.lock:
+        app = sim.require_app(req.params["app"])
+        machine = _require_reachable(sim.require_machine(app, req.params["id"]))
         if version and version != machine.instance_id and version not in machine.previous_versions:
             raise ApiError(404, f"machine {machine.id} has no version {version}")
 
@@ -273,7 +248,7 @@ def wait(sim: Simulator, req: Request) -> Response:
     if fault is not None:
         req.record.fault = fault.label
         time.sleep(fault.seconds)
-        with sim._lock:
+        with sim.lock:
             return _deadline(wanted, machine.state)
 
     def current_state() -> str:
@@ -289,9 +264,9 @@ def wait(sim: Simulator, req: Request) -> Response:
         )
 
     deadline = time.monotonic() + timeout
-    with sim._changed:
+    with sim.changed:
         while True:
-            if sim._stopped:
+            if sim.stopped:
                 return Response(503, {"error": "the simulator is shutting down"})
             if machine.host_status != "ok":
                 return Response(503, {"error": _unreachable_text(machine)})
@@ -307,7 +282,7 @@ def wait(sim: Simulator, req: Request) -> Response:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return _deadline(wanted, state)
-            sim._changed.wait(remaining)
+            sim.changed.wait(remaining)
 
 
 def _deadline(wanted: str, state: str) -> Response:
@@ -320,8 +295,8 @@ def _deadline(wanted: str, state: str) -> Response:
 # -------------------------------------------------------------------------------- ip_assignments
 @route(_APP + "/ip_assignments", "GET", "list_ip_assignments")
 def list_ips(sim: Simulator, req: Request) -> Response:
-    with sim._lock:
-        app = sim._require_app(req.params["app"])
+    with sim.lock:
+        app = sim.require_app(req.params["app"])
         ips = [ip.to_assignment() for ip in app.ips]
         if app.shared_ip is not None:
             # UNCONFIRMED: the region Fly reports for a shared v4 here; `shared` is confirmed.
@@ -346,9 +321,9 @@ def assign_ip(sim: Simulator, req: Request) -> Response:
         raise ApiError(422, f"{type_} addresses are not supported by this simulator")
     if type_ not in {"v4", "v6", "shared_v4", "private_v6"}:
         raise ApiError(400, f"invalid type {type_!r}")
-    with sim._lock:
-        app = sim._require_app(req.params["app"])
-        ip = sim._allocate_ip(
+    with sim.lock:
+        app = sim.require_app(req.params["app"])
+        ip = sim.allocate_ip(
             app,
             str(type_),
             str(req.body.get("region") or ""),
@@ -371,9 +346,9 @@ def assign_ip(sim: Simulator, req: Request) -> Response:
 
 @route(_APP + "/ip_assignments/(?P<ip>[^/]+)", "DELETE", "release_ip_assignment")
 def delete_ip(sim: Simulator, req: Request) -> Response:
-    with sim._lock:
-        app = sim._require_app(req.params["app"])
-        if not sim._release_ip(app, ip_id=None, address=req.params["ip"]):
+    with sim.lock:
+        app = sim.require_app(req.params["app"])
+        if not sim.release_ip(app, ip_id=None, address=req.params["ip"]):
             raise ApiError(404, "ip address not found")
         return Response(204)
 

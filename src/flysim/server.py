@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-from flysim import _ids, graphql_api, rest_api
+from flysim import _ids, graphql_api, leases, rest_api
 from flysim.faults import DEADLINE_EXCEEDED
 from flysim.requestlog import Api, RequestRecord
 
@@ -128,7 +128,7 @@ class _Handler(BaseHTTPRequestHandler):
         query_multi = parse_qs(url.query, keep_blank_values=True)
         body = self._read_body()
         auth = self.headers.get("Authorization")
-        nonce = self.headers.get(rest_api.NONCE_HEADER)
+        nonce = self.headers.get(leases.NONCE_HEADER)
         record = RequestRecord(
             request_id=_ids.request_id(),
             api=self.server.api,
@@ -212,7 +212,7 @@ class _Handler(BaseHTTPRequestHandler):
 
         headers: dict[str, str]
         if self.server.api == "graphql":
-            if not sim._authorized(self.headers.get("Authorization")):
+            if not sim.authorized(self.headers.get("Authorization")):
                 self._respond(record, 401, graphql_api.UNAUTHENTICATED_BODY)
                 return
             if record.path != "/graphql":
@@ -221,11 +221,11 @@ class _Handler(BaseHTTPRequestHandler):
             if parsed is None:
                 self._respond(record, 405, {"errors": [{"message": "use POST for /graphql"}]})
                 return
-            status, payload = graphql_api.execute(sim._schema, parsed)
+            status, payload = graphql_api.execute(sim.schema, parsed)
             succeeded = status == 200 and not payload.get("errors")
             headers = {}
         else:
-            if not sim._authorized(self.headers.get("Authorization")):
+            if not sim.authorized(self.headers.get("Authorization")):
                 self._respond(record, 401, rest_api.REST_UNAUTHENTICATED)
                 return
             if json_error:
@@ -275,7 +275,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _finish_record(self, record: RequestRecord) -> None:
         if record.ended is None:
             record.ended = time.monotonic()
-            self.server.sim._log(record)
+            self.server.sim.log_request(record)
 
     def _reset(self, record: RequestRecord) -> None:
         """Abort the TCP connection (RST) without sending anything."""

@@ -57,7 +57,7 @@ def ips(sim: Simulator, app: str, family: str) -> list[str]:
 
 def active_leases(sim: Simulator, app: str) -> dict[str, str]:
     """Machine id → owner of every lease still in force."""
-    with sim._lock:  # the simulator's own lock: read a consistent state
+    with sim.lock:  # the simulator's own lock: read a consistent state
         out = {}
         for m in sim.app(app).machines:
             lease = m.active_lease()
@@ -74,7 +74,7 @@ def has_pg_tls(sim: Simulator, app: str, machine_id: str, port: int = 5432) -> b
 def assert_cluster_serving(sim: Simulator, app: str) -> None:
     """Every machine started with all checks passing, a primary, and no lease left behind."""
     state = sim.app(app)
-    with sim._lock:
+    with sim.lock:
         down = [
             (m.id, m.state, [c.status for c in m.checks]) for m in state.machines if not m.healthy
         ]

@@ -93,16 +93,13 @@ def test_two_runs_allocating_in_the_same_second_keep_one_address(
     )
     stamp = time.time()
     newer_first = itertools.count()
-    allocate = sim._allocate_ip
 
-    def same_second(*args: Any, **kwargs: Any) -> Any:
-        ip = allocate(*args, **kwargs)
-        if ip is not None and ip.type in ("v4", "v6"):
+    def same_second(ip: Any) -> None:
+        if ip.type in ("v4", "v6"):
             ip.created_at = stamp  # createdAt has 1 s resolution: same-second ties happen
             ip.id = f"ip_{99 - next(newer_first):02d}race"  # ids carry no order on Fly
-        return ip
 
-    monkeypatch.setattr(sim, "_allocate_ip", same_second)
+    monkeypatch.setattr(sim, "on_ip_allocated", same_second)
     # Hold the first allocation 2 s so that both runs read the app before either allocates.
     sim.faults.slow_next(1, seconds=2.0, operation="allocateIpAddress")
     results = race(sim, tmp_path, "my-db")

@@ -35,10 +35,10 @@ from graphql import (
 )
 from graphql.execution.values import get_variable_values
 
+from fly_pg_external.domain import IpFamily
 from fly_pg_external.fly import graphql as action_graphql
-from fly_pg_external.fly.auth import parse_token
 from fly_pg_external.fly.http import FlyHttp, RetryPolicy
-from fly_pg_external.settings import IpFamily
+from fly_pg_external.flytoken import parse_token
 from flysim import Simulator, graphql_api
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -257,7 +257,7 @@ def test_every_field_the_simulator_provides_resolves(flysim: Callable[..., Simul
         apps={"my-db": {"machines": 1, "public_v4": True, "shared_v4": True}}, postgres=False
     )
     schema = graphql_api.base_schema()
-    app = sim._graphql_app("my-db")
+    app = graphql_api.query_app(sim, "my-db")
     assert {ip["type"] for ip in app["ipAddresses"]["nodes"]} == {"v4", "private_v6"}
     assert app["sharedIpAddress"]
     body = _post(sim, f'{{ app(name: "my-db") {{ {_selection(schema, "App", app)} }} }}')

@@ -15,9 +15,12 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed
 	$(BIN)/python scripts/demo.py
 
-## Lint, type-check and run every test (the command CI runs).
+## Lint, type-check and run every test (the command CI runs). The container test runs on its
+## own: it needs the machine's network, the others run in parallel, each in a network namespace
+## of its own where that is allowed (tests/helpers/netns.py).
 test: $(BIN)/.installed lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not container" -n auto
+	$(BIN)/python -m pytest -m container
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import warnings
@@ -18,6 +19,33 @@ from flysim import PostgresServer, Simulator
 _HELPERS = Path(__file__).parent / "helpers"
 if str(_HELPERS) not in sys.path:
     sys.path.insert(0, str(_HELPERS))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Each test process gets a network of its own (see `netns`), unless the run builds and
+    starts the action's container: `docker run --network host` joins the daemon's network, so
+    that test must see the machine's loopback. `make test` runs it on its own."""
+    import netns
+
+    markers = config.getoption("markexpr", "") or ""
+    if os.environ.get("FLY_PG_EXTERNAL_TEST_NETNS", "1") == "0":
+        return
+    if "not container" in markers and netns.isolate():
+        config.stash[_ISOLATED] = True
+
+
+_ISOLATED = pytest.StashKey[bool]()
+# Most tests wait on simulated restarts, not on the CPU: more workers than cores pay off.
+PARALLEL_WORKERS = 4
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: parallel only where each worker can have a network of its own (root, and not
+    the container test); otherwise the workers would fight over 127.0.0.1:5432."""
+    markers = config.getoption("markexpr", "") or ""
+    if os.environ.get("FLY_PG_EXTERNAL_TEST_NETNS", "1") == "0" or os.geteuid() != 0:
+        return 0
+    return PARALLEL_WORKERS if "not container" in markers else 0
 
 #: The token every simulator from ``flysim`` accepts (the one the action-run helpers send).
 SIMULATOR_TOKEN = "fo1_simulatortoken_0123456789"

@@ -113,10 +113,11 @@ def write_once(
 
     `landed` reads the target and returns the result if the write is visible there (None if
     not). After an ambiguous failure it is read until the write shows up or the failure has
-    settled; the write is sent again only if it did not. Any other failure, or a failed second
-    send, is judged by one more read: the target decides, not the status (no source states the
-    status Fly gives a stale `current_version`). Raises the send's error when the write did not
-    land, `LandingUnknown` when the target cannot be read to tell.
+    settled; the write is sent again only if it did not, and a resend that fails ambiguously is
+    watched the same way. Any other failure is judged by one more read: the target decides, not
+    the status (no source states the status Fly gives a stale `current_version`). Raises the
+    send's error when the write did not land, `LandingUnknown` when the target cannot be read
+    to tell.
     """
     try:
         return send()
@@ -126,18 +127,38 @@ def write_once(
         first = exc
     if on_ambiguous is not None:
         on_ambiguous(first)
-    found = poll(
-        landed,
-        deadline=clock.now() + settle_seconds(first, request_timeout),
-        pauses=LANDING_CHECKS,
-        clock=clock,
-    )
+    found = _watch(first, landed, request_timeout=request_timeout, clock=clock)
     if found is not None:
         return found  # it went through; only the answer was lost
     try:
         return send()
     except FlyError as exc:
-        return _judge(exc, landed)
+        if not ambiguous(exc):
+            return _judge(exc, landed)
+        # The resend may be in flight in its turn: give it the same time to show up.
+        late = _watch(exc, landed, request_timeout=request_timeout, clock=clock)
+        if late is None:
+            raise
+        return late
+
+
+def _watch(
+    error: FlyError, landed: Callable[[], _T | None], *, request_timeout: float, clock: Clock
+) -> _T | None:
+    """Read the target until the write shows up or the failure has settled."""
+    try:
+        return poll(
+            landed,
+            deadline=clock.now() + settle_seconds(error, request_timeout),
+            pauses=LANDING_CHECKS,
+            clock=clock,
+        )
+    except FlyError as read_error:
+        # A target that cannot be read is LandingUnknown, as in `_judge`: the read's own error
+        # escaping would pass for "the write failed and was not carried out".
+        raise LandingUnknown(
+            f"{error}; whether it was carried out cannot be told ({read_error})"
+        ) from error
 
 
 def _judge(error: FlyError, landed: Callable[[], _T | None]) -> _T:

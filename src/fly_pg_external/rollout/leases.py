@@ -99,51 +99,30 @@ class LeaseSet:
         more here is still safe: if the failed attempt was carried out after all, the second one
         is refused (409), and that lease, our own, ends within LEASE_TTL like any other.
         """
-        failed: FlyError | None = None
-        conflict: FlyConflict | None = None
-        pause = LEASE_POLL
-
-        def attempt() -> Lease | None:
-            nonlocal failed, conflict, pause
-            try:
-                return self.fly.acquire_lease(self.app, machine.id, LEASE_TTL)
-            except FlyConflict as exc:
-                if conflict is None:
-                    log.info(
-                        f"Machine {machine.id} is leased ({exc.message}); waiting up to "
-                        f"{self.wait:.0f} s for that lease to end."
-                    )
-                conflict, pause = exc, self._lease_pause(exc)
-            except (FlyTransient, FlyTimeout) as exc:
-                if failed is not None:
-                    raise
-                failed, pause = exc, self.fly.retry_delay(1)
-                log.warning(
-                    f"Taking the lease on machine {machine.id} failed ({exc}); trying once more."
-                )
-            return None
-
-        def pauses() -> Iterator[float]:
-            while True:
-                yield pause
-
+        tries = _Tries(self, machine)
         lease = poll(
-            attempt, deadline=self.clock.now() + self.wait, pauses=pauses(), clock=self.clock
+            tries.attempt,
+            deadline=self.clock.now() + self.wait,
+            pauses=tries.pauses(),
+            clock=self.clock,
         )
         if lease is None:
-            if conflict is None:  # no time left to send the failed attempt again
-                assert failed is not None
-                raise failed
-            raise RunError(self._held_message(machine, conflict, failed))
+            if tries.conflict is None:  # no time left to send the failed attempt again
+                assert tries.failed is not None
+                raise tries.failed
+            raise RunError(self._held_message(machine, tries.conflict, tries.failed))
+        self._keep(machine.id, lease)
+
+    def _keep(self, machine_id: str, lease: Lease) -> None:
         with self._lock:
             released = self._released
             if not released:
-                self.leases[machine.id] = lease
-                self._valid_until[machine.id] = self.clock.now() + LEASE_TTL
+                self.leases[machine_id] = lease
+                self._valid_until[machine_id] = self.clock.now() + LEASE_TTL
         if released:
             # Taken in the background after the run was cancelled and let go of its leases:
             # give this one back too rather than block others until it expires.
-            self._release_one(machine.id, lease)
+            self._release_one(machine_id, lease)
 
     def _lease_pause(self, conflict: FlyConflict) -> float:
         """How long to wait before asking again. A lease that, by its stated expiry, outlasts the
@@ -250,6 +229,41 @@ class LeaseSet:
                 f"Could not release the lease on machine {machine_id} ({exc}); it expires within "
                 f"{LEASE_TTL} s."
             )
+
+
+class _Tries:
+    """The attempts at one machine's lease: what the last answer says about the next one."""
+
+    def __init__(self, leases: LeaseSet, machine: Machine) -> None:
+        self.leases = leases
+        self.machine = machine
+        self.failed: FlyError | None = None  # a first attempt that failed (sent once more)
+        self.conflict: FlyConflict | None = None  # the latest "held by someone else"
+        self.pause = LEASE_POLL
+
+    def attempt(self) -> Lease | None:
+        leases, machine_id = self.leases, self.machine.id
+        try:
+            return leases.fly.acquire_lease(leases.app, machine_id, LEASE_TTL)
+        except FlyConflict as exc:
+            if self.conflict is None:
+                log.info(
+                    f"Machine {machine_id} is leased ({exc.message}); waiting up to "
+                    f"{leases.wait:.0f} s for that lease to end."
+                )
+            self.conflict, self.pause = exc, leases._lease_pause(exc)
+        except (FlyTransient, FlyTimeout) as exc:
+            if self.failed is not None:
+                raise
+            self.failed, self.pause = exc, leases.fly.retry_delay(1)
+            log.warning(
+                f"Taking the lease on machine {machine_id} failed ({exc}); trying once more."
+            )
+        return None
+
+    def pauses(self) -> Iterator[float]:
+        while True:
+            yield self.pause
 
 
 @contextmanager

@@ -47,6 +47,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
         return 0
     return PARALLEL_WORKERS if "not container" in markers else 0
 
+
 #: The token every simulator from ``flysim`` accepts (the one the action-run helpers send).
 SIMULATOR_TOKEN = "fo1_simulatortoken_0123456789"
 

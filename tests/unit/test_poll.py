@@ -11,11 +11,6 @@ from fly_pg_external.errors import FlyConflict, FlyError, FlyTimeout, FlyTransie
 from fly_pg_external.poll import SETTLE_AFTER_5XX, Backoff, LandingUnknown, poll, write_once
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(start=0.0)
-
-
 def reads(clock: FakeClock, *answers: str | None) -> tuple[Callable[[], str | None], list[float]]:
     """A read that gives `answers` in turn (the last one forever), and when it was called."""
     times: list[float] = []

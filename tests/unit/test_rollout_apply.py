@@ -24,11 +24,6 @@ class Cancelled(BaseException):
     """Stands in for main.Cancelled, raised by the signal handler in the main thread."""
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(start=0.0)
-
-
 def legacy(clock: FakeClock, *ips: IpAddress) -> FakeFly:
     return FakeFly(
         clock,

@@ -28,11 +28,6 @@ from fly_pg_external.rollout.machine import HealthWait, down, update_machine, wa
 from machines_data import machine as machine_json
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(start=0.0)
-
-
 def with_state(data: dict[str, Any], **changes: Any) -> dict[str, Any]:
     return {**data, **changes}
 

@@ -29,11 +29,6 @@ V6 = IpAddress("ip-c", "2a09:8280:9::1", "v6", "global", "2025-06-01T00:00:00Z")
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(start=0.0)
-
-
-@pytest.fixture
 def sequential(monkeypatch: pytest.MonkeyPatch) -> None:
     """The families one after the other, so that fake time is not shared between threads (what
     `concurrently` itself guarantees is proven in test_rollout_concurrency)."""

@@ -22,11 +22,6 @@ from machines_data import machine
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(start=0.0)
-
-
-@pytest.fixture
 def fly(clock: FakeClock) -> FakeFly:
     return FakeFly(clock, [machine("m1", "primary"), machine("m2"), machine("m3")])
 

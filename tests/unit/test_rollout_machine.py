@@ -26,11 +26,6 @@ from machines_data import machine
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(start=0.0)
-
-
-@pytest.fixture
 def fly(clock: FakeClock) -> FakeFly:
     return FakeFly(
         clock,

@@ -23,11 +23,6 @@ WAIT = 15.0  # the wait timeout: short, so a whole failing rollout stays within 
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(start=0.0)
-
-
-@pytest.fixture
 def fly(clock: FakeClock) -> FakeFly:
     """A legacy cluster (every machine needs the pg_tls service) and m4, already compliant."""
     return FakeFly(

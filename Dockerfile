@@ -25,8 +25,12 @@ RUN python -m pip install --no-cache-dir --disable-pip-version-check --root-user
 
 # Only the action's runtime code (see .dockerignore): no simulator, tests or docs.
 COPY entrypoint.py /app/entrypoint.py
+# The post step of `lifetime: job` (action.yml `post-entrypoint: /post.py`), an executable.
+COPY post.py /post.py
 COPY src/fly_pg_external /app/src/fly_pg_external
 # Bytecode compiled once here, since PYTHONDONTWRITEBYTECODE keeps each run from writing it.
-RUN python -m compileall -q --invalidation-mode unchecked-hash /app/src
+# (COPY --chmod would need BuildKit.)
+RUN chmod 0755 /post.py \
+    && python -m compileall -q --invalidation-mode unchecked-hash /app/src
 
 ENTRYPOINT ["/usr/local/bin/python", "/app/entrypoint.py"]

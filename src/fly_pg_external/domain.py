@@ -11,8 +11,10 @@ from typing import Any, Literal
 
 IpFamily = Literal["v4", "v6"]
 IP_FAMILIES: tuple[IpFamily, ...] = ("v4", "v6")
-Mode = Literal["expose", "plan", "unexpose"]
-MODES: tuple[Mode, ...] = ("expose", "plan", "unexpose")
+Mode = Literal["expose", "plan", "unexpose", "sweep"]
+MODES: tuple[Mode, ...] = ("expose", "plan", "unexpose", "sweep")
+Lifetime = Literal["persistent", "job"]
+LIFETIMES: tuple[Lifetime, ...] = ("persistent", "job")
 ImagePolicy = Literal["keep", "major"]
 IMAGE_POLICIES: tuple[ImagePolicy, ...] = ("keep", "major")
 SslMode = Literal["require", "verify-ca", "verify-full"]

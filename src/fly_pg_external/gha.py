@@ -118,6 +118,14 @@ class Actions:
         with open(path, "a", encoding="utf-8", newline="") as fh:
             fh.write(record + os.linesep)
 
+    def save_state(self, name: str, value: str) -> None:
+        """For this action's post step, which reads it back as `STATE_<name>`."""
+        path = self.env.get("GITHUB_STATE")
+        if not path:
+            return
+        with open(path, "a", encoding="utf-8", newline="") as fh:
+            fh.write(prepare_key_value_message(name, value) + os.linesep)
+
     def append_summary(self, markdown: str) -> None:
         """Append `markdown` to the step summary as given: the report is sized to the runner's
         1 MiB limit (`report.fit`) and built from redacted text, so nothing is cut or scrubbed

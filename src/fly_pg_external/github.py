@@ -99,7 +99,7 @@ def upsert_comment(
 _RETRY_METHODS = frozenset({"GET", "HEAD", "PATCH", "PUT", "DELETE"})
 
 
-def _client(token: str, api_url: str, tuning: ClientTuning) -> Github:
+def client(token: str, api_url: str, tuning: ClientTuning) -> Github:
     from github import Auth, Github, GithubRetry
 
     retry: GithubRetry | None = None
@@ -147,7 +147,7 @@ def _upsert(
     from github import GithubException
 
     tuning = tuning or ClientTuning()
-    gh = _client(token, ctx.api_url, tuning)
+    gh = client(token, ctx.api_url, tuning)
     try:
         # A create is never retried on its own (it could post a second comment): the whole
         # find-then-create is, so a comment that did get created is found and reused.

@@ -13,11 +13,14 @@ from pathlib import Path
 from types import FrameType
 
 from . import log as logchannel
-from .domain import ClusterState
+from . import ownership
+from .describe import describe_plan, describe_state
+from .domain import IpAddress, IpFamily
 from .errors import ActionError, FlyAuthError
 from .fly.client import FlyClient
 from .flyapi import FlyApi
 from .gha import Actions
+from .holders import holding_for
 from .outcome import Outcome, build_outcome, redacted
 from .plan import Plan, make_plan
 from .progress import Progress
@@ -26,6 +29,10 @@ from .settings import Settings, from_environ
 from .verification import verify_expose, verify_unexpose
 
 log = logging.getLogger(__name__)
+
+# The step state a `lifetime: job` run leaves for its post step (read back as STATE_<name>).
+STATE_HOLDER = "HOLDER"
+STATE_ALLOCATED = "ALLOCATED"
 
 Publisher = Callable[[Outcome, Settings, Actions, Mapping[str, str]], str]
 
@@ -47,38 +54,6 @@ def make_fly(settings: Settings) -> FlyClient:
     )
 
 
-def _describe_state(cluster: ClusterState) -> None:
-    ips = ", ".join(f"{ip.type} {ip.address}" for ip in cluster.app.ips) or "none"
-    log.info(f"App {cluster.app.name}: Postgres cluster with {len(cluster.machines)} machine(s).")
-    log.info(f"IP addresses: {ips}")
-    for m in cluster.machines:
-        state = m.state if m.reachable else f"{m.state}, host {m.host_status} (down)"
-        log.info(f"  machine {m.id} {m.region} {state:<8} role={m.role:<8} image={m.image}")
-
-
-def _describe_plan(plan: Plan) -> None:
-    verb = "would" if plan.read_only else "will"
-    if plan.mode == "unexpose":
-        for ip in plan.release:
-            log.info(f"- {verb} release {ip.type} {ip.address}")
-    for fam in plan.allocate:
-        log.info(f"- {verb} allocate a public {fam} address")
-    for u in plan.updates:
-        what = []
-        if u.services_change:
-            what.append(f"add pg_tls service on port {plan.port}")
-        if u.image_after != u.machine.image:
-            what.append(f"image → {u.image_after}")
-        log.info(f"- {verb} update machine {u.machine.id} ({u.machine.role}): {', '.join(what)}")
-    if not plan.changed:
-        log.info("- nothing to change: the cluster is already as asked")
-    for warning in plan.warnings:
-        log.warning(warning)
-    if plan.config_diff:
-        log.info("fly.toml diff:")
-        log.info(plan.config_diff.rstrip("\n"))
-
-
 def _write_fly_toml(plan: Plan, env: Mapping[str, str], gha: Actions) -> str | None:
     base = Path(env.get("RUNNER_TEMP") or tempfile.gettempdir()) / "fly-pg-external" / plan.app
     try:
@@ -97,7 +72,7 @@ def set_outputs(outcome: Outcome, settings: Settings, plan: Plan | None, gha: Ac
     if (
         plan is not None
         and plan.external_url
-        and outcome.mode != "unexpose"
+        and outcome.mode not in ("unexpose", "sweep")
         and outcome.status != "failed"
     ):
         url = plan.external_url
@@ -121,7 +96,7 @@ def _final_summary(outcome: Outcome) -> None:
     log.info(f"  IPv4: {v4}")
     log.info(f"  IPv6: {v6}")
     log.info(f"  machines updated: {', '.join(updated) or 'none'}")
-    if outcome.redacted_url and outcome.mode != "unexpose":
+    if outcome.redacted_url and outcome.mode not in ("unexpose", "sweep"):
         log.info(f"  URL: {outcome.redacted_url}")
 
 
@@ -159,9 +134,10 @@ def _run(
     progress: Progress | None = None
     error: str | None = None
     try:
-        plan = _read_and_plan(settings, fly, gha)
-        if not plan.read_only and plan.changed:
-            progress = Progress()  # ours: what apply does is in it however apply ends
+        plan = _read_and_plan(settings, fly, gha, env)
+        if not plan.read_only and (plan.changed or plan.record is not None):
+            # Ours: what apply does is in it however apply ends.
+            progress = _progress(settings, plan, gha)
             with gha.group("Apply"):
                 apply(
                     fly,
@@ -202,12 +178,12 @@ def _after_change(
     outcome: Outcome, plan: Plan, settings: Settings, gha: Actions, env: Mapping[str, str]
 ) -> None:
     """Write the fly.toml for the reader, then check the endpoint as the change left it."""
-    if settings.mode != "unexpose":
+    if not settings.releasing:
         outcome.fly_toml_path = _write_fly_toml(plan, env, gha)
     if not settings.verify or settings.read_only:
         return
     with gha.group("Verify"):
-        if settings.mode == "unexpose":
+        if settings.releasing:
             verify_unexpose(outcome, settings)
         else:
             verify_expose(outcome, settings)
@@ -215,18 +191,33 @@ def _after_change(
         log.error(outcome.error, extra={"title": "Verification failed"})
 
 
-def _read_and_plan(settings: Settings, fly: FlyApi, gha: Actions) -> Plan:
+def _progress(settings: Settings, plan: Plan, gha: Actions) -> Progress:
+    """The run's record; a `lifetime: job` run also saves, for its post step, whom it holds the
+    exposure for and, the moment each is made, the addresses it allocates."""
+    if settings.lifetime != "job":
+        return Progress()
+    gha.save_state(STATE_HOLDER, plan.holder)
+
+    def save(allocated: dict[IpFamily, IpAddress]) -> None:
+        gha.save_state(STATE_ALLOCATED, ",".join(ip.address for ip in allocated.values()))
+
+    return Progress(on_allocated=save)
+
+
+def _read_and_plan(settings: Settings, fly: FlyApi, gha: Actions, env: Mapping[str, str]) -> Plan:
     with gha.group(f"Read {settings.app} from Fly"):
         cluster = read_cluster(fly, settings.app)
-        _describe_state(cluster)
-    plan = make_plan(settings, cluster)
-    if settings.database_url is None and settings.mode != "unexpose":
+        describe_state(cluster)
+    record = ownership.read([m for m in cluster.machines if m.reachable], cluster.app.ips)
+    holding = holding_for(settings, env, record, token=settings.github_token)
+    plan = make_plan(settings, cluster, holding)
+    if settings.database_url is None and not settings.releasing:
         gha.notice(
             "No database-url input: the database-url output stays empty. Pass the app's "
             "internal DATABASE_URL (from fly pg attach) to get the external one."
         )
     with gha.group("Plan (read only)" if plan.read_only else "Plan"):
-        _describe_plan(plan)
+        describe_plan(plan)
     return plan
 
 

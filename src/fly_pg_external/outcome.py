@@ -29,6 +29,7 @@ class IpChange:
     action: Literal["allocate", "keep", "release", "absent"]
     addresses: tuple[str, ...] = ()  # known addresses (empty for an allocation not yet made)
     done: bool = False  # the change actually happened on Fly in this run
+    note: str = ""  # why a releasing run keeps it (still held, or not the action's own)
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,10 @@ class Outcome:
     def machines_to_restart(self) -> list[MachineChange]:
         return [m for m in self.machines if m.restarts]
 
+    def released(self) -> list[str]:
+        """The addresses this run released."""
+        return [a for ip in self.ips if ip.action == "release" and ip.done for a in ip.addresses]
+
     def addresses(self, family: IpFamily) -> list[str]:
         """Public addresses of the family that exist on Fly at the end of the run."""
         out: list[str] = []
@@ -136,13 +141,14 @@ def build_outcome(
 
 def _ips(plan: Plan, done: Progress, *, applied: bool) -> list[IpChange]:
     """Each family's addresses; the ones the run changed first."""
-    if plan.mode == "unexpose":
+    if plan.releasing:
         return _released_ips(plan, done)
     allocated: list[IpChange] = []
     others: list[IpChange] = []
     for family in IP_FAMILIES:
         if family in done.allocated:
-            allocated.append(IpChange(family, "allocate", (done.allocated[family],), done=True))
+            address = done.allocated[family].address
+            allocated.append(IpChange(family, "allocate", (address,), done=True))
         elif family in plan.allocate:
             if not applied:  # an allocation a run did not make is not reported as pending
                 others.append(IpChange(family, "allocate"))
@@ -152,23 +158,28 @@ def _ips(plan: Plan, done: Progress, *, applied: bool) -> list[IpChange]:
 
 
 def _released_ips(plan: Plan, done: Progress) -> list[IpChange]:
+    """Released first, then those still to release, then those kept and why."""
     released: list[IpChange] = []
-    left: list[IpChange] = []
+    pending: list[IpChange] = []
+    kept: list[IpChange] = []
     for family in IP_FAMILIES:
-        planned = [ip.address for ip in plan.release if ip.type == family]
         gone = done.released.get(family, [])
-        rest = tuple(a for a in planned if a not in gone)
-        if family not in plan.requested:
-            if family in plan.existing:
-                left.append(IpChange(family, "keep", plan.existing[family]))
-        elif not planned:
-            left.append(IpChange(family, "absent"))
-        else:
-            if gone:
-                released.append(IpChange(family, "release", tuple(gone), done=True))
-            if rest:
-                left.append(IpChange(family, "release", rest))
-    return [*released, *left]
+        rest = tuple(
+            ip.address for ip in plan.release if ip.type == family and ip.address not in gone
+        )
+        if gone:
+            released.append(IpChange(family, "release", tuple(gone), done=True))
+        if rest:
+            pending.append(IpChange(family, "release", rest))
+        held = [k for k in plan.kept if k.ip.type == family]
+        kept += [IpChange(family, "keep", (k.ip.address,), note=k.reason) for k in held]
+        if gone or rest or held:
+            continue
+        if family in plan.existing:
+            kept.append(IpChange(family, "keep", plan.existing[family]))
+        elif family in plan.requested:
+            kept.append(IpChange(family, "absent"))
+    return [*released, *pending, *kept]
 
 
 def _machines(plan: Plan, done: Progress, *, applied: bool) -> list[MachineChange]:

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import flytoml
+from . import flytoml, ownership
 from .domain import (
     IP_FAMILIES,
     ClusterState,
@@ -25,6 +25,8 @@ from .domain import (
     UpdateRequest,
 )
 from .errors import PlanError
+from .ownership import PERSISTENT, Ownership
+from .releases import Holding, Kept, expose_record, plan_releases
 from .settings import Settings
 
 PG_INTERNAL_PORT = 5432
@@ -79,10 +81,23 @@ class Plan:
     external_url: str | None = field(repr=False)
     redacted_url: str | None
     warnings: tuple[str, ...]
+    # The ownership record (ownership.py) as read, who this run holds the exposure for, the
+    # record to write (before this run's allocations or releases; None: nothing to write), the
+    # addresses a releasing run keeps and why, and the holds it drops.
+    holder: str = PERSISTENT
+    ownership: Ownership = field(default_factory=Ownership)
+    record: Ownership | None = None
+    kept: tuple[Kept, ...] = ()
+    dropped_holds: tuple[str, ...] = ()
 
     @property
     def changed(self) -> bool:
+        """Does the run change the exposure (addresses, machines)? The record is bookkeeping."""
         return bool(self.allocate or self.release or self.updates)
+
+    @property
+    def releasing(self) -> bool:
+        return self.mode in ("unexpose", "sweep")
 
 
 def rollout_order(machine: Machine) -> tuple[int, str]:
@@ -212,24 +227,30 @@ def _unreachable_warning(machine: Machine, restarts: bool, read_only: bool) -> s
     return text
 
 
-def make_plan(settings: Settings, cluster: ClusterState) -> Plan:
+def make_plan(settings: Settings, cluster: ClusterState, holding: Holding | None = None) -> Plan:
+    holding = holding or Holding()
     if not cluster.machines:
         raise PlanError(f"app {settings.app!r} has no active machines to serve Postgres.")
-    existing: dict[IpFamily, tuple[str, ...]] = {}
-    for fam in IP_FAMILIES:
-        addrs = tuple(ip.address for ip in cluster.public_ips(fam))
-        if addrs:
-            existing[fam] = addrs
+    existing = {
+        fam: addrs
+        for fam in IP_FAMILIES
+        if (addrs := tuple(ip.address for ip in cluster.public_ips(fam)))
+    }
     reachable = [m for m in cluster.machines if m.reachable]
     allocate: tuple[IpFamily, ...] = ()
     release: tuple[IpAddress, ...] = ()
     updates: list[MachineUpdate] = []
     untouched = reachable
-    if settings.mode == "unexpose":
-        release = tuple(ip for fam in settings.ip_versions for ip in cluster.public_ips(fam))
+    owned = ownership.read(reachable, cluster.app.ips)
+    kept: tuple[Kept, ...] = ()
+    dropped: tuple[str, ...] = ()
+    if settings.releasing:
+        dropped, record, decided = plan_releases(settings, cluster, owned, holding)
+        release, kept = decided.release, decided.kept
     else:
         allocate = tuple(f for f in settings.ip_versions if f not in existing)
         updates, untouched = _machine_updates(settings, reachable)
+        record = expose_record(owned, reachable, holding, allocating=bool(allocate))
 
     # An unreachable machine's config is incomplete: it would make a wrong fly.toml.
     new_by_id = {u.machine.id: u.new_config for u in updates}
@@ -237,11 +258,7 @@ def make_plan(settings: Settings, cluster: ClusterState) -> Plan:
     after = flytoml.render_most_common(
         settings.app, [new_by_id.get(m.id, m.config) for m in reachable]
     )
-    external_url = redacted = None
-    if settings.database_url is not None and settings.mode != "unexpose":
-        url, host, port = settings.database_url, settings.host, settings.port
-        external_url = url.external(host, port, settings.sslmode)
-        redacted = url.redacted(host, port, settings.sslmode)
+    external_url, redacted = _urls(settings)
     return Plan(
         app=settings.app,
         mode=settings.mode,
@@ -261,7 +278,24 @@ def make_plan(settings: Settings, cluster: ClusterState) -> Plan:
         image_policy=settings.image,
         external_url=external_url,
         redacted_url=redacted,
-        warnings=_warnings(settings, cluster, allocate, updates),
+        warnings=_warnings(settings, cluster, allocate, updates)
+        + tuple(k.warning(settings.app) for k in kept if k.foreign),
+        holder=holding.holder,
+        ownership=owned,
+        record=record,
+        kept=kept,
+        dropped_holds=dropped,
+    )
+
+
+def _urls(settings: Settings) -> tuple[str | None, str | None]:
+    """The external URL and its redacted form; none for a releasing run."""
+    url = settings.database_url
+    if url is None or settings.releasing:
+        return None, None
+    return (
+        url.external(settings.host, settings.port, settings.sslmode),
+        url.redacted(settings.host, settings.port, settings.sslmode),
     )
 
 
@@ -296,7 +330,7 @@ def _warnings(
     updates: list[MachineUpdate],
 ) -> tuple[str, ...]:
     warnings: list[str] = []
-    exposing = settings.mode != "unexpose"
+    exposing = not settings.releasing
     if cluster.app.shared_ipv4 and exposing:
         warnings.append(
             f"The app has a shared IPv4 ({cluster.app.shared_ipv4}); it cannot carry pg_tls, so "

@@ -9,10 +9,11 @@ threads, hence the lock.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .domain import IpFamily
+from .domain import IpAddress, IpFamily
 
 # pending: to be updated; updated: done and healthy; rolled-back: failed, previous config
 # restored; failed: its state is unknown (rollback failed, or an update that may have landed
@@ -23,16 +24,25 @@ MachineResult = Literal["pending", "updated", "rolled-back", "failed", "untouche
 
 @dataclass
 class Progress:
-    allocated: dict[IpFamily, str] = field(default_factory=dict)  # the address kept per family
+    allocated: dict[IpFamily, IpAddress] = field(default_factory=dict)  # the one kept per family
     released: dict[IpFamily, list[str]] = field(default_factory=dict)
     machines: dict[str, MachineResult] = field(default_factory=dict)
     # A machine's role when it was updated, if it differs from the plan's (a failover).
     roles: dict[str, str] = field(default_factory=dict)
+    record_written: bool = False  # the ownership record names this run's allocations
+    # Told of each allocation the moment it is recorded (a `lifetime: job` run saves it in the
+    # step state for its post step, before anything else can go wrong).
+    on_allocated: Callable[[dict[IpFamily, IpAddress]], None] | None = field(
+        default=None, repr=False
+    )
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def allocated_ip(self, family: IpFamily, address: str) -> None:
+    def allocated_ip(self, family: IpFamily, ip: IpAddress) -> None:
         with self._lock:
-            self.allocated[family] = address
+            self.allocated[family] = ip
+            allocated = dict(self.allocated)
+        if self.on_allocated is not None:
+            self.on_allocated(allocated)
 
     def released_ip(self, family: IpFamily, address: str) -> None:
         with self._lock:
@@ -43,6 +53,11 @@ class Progress:
             self.machines[machine_id] = result
             if role is not None:
                 self.roles[machine_id] = role
+
+    @property
+    def allocated_addresses(self) -> dict[IpFamily, str]:
+        with self._lock:
+            return {family: ip.address for family, ip in self.allocated.items()}
 
     @property
     def changed(self) -> bool:

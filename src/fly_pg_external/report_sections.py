@@ -80,7 +80,9 @@ def split_lines(text: str) -> list[str]:
 def _title(outcome: Outcome) -> str:
     app = inline_code(outcome.app)
     # An unexpose run (or one releasing addresses) takes external access away.
-    closing = outcome.mode == "unexpose" or any(ip.action == "release" for ip in outcome.ips)
+    closing = outcome.mode in ("unexpose", "sweep") or any(
+        ip.action == "release" for ip in outcome.ips
+    )
     verb, state = ("close", "closed") if closing else ("open", "open")
     text = {
         "plan": f"Plan: {verb} {app} to external connections",
@@ -107,7 +109,7 @@ def _ip_row(ip: IpChange, outcome: Outcome) -> tuple[str, str, str]:
     if ip.action == "absent":
         return label, "none", "none"
     if ip.action == "keep":
-        return label, addrs or "present", "unchanged"
+        return label, addrs or "present", f"kept: {escape(ip.note)}" if ip.note else "unchanged"
     allocate = ip.action == "allocate"
     before = "none" if allocate else (addrs or "present")
     verb = "allocated" if allocate else "released"
@@ -310,7 +312,7 @@ def _hide_password(url: str) -> str:
 def _connection_section(outcome: Outcome) -> str:
     if not outcome.redacted_url:
         return ""
-    if outcome.mode == "unexpose" and outcome.status != "failed":
+    if outcome.mode in ("unexpose", "sweep") and outcome.status != "failed":
         return ""
     when = {
         "plan": "after apply, password hidden",

@@ -7,6 +7,7 @@ traceback or a debug line shows no token and no password.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,10 +18,12 @@ from .connstr import ConnString, ConnStringError, parse_conn_string
 from .domain import (
     IMAGE_POLICIES,
     IP_FAMILIES,
+    LIFETIMES,
     MODES,
     SSL_MODES,
     ImagePolicy,
     IpFamily,
+    Lifetime,
     Mode,
     SslMode,
 )
@@ -38,6 +41,17 @@ _MAX_TOKEN_LEN = 16384
 _Choice = TypeVar("_Choice", bound=str)
 _TRUE = {"true"}
 _FALSE = {"false"}
+
+
+@dataclass(frozen=True)
+class Addresses:
+    """The `addresses` input: public addresses named for release besides the action's own."""
+
+    named: tuple[str, ...] = ()
+    every: bool = False  # `all`
+
+    def names(self, address: str) -> bool:
+        return self.every or address in self.named
 
 
 @dataclass(frozen=True)
@@ -64,11 +78,22 @@ class Settings:
     lease_wait: float = 40.0
     github_token: str = field(repr=False, default="")
     database_url: ConnString | None = field(repr=False, default=None)
+    # Who exposes for how long (ownership.py): `job` releases at the end of the job what the
+    # run allocated; `addresses` names addresses unexpose may release although they are not the
+    # action's own ("all" for every one); sweep drops holds older than `max_age` seconds.
+    lifetime: Lifetime = "persistent"
+    addresses: Addresses = field(default_factory=Addresses)
+    max_age: float = 7 * 86400.0
 
     @property
     def read_only(self) -> bool:
-        """plan, or a dry run of expose/unexpose: no lease, no allocation, no update."""
+        """plan, or a dry run of expose/unexpose/sweep: no lease, no allocation, no update."""
         return self.mode == "plan" or self.dry_run
+
+    @property
+    def releasing(self) -> bool:
+        """unexpose or sweep: the run may release addresses, never allocates or restarts."""
+        return self.mode in ("unexpose", "sweep")
 
     @property
     def secrets(self) -> list[str]:
@@ -172,6 +197,41 @@ def clean_bool(name: str, raw: str) -> bool:
     raise InputError(name, f"{value[:40]!r} is not a boolean; use true or false.")
 
 
+def clean_addresses(raw: str) -> Addresses:
+    value = _clean_text("addresses", raw).strip()
+    if not value:
+        return Addresses()
+    if value.lower() == "all":
+        return Addresses(every=True)
+    named: list[str] = []
+    for item in value.replace(",", " ").split():
+        try:
+            named.append(str(ipaddress.ip_address(item)))
+        except ValueError:
+            raise InputError(
+                "addresses",
+                f"{item[:60]!r} is not an IP address; use all, or a comma-separated list of the "
+                "app's public addresses (fly ips list -a <app>).",
+            ) from None
+    return Addresses(named=tuple(dict.fromkeys(named)))
+
+
+_AGE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd]?)$")
+_AGE_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def clean_max_age(raw: str) -> float:
+    value = _clean_text("max-age", raw).strip().lower()
+    match = _AGE_RE.match(value)
+    seconds = float(match.group(1)) * _AGE_UNITS[match.group(2)] if match else -1.0
+    if not 60 <= seconds <= 366 * 86400:
+        raise InputError(
+            "max-age",
+            f"{value[:40]!r} is not accepted; use a duration from 1m to 366d, e.g. 12h or 7d.",
+        )
+    return seconds
+
+
 def clean_wait_timeout(raw: str) -> float:
     value = _clean_text("wait-timeout", raw)
     try:
@@ -245,6 +305,26 @@ def clean_fly_token(raw_token: str, env: Mapping[str, str]) -> FlyAuth:
         raise InputError(token_name, str(exc)) from None
 
 
+def clean_lifetime_inputs(
+    inp: Callable[[str, str], str], mode: Mode
+) -> tuple[Lifetime, Addresses, float]:
+    """`lifetime`, `addresses` and `max-age`, each refused where its mode cannot use it."""
+    lifetime = clean_choice("lifetime", inp("lifetime", "persistent"), LIFETIMES)
+    if lifetime == "job" and mode != "expose":
+        raise InputError(
+            "lifetime",
+            f"job applies to mode expose (the post step releases what it allocated); mode "
+            f"{mode} allocates nothing. Leave lifetime at persistent.",
+        )
+    addresses = clean_addresses(inp("addresses", ""))
+    if (addresses.named or addresses.every) and mode != "unexpose":
+        raise InputError(
+            "addresses",
+            f"names addresses to release, which only mode unexpose does (mode is {mode}).",
+        )
+    return lifetime, addresses, clean_max_age(inp("max-age", "7d"))
+
+
 def from_environ(env: Mapping[str, str], read_input: Callable[[str], str | None]) -> Settings:
     """Build Settings from the runner's environment. Raises InputError on the first bad value."""
 
@@ -272,6 +352,7 @@ def from_environ(env: Mapping[str, str], read_input: Callable[[str], str | None]
 
     database_url = clean_database_url(inp("database-url"), app=app, host=host)
     fly_auth = clean_fly_token(inp("fly-api-token"), env)
+    lifetime, addresses, max_age = clean_lifetime_inputs(inp, mode)
 
     return Settings(
         app=app,
@@ -297,4 +378,7 @@ def from_environ(env: Mapping[str, str], read_input: Callable[[str], str | None]
         lease_wait=_env_seconds(env, "FLY_PG_EXTERNAL_LEASE_WAIT", 40.0),
         github_token=github_token,
         database_url=database_url,
+        lifetime=lifetime,
+        addresses=addresses,
+        max_age=max_age,
     )

@@ -64,7 +64,7 @@ def verify_expose(outcome: Outcome, settings: Settings) -> None:
 
 def verify_unexpose(outcome: Outcome, settings: Settings) -> None:
     """Check that every released address stops accepting connections; record each."""
-    released = [a for ip in outcome.ips if ip.action == "release" and ip.done for a in ip.addresses]
+    released = outcome.released()
     if not released:
         return
     deadline = UNEXPOSE_VERIFY_BOUND

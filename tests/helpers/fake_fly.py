@@ -262,6 +262,30 @@ class FakeFly:
                 raise FlyConflict(f"lease on machine {machine_id} not held with that nonce")
             del self.leases[machine_id]
 
+    def set_metadata(self, app: str, machine_id: str, key: str, value: str) -> None:
+        def write() -> None:
+            self._set_metadata(machine_id, key, value)
+
+        with self._call("set_metadata", app, machine_id, write=write, key=key):
+            self._set_metadata(machine_id, key, value)
+
+    def delete_metadata(self, app: str, machine_id: str, key: str) -> None:
+        with self._call("delete_metadata", app, machine_id, key=key):
+            config = self._machine(machine_id).setdefault("config", {})
+            metadata = config.setdefault("metadata", {})
+            if key not in metadata:
+                raise FlyNotFound(f"metadata key {key} not found")
+            del metadata[key]
+
+    def metadata(self, machine_id: str) -> dict[str, str]:
+        with self._lock:
+            return dict(self.machines[machine_id].get("config", {}).get("metadata") or {})
+
+    def _set_metadata(self, machine_id: str, key: str, value: str) -> None:
+        # No new version and no restart (Fly docs): only the config's metadata changes.
+        config = self._machine(machine_id).setdefault("config", {})
+        config.setdefault("metadata", {})[key] = value
+
     def close(self) -> None:
         pass
 

@@ -52,7 +52,7 @@ def test_leases_then_addresses_then_restarts_then_every_lease_released(clock: Fa
     assert last(fly, "acquire_lease") < first(fly, "allocate_ip")
     assert last(fly, "allocate_ip") < first(fly, "update_machine")
     assert last(fly, "update_machine") < first(fly, "release_lease")
-    assert progress.allocated == {"v4": fly.ip_addresses("v4")[0], "v6": fly.ip_addresses("v6")[0]}
+    assert progress.allocated_addresses == {"v4": fly.ip_addresses("v4")[0], "v6": fly.ip_addresses("v6")[0]}
     assert progress.machines == {"m2": "updated", "m1": "updated"}
     assert fly.leases == {}
     assert build_outcome(plan, progress).status == "applied"
@@ -87,7 +87,7 @@ def test_an_unreachable_machine_does_not_stop_a_run_that_restarts_nothing(
     plan = plan_of(fly, ip_versions="v4")
     progress = Progress()
     run(fly, plan, clock, progress)
-    assert progress.allocated == {"v4": fly.ip_addresses("v4")[0]}
+    assert progress.allocated_addresses == {"v4": fly.ip_addresses("v4")[0]}
     assert "acquire_lease" not in fly.names()
     assert "update_machine" not in fly.names()
 
@@ -112,7 +112,7 @@ def test_a_failure_in_the_rollout_after_an_allocation_keeps_the_allocation_in_pr
     with pytest.raises(RunError, match="The update of machine m2 was not carried out"):
         run(fly, plan, clock, progress)
     address = fly.ip_addresses("v4")[0]
-    assert progress.allocated == {"v4": address}
+    assert progress.allocated_addresses == {"v4": address}
     outcome = build_outcome(plan, progress, "stopped")
     assert outcome.addresses("v4") == [address]  # the outputs name what Fly holds
     assert fly.leases == {}
@@ -127,7 +127,7 @@ def test_a_cancelled_run_keeps_its_allocation_in_progress_and_releases_its_lease
     progress = Progress()
     with pytest.raises(Cancelled):
         run(fly, plan, clock, progress)
-    assert progress.allocated == {"v4": fly.ip_addresses("v4")[0]}
+    assert progress.allocated_addresses == {"v4": fly.ip_addresses("v4")[0]}
     assert sorted(fly.targets("release_lease")) == ["m1", "m2"]
     assert fly.leases == {}
 
@@ -164,7 +164,7 @@ def test_a_late_duplicate_allocation_is_swept_after_the_rollout(clock: FakeClock
     fly.fail("allocate_ip", FlyTransient("bad gateway", status=503), lands=3.0)
     progress = Progress()
     run(fly, plan, clock, progress)
-    assert fly.ip_addresses("v4") == [progress.allocated["v4"]]
+    assert fly.ip_addresses("v4") == [progress.allocated_addresses["v4"]]
     assert len(fly.targets("release_ip")) == 1
     assert last(fly, "update_machine") < first(fly, "release_ip")
 
@@ -177,7 +177,7 @@ def test_a_late_duplicate_allocation_is_swept_when_the_rollout_fails(clock: Fake
     progress = Progress()
     with pytest.raises(RunError, match="did not become healthy"):
         run(fly, plan, clock, progress)
-    assert fly.ip_addresses("v4") == [progress.allocated["v4"]]
+    assert fly.ip_addresses("v4") == [progress.allocated_addresses["v4"]]
     assert progress.machines == {"m2": "rolled-back"}
 
 

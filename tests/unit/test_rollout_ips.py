@@ -57,7 +57,7 @@ def test_each_missing_family_is_allocated_once_and_recorded(clock: FakeClock) ->
     progress = Progress()
     assert allocate_families(fly, plan, progress, clock=clock) is False
     assert sorted(fly.targets("allocate_ip")) == ["v4", "v6"]
-    assert progress.allocated == {"v4": fly.ip_addresses("v4")[0], "v6": fly.ip_addresses("v6")[0]}
+    assert progress.allocated_addresses == {"v4": fly.ip_addresses("v4")[0], "v6": fly.ip_addresses("v6")[0]}
     assert "release_ip" not in fly.names()
 
 
@@ -81,7 +81,7 @@ def test_an_allocation_race_keeps_the_oldest_and_releases_our_duplicate(
     allocate_family(fly, plan, "v4", progress, clock=clock)
     (ours,) = [a for a in fly.targets("release_ip")]
     assert ours != theirs.address
-    assert progress.allocated == {"v4": theirs.address}
+    assert progress.allocated_addresses == {"v4": theirs.address}
     assert fly.ip_addresses("v4") == [theirs.address]
 
 
@@ -92,7 +92,7 @@ def test_an_allocation_whose_answer_was_lost_is_not_sent_again(clock: FakeClock)
     ambiguous = allocate_family(fly, plan_of(fly, ip_versions="v4"), "v4", progress, clock=clock)
     assert ambiguous is True  # the caller sweeps for a late duplicate
     assert fly.targets("allocate_ip") == ["v4"]
-    assert progress.allocated == {"v4": fly.ip_addresses("v4")[0]}
+    assert progress.allocated_addresses == {"v4": fly.ip_addresses("v4")[0]}
     assert len(fly.ip_addresses("v4")) == 1
 
 
@@ -105,7 +105,7 @@ def test_an_allocation_refused_with_503_is_sent_once_more_after_a_short_look(
     allocate_family(fly, plan_of(fly, ip_versions="v4"), "v4", progress, clock=clock)
     assert fly.targets("allocate_ip") == ["v4", "v4"]
     assert sum(clock.sleeps) <= 1.0
-    assert progress.allocated == {"v4": fly.ip_addresses("v4")[0]}
+    assert progress.allocated_addresses == {"v4": fly.ip_addresses("v4")[0]}
     assert len(fly.ip_addresses("v4")) == 1
 
 
@@ -116,7 +116,7 @@ def test_a_late_duplicate_is_swept_and_the_kept_address_stays(clock: FakeClock) 
     fly.fail("allocate_ip", FlyTimeout("timed out", status=408), lands=15.0)
     progress = Progress()
     assert allocate_families(fly, plan, progress, clock=clock) is True
-    kept = progress.allocated["v4"]
+    kept = progress.allocated_addresses["v4"]
     assert fly.ip_addresses("v4") == [kept]
     clock.advance(10)
     late = [a for a in fly.ip_addresses("v4") if a != kept]
@@ -126,7 +126,7 @@ def test_a_late_duplicate_is_swept_and_the_kept_address_stays(clock: FakeClock) 
     assert fly.targets("release_ip") == late
     assert fly.ip_addresses("v4") == [kept]
     assert fly.ip_addresses("v6") == [V6.address, someone_elses.address]
-    assert progress.allocated == {"v4": kept}
+    assert progress.allocated_addresses == {"v4": kept}
 
 
 def test_when_one_family_fails_the_other_is_recorded_and_the_error_raised(
@@ -137,7 +137,7 @@ def test_when_one_family_fails_the_other_is_recorded_and_the_error_raised(
     progress = Progress()
     with pytest.raises(FlyError, match="IP quota exceeded"):
         allocate_families(fly, plan_of(fly), progress, clock=clock)
-    assert progress.allocated == {"v4": fly.ip_addresses("v4")[0]}
+    assert progress.allocated_addresses == {"v4": fly.ip_addresses("v4")[0]}
     assert fly.ip_addresses("v6") == []
 
 
@@ -154,7 +154,7 @@ def test_when_one_family_fails_a_late_duplicate_of_the_other_is_swept_before_rai
     progress = Progress()
     with pytest.raises(FlyError, match="IP quota exceeded"):
         allocate_families(fly, plan_of(fly), progress, clock=clock)
-    kept = progress.allocated["v4"]
+    kept = progress.allocated_addresses["v4"]
     assert list(progress.allocated) == ["v4"]
     assert len(fly.targets("release_ip")) == 1  # the late v4, released before the raise
     assert fly.ip_addresses("v4") == [kept]

@@ -67,5 +67,11 @@ class FlyClient:
     def release_lease(self, app: str, machine_id: str, nonce: str) -> None:
         self.machines.release_lease(app, machine_id, nonce)
 
+    def set_metadata(self, app: str, machine_id: str, key: str, value: str) -> None:
+        self.machines.set_metadata(app, machine_id, key, value)
+
+    def delete_metadata(self, app: str, machine_id: str, key: str) -> None:
+        self.machines.delete_metadata(app, machine_id, key)
+
     def close(self) -> None:
         self.http.close()

@@ -156,6 +156,26 @@ class Machines:
             nonce=nonce,
         )
 
+    def set_metadata(self, app: str, machine_id: str, key: str, value: str) -> None:
+        """fly-go `SetMetadata`: POST …/metadata/{key} {"value": …}, 204; no lease nonce (fly-go
+        sends none, and flyctl writes metadata on machines it holds leases on). Idempotent: the
+        same value written twice is one value."""
+        self._send(
+            "POST",
+            f"{self._app(app)}/machines/{machine_id}/metadata/{key}",
+            idempotent=True,
+            limit=("metadata", machine_id),
+            json={"value": value},
+        )
+
+    def delete_metadata(self, app: str, machine_id: str, key: str) -> None:
+        self._send(
+            "DELETE",
+            f"{self._app(app)}/machines/{machine_id}/metadata/{key}",
+            idempotent=True,
+            limit=("metadata", machine_id),
+        )
+
     def update(
         self, app: str, machine_id: str, request: UpdateRequest, *, nonce: str | None
     ) -> Machine:

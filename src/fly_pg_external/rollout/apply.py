@@ -18,6 +18,7 @@ from ..poll import SYSTEM_CLOCK, Clock
 from ..progress import Progress
 from .ips import allocate_families, release_ips, sweep_duplicates
 from .leases import LEASE_WAIT, leased
+from .record import carry_record, write_record
 from .rolling import rolling_update
 
 
@@ -58,8 +59,16 @@ def apply(
 ) -> None:
     """Carry out `plan`, recording what is done in `progress`; raise `ActionError` when the run
     has to stop."""
-    if plan.mode == "unexpose":
-        release_ips(fly, plan, progress, clock=clock)
+    machines = [u.machine for u in plan.updates] + list(plan.untouched)
+    if plan.releasing:
+        try:
+            release_ips(fly, plan, progress, clock=clock)
+        finally:
+            # Whatever was released is out of the record, even when a later release failed.
+            released = [a for addresses in progress.released.values() for a in addresses]
+            if plan.record is not None or released:
+                after = (plan.record or plan.ownership).without_addresses(released)
+                progress.record_written = write_record(fly, plan.app, machines, after)
         return
     if plan.updates and plan.unreachable:
         # Checked before anything changes: a restart now would be a second machine down.
@@ -69,9 +78,15 @@ def apply(
             f"{len(plan.updates)} machine(s) need a restart: nothing was changed.",
             hint="Re-run once every machine is reachable again (fly machine status <id>).",
         )
-    machines = [u.machine for u in plan.updates]
-    with leased(fly, plan.app, machines, wait=lease_wait, clock=clock) as leases:
+    with leased(
+        fly, plan.app, [u.machine for u in plan.updates], wait=lease_wait, clock=clock
+    ) as leases:
         ambiguous = allocate_families(fly, plan, progress, clock=clock)
+        if plan.record is not None or progress.allocated:
+            # Recorded before any restart: the record outlives a run stopped mid-rollout.
+            record = (plan.record or plan.ownership).with_addresses(progress.allocated.values())
+            progress.record_written = write_record(fly, plan.app, machines, record)
+            plan = carry_record(plan, record)
         try:
             if plan.updates:
                 rolling_update(fly, plan, leases, progress, wait_timeout=wait_timeout, clock=clock)

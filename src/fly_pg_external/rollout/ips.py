@@ -63,7 +63,7 @@ def allocate_family(
         on_ambiguous=on_ambiguous,
     )
     keep = oldest([ip for ip in listed if ip.type == family] or [created])
-    progress.allocated_ip(family, keep.address)
+    progress.allocated_ip(family, keep)
     if keep.address != created.address:
         log.warning(
             f"Another run allocated {family} {keep.address} at the same time; releasing the "
@@ -113,7 +113,7 @@ def sweep_duplicates(fly: FlyApi, plan: Plan, progress: Progress) -> None:
         log.warning(f"Could not re-check the app's IPs for duplicates ({exc}).")
         return
     for family, kept in dict(progress.allocated).items():
-        known = set(plan.existing.get(family, ())) | {kept}
+        known = set(plan.existing.get(family, ())) | {kept.address}
         for ip in listed:
             if ip.type == family and ip.address not in known:
                 log.warning(f"Releasing {ip.type} {ip.address}: a late duplicate of this run's.")

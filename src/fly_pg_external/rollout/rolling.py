@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from ..domain import Machine
 from ..errors import ActionError, FlyError, RunError
 from ..flyapi import FlyApi
+from ..ownership import record_text, with_record
 from ..plan import MachineUpdate, Plan, plan_machine, rollout_order
 from ..poll import Backoff, Clock, LandingUnknown, poll
 from ..progress import MachineResult, Progress
@@ -246,9 +247,10 @@ def _rollback(run: Rollout, update: MachineUpdate) -> bool:
     try:
         # The failed update made a new version: the rollback is conditional on that one.
         current = run.fly.get_machine(run.plan.app, machine_id)
-        request = replace(
-            update.request(), config=update.machine.config, current_version=current.instance_id
-        )
+        # The previous config, still carrying the ownership record the update carried.
+        text = record_text(update.new_config)
+        config = update.machine.config if text is None else with_record(update.machine.config, text)
+        request = replace(update.request(), config=config, current_version=current.instance_id)
         new = update_machine(
             run.fly,
             run.plan.app,

@@ -1,0 +1,74 @@
+"""Who a run holds the exposure for (ownership.py), from the runner's environment, and which
+holders a sweep finds gone (closed pull requests, asked of GitHub).
+
+- `lifetime: job`: `run-<run id>-<attempt>-<job>`, released by the job's own post step;
+- a pull request event (or any run whose payload names a pull request): `pr-<number>`;
+- anything else: `persistent`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterable, Mapping
+
+from .ownership import PERSISTENT, Ownership
+from .publish import RunContext
+from .releases import Holding
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+_PR_HOLDER = re.compile(r"^pr-(\d+)$")
+
+
+def job_holder(env: Mapping[str, str]) -> str:
+    run = env.get("GITHUB_RUN_ID") or "local"
+    attempt = env.get("GITHUB_RUN_ATTEMPT") or "1"
+    job = re.sub(r"[^A-Za-z0-9_.-]", "_", env.get("GITHUB_JOB") or "job")[:60]
+    return f"run-{run}-{attempt}-{job}"
+
+
+def holder_of(settings: Settings, env: Mapping[str, str]) -> str:
+    if settings.lifetime == "job":
+        return job_holder(env)
+    number = RunContext.from_env(env).pr_number
+    return f"pr-{number}" if number is not None else PERSISTENT
+
+
+def holding_for(
+    settings: Settings, env: Mapping[str, str], record: Ownership, *, token: str
+) -> Holding:
+    """This run's holder, the time, and for a sweep the holders that are gone."""
+    gone: frozenset[str] = frozenset()
+    if settings.mode == "sweep":
+        numbers = [int(m.group(1)) for h in record.holds if (m := _PR_HOLDER.match(h))]
+        gone = frozenset(f"pr-{n}" for n in closed_pulls(env, token, numbers))
+    return Holding(holder=holder_of(settings, env), now=int(time.time()), gone=gone)
+
+
+def closed_pulls(env: Mapping[str, str], token: str, numbers: Iterable[int]) -> set[int]:
+    """The pull requests among `numbers` that are closed. One that cannot be looked up counts as
+    open: a sweep must never cut access because GitHub did not answer."""
+    wanted = sorted(set(numbers))
+    ctx = RunContext.from_env(env)
+    if not wanted:
+        return set()
+    if not token or not ctx.repository:
+        log.warning(
+            f"Cannot ask GitHub whether pull request(s) {', '.join(map(str, wanted))} are closed "
+            "(no github-token or GITHUB_REPOSITORY): their holds count until max-age."
+        )
+        return set()
+    from . import github  # PyGithub only when a sweep needs it
+
+    closed: set[int] = set()
+    try:
+        repo = github.client(token, ctx.api_url, github.ClientTuning()).get_repo(ctx.repository)
+        for number in wanted:
+            if repo.get_pull(number).state == "closed":
+                closed.add(number)
+    except Exception as exc:  # a lookup that fails leaves the holds alone
+        log.warning(f"Could not ask GitHub which pull requests are closed ({exc}).")
+    return closed

@@ -1,8 +1,9 @@
 """flysim: a local Fly.io platform simulator for testing fly-pg-external.
 
 It serves Fly's GraphQL API (apps, IP addresses) and Machines API (machines, leases, wait,
-ip_assignments), plays the Fly proxy's ``pg_tls`` handler in front of a real PostgreSQL, records
-every request and can inject faults. It is a test tool and is not part of the action's image.
+metadata, ip_assignments), plays the Fly proxy's ``pg_tls`` handler in front of a real PostgreSQL,
+records every request and can inject faults. It is a test tool and is not part of the action's
+image.
 
 By default it is as strict as the real platform where a kinder simulator would hide bugs
 (``docs/fly-behaviour.md``): Fly's rate limits answer 429 with

@@ -10,7 +10,9 @@ and method: acquiring (and refreshing, the same POST) a lease, reading it and re
 actions with a bucket each, like the three operations the API reference documents. A single bucket
 for everything under ``/lease`` would be stricter, but a client that acquires, updates and releases
 once per machine never notices the difference, and per-operation is what the docs' wording
-suggests. UNCONFIRMED.
+suggests. UNCONFIRMED. The metadata endpoints are the exception: reading, setting and deleting a
+machine's metadata share one ``metadata`` bucket per machine (fly-go labels them as three actions;
+one bucket is the stricter reading, and a client that sets a key or two per machine never notices).
 
 The GraphQL API has no documented limit, so nothing here applies to it.
 """
@@ -52,6 +54,7 @@ ACTION_SCOPES: dict[str, str] = {
     "get_lease": "machine",
     "release_lease": "machine",
     "wait": "machine",
+    "metadata": "machine",  # GET, POST and DELETE .../metadata[/{key}] share it
     "list_ip_assignments": "app",
     "assign_ip": "app",
     "release_ip_assignment": "app",
@@ -75,6 +78,7 @@ class RateLimits:
     get_lease: Rate | None = FLY_ACTION_RATE
     release_lease: Rate | None = FLY_ACTION_RATE
     wait: Rate | None = FLY_ACTION_RATE
+    metadata: Rate | None = FLY_ACTION_RATE
     list_ip_assignments: Rate | None = FLY_ACTION_RATE
     assign_ip: Rate | None = FLY_ACTION_RATE
     release_ip_assignment: Rate | None = FLY_ACTION_RATE

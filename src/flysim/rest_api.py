@@ -2,8 +2,9 @@
 
 Every route is one rate-limited action (:mod:`flysim.ratelimit`): a request over Fly's limit is
 answered 429 with ``Retry-After`` before its handler runs. Handlers read the request, take the
-simulator's lock and answer; what a lease, an update or an address does is in
-:mod:`flysim.leases`, :mod:`flysim.lifecycle` and :mod:`flysim.ips` (through the simulator).
+simulator's lock and answer; what a lease, an update, metadata or an address does is in
+:mod:`flysim.leases`, :mod:`flysim.lifecycle`, :mod:`flysim.metadata` and :mod:`flysim.ips`
+(through the simulator).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-from flysim import _ids, leases, models
+from flysim import _ids, leases, metadata, models
 from flysim.errors import ApiError
 from flysim.models import Machine
 from flysim.ratelimit import ACTION_SCOPES
@@ -290,6 +291,41 @@ def _deadline(wanted: str, state: str) -> Response:
         f"deadline_exceeded: machine failed to reach desired state, {wanted}, currently {state}"
     )
     return Response(408, {"error": message})
+
+
+# ------------------------------------------------------------------------------------- metadata
+# No lease nonce is asked for or checked: fly-go sends none, and a lease held by someone else is
+# taken not to block these (UNCONFIRMED, the safe reading; see :mod:`flysim.metadata`). Nothing
+# here makes a new version, restarts the machine or records a state change.
+@route(_MACHINE + "/metadata", "GET", "metadata")
+def get_metadata(sim: Simulator, req: Request) -> Response:
+    with sim.lock:
+        machine = sim.require_machine(sim.require_app(req.params["app"]), req.params["id"])
+        _require_reachable(machine)
+        return Response(200, metadata.read(machine))
+
+
+@route(_MACHINE + "/metadata/(?P<key>[^/]+)", "POST", "metadata")
+def set_metadata(sim: Simulator, req: Request) -> Response:
+    key = metadata.validate_key(req.params["key"])
+    value = metadata.validate_value(req.body)
+    with sim.lock:
+        machine = sim.require_machine(sim.require_app(req.params["app"]), req.params["id"])
+        _require_reachable(machine)
+        metadata.set_value(machine, key, value)
+        sim.after_change()
+        return Response(204)
+
+
+@route(_MACHINE + "/metadata/(?P<key>[^/]+)", "DELETE", "metadata")
+def delete_metadata(sim: Simulator, req: Request) -> Response:
+    key = metadata.validate_key(req.params["key"])
+    with sim.lock:
+        machine = sim.require_machine(sim.require_app(req.params["app"]), req.params["id"])
+        _require_reachable(machine)
+        metadata.delete(machine, key)
+        sim.after_change()
+        return Response(204)
 
 
 # -------------------------------------------------------------------------------- ip_assignments

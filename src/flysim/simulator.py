@@ -4,8 +4,9 @@ The state (apps, machines, addresses, the request log and the machine timeline) 
 one re-entrant lock. Tests use the seeding, fault and observation methods; flysim's own modules
 use the state API (``lock``, ``require_app``, ``update_machine``, ``allocate_ip``, ...), never the
 private attributes. The behaviours themselves are elsewhere: leases in :mod:`flysim.leases`,
-updates, restarts, checks and failover in :mod:`flysim.lifecycle`, addresses in :mod:`flysim.ips`,
-the HTTP APIs in :mod:`flysim.rest_api`, :mod:`flysim.graphql_api` and :mod:`flysim.server`.
+updates, restarts, checks and failover in :mod:`flysim.lifecycle`, machine metadata in
+:mod:`flysim.metadata`, addresses in :mod:`flysim.ips`, the HTTP APIs in :mod:`flysim.rest_api`,
+:mod:`flysim.graphql_api` and :mod:`flysim.server`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from flysim import graphql_api, ips, leases, lifecycle, models, seeding
+from flysim import graphql_api, ips, leases, lifecycle, metadata, models, seeding
 from flysim.errors import ApiError
 from flysim.faults import Faults
 from flysim.ips import AddressPool, IPHook
@@ -283,7 +284,7 @@ class Simulator:
         While it is not ``ok`` the machine is down, not absent (docs/fly-behaviour.md): the API
         lists it with ``host_status``, ``config: null`` and the config as ``incomplete_config``,
         its ``state`` stays the last known one, it serves no pg_tls connection, it counts as not
-        healthy, and lease, update and wait requests on it are answered 503.
+        healthy, and lease, update, wait and metadata requests on it are answered 503.
         """
         lifecycle.set_host_status(self, app, machine_id, status)
 
@@ -335,6 +336,11 @@ class Simulator:
         """Machine state changes (seeding, updates, restarts, checks, failovers), oldest first."""
         with self._lock:
             return [c for c in self._timeline if app is None or c.app == app]
+
+    def machine_metadata(self, app: str, machine_id: str) -> dict[str, str]:
+        """The machine's metadata (``config.metadata``, what GET .../metadata answers), a copy."""
+        with self._lock:
+            return metadata.read(self.require_machine(self.require_app(app), machine_id))
 
     def max_machines_down(self, app: str) -> int:
         """The most machines of ``app`` that were at the same time not healthy (started on a

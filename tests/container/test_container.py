@@ -127,6 +127,11 @@ def declared(kind: str) -> dict[str, dict[str, str]]:
     return dict(action.get(kind) or {})
 
 
+def post_entrypoint() -> str:
+    action = yaml.safe_load((ROOT / "action.yml").read_text())
+    return str(action["runs"]["post-entrypoint"])
+
+
 @dataclass
 class Run:
     returncode: int
@@ -134,6 +139,12 @@ class Run:
     stderr: str
     output_file: str
     summary: str
+    state_file: str = ""
+
+    @property
+    def state(self) -> dict[str, str]:
+        """What the step saved for the post step (same file-command format as outputs)."""
+        return parse_outputs(self.state_file)
 
     @property
     def outputs(self) -> dict[str, str]:
@@ -157,12 +168,21 @@ def runner_inputs(given: dict[str, str]) -> dict[str, str]:
     return {"INPUT_" + name.replace(" ", "_").upper(): value for name, value in values.items()}
 
 
-def run_like_the_runner(image: str, sim: Simulator, tmp_path: Path, inputs: dict[str, str]) -> Run:
+def run_like_the_runner(
+    image: str,
+    sim: Simulator,
+    tmp_path: Path,
+    inputs: dict[str, str],
+    *,
+    post: dict[str, str] | None = None,
+) -> Run:
+    """The main step, or with `post` (the STATE_* values the main step saved) the post step,
+    which the runner starts with `--entrypoint` set to action.yml's `post-entrypoint`."""
     # The runner's mounts, minus /var/run/docker.sock, which the action does not use.
     mounted = ("workspace", "home", "workflow", "file_commands", "runner_temp")
     dirs = {name: tmp_path / name for name in mounted}
     for path in dirs.values():
-        path.mkdir()
+        path.mkdir(parents=True)
         if os.geteuid() == 0:
             os.chown(path, RUNNER_UID, RUNNER_UID)
     suffix = uuid.uuid4()
@@ -198,6 +218,9 @@ def run_like_the_runner(image: str, sim: Simulator, tmp_path: Path, inputs: dict
         **runner_inputs(inputs),
     }
     argv = ["run", "--rm", "--network", "host", "--workdir", "/github/workspace"]
+    if post is not None:
+        argv += ["--entrypoint", post_entrypoint()]
+        env.update({f"STATE_{name}": value for name, value in post.items()})
     for name, path in dirs.items():
         argv += ["-v", f"{path}:/github/{name}"]
     for key, value in env.items():
@@ -208,6 +231,7 @@ def run_like_the_runner(image: str, sim: Simulator, tmp_path: Path, inputs: dict
         stdout=proc.stdout,
         stderr=proc.stderr,
         output_file=(dirs["file_commands"] / files["GITHUB_OUTPUT"]).read_text(),
+        state_file=(dirs["file_commands"] / files["GITHUB_STATE"]).read_text(),
         summary=(dirs["file_commands"] / files["GITHUB_STEP_SUMMARY"]).read_text(),
     )
 
@@ -252,6 +276,8 @@ print(json.dumps({
         if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
     )
     assert seen["files"] == sorted(["entrypoint.py", "requirements.lock", *package])
+    post = docker("run", "--rm", "--entrypoint", "/bin/sh", action_image, "-c", "test -x /post.py")
+    assert post.returncode == 0, f"{post_entrypoint()} is not executable in the image"
 
 
 def test_plan_run_reports_outputs_and_changes_nothing(
@@ -299,3 +325,22 @@ def test_bad_input_fails_the_step_before_any_request(
     assert any("ip-versions" in line for line in run.errors()), run.log
     assert "Traceback" not in run.log
     assert sim.requests == []
+
+
+def test_lifetime_job_post_step_releases_what_the_main_step_allocated(
+    action_image: str, sim: Simulator, tmp_path: Path
+) -> None:
+    """The post step as the runner starts it: the same image, `--entrypoint` set to action.yml's
+    `post-entrypoint`, the same inputs, and STATE_* from the main step's GITHUB_STATE."""
+    inputs = {**BASE_INPUTS, "lifetime": "job"}
+    main = run_like_the_runner(action_image, sim, tmp_path / "main", inputs)
+    assert main.returncode == 0, main.log
+    allocated = sorted(main.state["ALLOCATED"].split(","))
+    assert allocated == sorted([main.outputs["ipv4"], main.outputs["ipv6"]])
+    assert main.state["HOLDER"].startswith("run-1-")
+
+    post = run_like_the_runner(action_image, sim, tmp_path / "post", inputs, post=main.state)
+    assert post.returncode == 0, post.log
+    assert [ip for ip in sim.app(APP).ips if ip.type in ("v4", "v6")] == []
+    assert "end of the job" in post.summary and "released" in post.summary
+    assert not post.errors(), post.log

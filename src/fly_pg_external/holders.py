@@ -64,11 +64,14 @@ def closed_pulls(env: Mapping[str, str], token: str, numbers: Iterable[int]) -> 
     from . import github  # PyGithub only when a sweep needs it
 
     closed: set[int] = set()
-    try:
-        repo = github.client(token, ctx.api_url, github.ClientTuning()).get_repo(ctx.repository)
-        for number in wanted:
+    repo = github.client(token, ctx.api_url, github.ClientTuning()).get_repo(ctx.repository)
+    for number in wanted:
+        try:
             if repo.get_pull(number).state == "closed":
                 closed.add(number)
-    except Exception as exc:  # a lookup that fails leaves the holds alone
-        log.warning(f"Could not ask GitHub which pull requests are closed ({exc}).")
+        except Exception as exc:  # one failed lookup leaves that hold alone, not the others
+            log.warning(
+                f"Could not ask GitHub whether pull request {number} is closed ({exc}); its "
+                "hold counts until max-age."
+            )
     return closed

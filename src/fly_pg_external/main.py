@@ -24,6 +24,7 @@ from .holders import holding_for
 from .outcome import Outcome, build_outcome, redacted
 from .plan import Plan, make_plan
 from .progress import Progress
+from .releases import Holding
 from .rollout import apply, read_cluster
 from .settings import Settings, from_environ
 from .verification import verify_expose, verify_unexpose
@@ -134,17 +135,22 @@ def _run(
     progress: Progress | None = None
     error: str | None = None
     try:
-        plan = _read_and_plan(settings, fly, gha, env)
+        plan, holding = _read_and_plan(settings, fly, gha, env)
+        if settings.lifetime == "job":
+            # Saved whatever follows: the post step then always knows whose hold to drop, and
+            # says truthfully what the job allocated (maybe nothing).
+            gha.save_state(STATE_HOLDER, plan.holder)
         if not plan.read_only and (plan.changed or plan.record is not None):
             # Ours: what apply does is in it however apply ends.
             progress = _progress(settings, plan, gha)
             with gha.group("Apply"):
-                apply(
+                plan = apply(
                     fly,
                     plan,
                     progress,
                     wait_timeout=settings.wait_timeout,
                     lease_wait=settings.lease_wait,
+                    replan=lambda cluster: make_plan(settings, cluster, holding),
                 )
     except ActionError as exc:
         error = _report_error(exc, settings)
@@ -196,7 +202,6 @@ def _progress(settings: Settings, plan: Plan, gha: Actions) -> Progress:
     exposure for and, the moment each is made, the addresses it allocates."""
     if settings.lifetime != "job":
         return Progress()
-    gha.save_state(STATE_HOLDER, plan.holder)
 
     def save(allocated: dict[IpFamily, IpAddress]) -> None:
         gha.save_state(STATE_ALLOCATED, ",".join(ip.address for ip in allocated.values()))
@@ -204,7 +209,9 @@ def _progress(settings: Settings, plan: Plan, gha: Actions) -> Progress:
     return Progress(on_allocated=save)
 
 
-def _read_and_plan(settings: Settings, fly: FlyApi, gha: Actions, env: Mapping[str, str]) -> Plan:
+def _read_and_plan(
+    settings: Settings, fly: FlyApi, gha: Actions, env: Mapping[str, str]
+) -> tuple[Plan, Holding]:
     with gha.group(f"Read {settings.app} from Fly"):
         cluster = read_cluster(fly, settings.app)
         describe_state(cluster)
@@ -218,7 +225,7 @@ def _read_and_plan(settings: Settings, fly: FlyApi, gha: Actions, env: Mapping[s
         )
     with gha.group("Plan (read only)" if plan.read_only else "Plan"):
         describe_plan(plan)
-    return plan
+    return plan, holding
 
 
 def _publish(outcome: Outcome, settings: Settings, gha: Actions, env: Mapping[str, str]) -> str:

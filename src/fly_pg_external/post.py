@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from . import log as logchannel
+from .describe import describe_plan
 from .errors import ActionError
 from .flyapi import FlyApi
 from .gha import Actions
@@ -79,13 +80,21 @@ def close(
         cluster = read_cluster(fly, settings.app)
         holding = Holding(holder=holder, now=int(time.time()), only=allocated)
         plan = make_plan(releasing, cluster, holding)
+        describe_plan(plan)
         if not allocated:
             log.info(
                 "This job allocated no address (the app was already exposed): nothing to "
                 "release. The pg_tls service stays: removing it would restart the cluster."
             )
         if plan.release or plan.record is not None:
-            apply(fly, plan, progress, wait_timeout=settings.wait_timeout)
+            plan = apply(
+                fly,
+                plan,
+                progress,
+                wait_timeout=settings.wait_timeout,
+                lease_wait=settings.lease_wait,
+                replan=lambda fresh: make_plan(releasing, fresh, holding),
+            )
     except ActionError as exc:
         error = exc.explained
         log.error(error, extra={"title": "Release at the end of the job failed"})

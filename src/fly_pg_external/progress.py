@@ -40,9 +40,10 @@ class Progress:
     def allocated_ip(self, family: IpFamily, ip: IpAddress) -> None:
         with self._lock:
             self.allocated[family] = ip
-            allocated = dict(self.allocated)
-        if self.on_allocated is not None:
-            self.on_allocated(allocated)
+            # Told under the lock: the listener's last word must name every allocation (the
+            # runner keeps the last value saved for a state name).
+            if self.on_allocated is not None:
+                self.on_allocated(dict(self.allocated))
 
     def released_ip(self, family: IpFamily, address: str) -> None:
         with self._lock:

@@ -117,8 +117,10 @@ def expose_record(
     owned: Ownership, reachable: list[Machine], holding: Holding, *, allocating: bool
 ) -> Ownership | None:
     """The record an expose writes (its allocations are added when they are made), or None."""
-    if not allocating and not owned.addresses:
-        return None  # a hold on addresses that are not the action's own would guard nothing
+    if not owned.addresses:
+        # A hold on addresses that are not the action's own would guard nothing: without an
+        # allocation nothing is written, and a first allocation starts with this hold alone.
+        return Ownership({}, {holding.holder: holding.now}) if allocating else None
     since = owned.holds.get(holding.holder)
     if since is not None and holding.now - since < HOLD_RENEWAL and not allocating:
         # Held and fresh: write only to machines that lack the record (replaced ones).

@@ -79,10 +79,11 @@ def split_lines(text: str) -> list[str]:
 
 def _title(outcome: Outcome) -> str:
     app = inline_code(outcome.app)
+    releasing = outcome.mode in ("unexpose", "sweep")
+    if releasing and any(ip.action == "keep" and ip.addresses for ip in outcome.ips):
+        return f"### {_TITLE_ICON[outcome.status]} {_kept_open_title(outcome, app)}"
     # An unexpose run (or one releasing addresses) takes external access away.
-    closing = outcome.mode in ("unexpose", "sweep") or any(
-        ip.action == "release" for ip in outcome.ips
-    )
+    closing = releasing or any(ip.action == "release" for ip in outcome.ips)
     verb, state = ("close", "closed") if closing else ("open", "open")
     text = {
         "plan": f"Plan: {verb} {app} to external connections",
@@ -90,6 +91,17 @@ def _title(outcome: Outcome) -> str:
         "no-change": f"No change: {app} is already {state} to external connections",
     }.get(outcome.status, f"Failed: could not {verb} {app} to external connections")
     return f"### {_TITLE_ICON[outcome.status]} {text}"
+
+
+def _kept_open_title(outcome: Outcome, app: str) -> str:
+    """A releasing run that keeps some address: the app stays open, and the title says so."""
+    n = sum(len(ip.addresses) for ip in outcome.ips if ip.action == "release")
+    return {
+        "plan": f"Plan: release {n} address{'' if n == 1 else 'es'} of {app}; "
+        "it stays open to external connections",
+        "applied": f"Applied: {app} stays open to external connections (addresses kept)",
+        "no-change": f"No change: {app} stays open to external connections (addresses kept)",
+    }.get(outcome.status, f"Failed: could not release the addresses of {app}")
 
 
 def _lead(outcome: Outcome) -> str:

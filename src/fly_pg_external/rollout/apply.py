@@ -8,11 +8,15 @@ recorded in the caller's `Progress` as it happens; failures are raised.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from ..describe import describe_plan
 from ..domain import ClusterState
 from ..errors import ActionError, FlyNotFound, RunError
 from ..flyapi import FlyApi
+from ..ownership import Ownership
 from ..plan import Plan
 from ..poll import SYSTEM_CLOCK, Clock
 from ..progress import Progress
@@ -20,6 +24,8 @@ from .ips import allocate_families, release_ips, sweep_duplicates
 from .leases import LEASE_WAIT, leased
 from .record import carry_record, write_record
 from .rolling import rolling_update
+
+log = logging.getLogger(__name__)
 
 
 def read_cluster(fly: FlyApi, app: str) -> ClusterState:
@@ -56,20 +62,14 @@ def apply(
     wait_timeout: float,
     lease_wait: float = LEASE_WAIT,
     clock: Clock = SYSTEM_CLOCK,
-) -> None:
+    replan: Callable[[ClusterState], Plan] | None = None,
+) -> Plan:
     """Carry out `plan`, recording what is done in `progress`; raise `ActionError` when the run
-    has to stop."""
-    machines = [u.machine for u in plan.updates] + list(plan.untouched)
+    has to stop. Returns the plan carried out: a releasing run plans again under the record's
+    lease with `replan`, since another run may have changed the holds meanwhile."""
     if plan.releasing:
-        try:
-            release_ips(fly, plan, progress, clock=clock)
-        finally:
-            # Whatever was released is out of the record, even when a later release failed.
-            released = [a for addresses in progress.released.values() for a in addresses]
-            if plan.record is not None or released:
-                after = (plan.record or plan.ownership).without_addresses(released)
-                progress.record_written = write_record(fly, plan.app, machines, after)
-        return
+        return _release(fly, plan, progress, lease_wait=lease_wait, clock=clock, replan=replan)
+    machines = [u.machine for u in plan.updates] + list(plan.untouched)
     if plan.updates and plan.unreachable:
         # Checked before anything changes: a restart now would be a second machine down.
         names = ", ".join(f"{m.id} (host_status {m.host_status})" for m in plan.unreachable)
@@ -96,3 +96,44 @@ def apply(
             raise
         if ambiguous:
             sweep_duplicates(fly, plan, progress)
+    return plan
+
+
+def _release(
+    fly: FlyApi,
+    plan: Plan,
+    progress: Progress,
+    *,
+    lease_wait: float,
+    clock: Clock,
+    replan: Callable[[ClusterState], Plan] | None,
+) -> Plan:
+    """Release and rewrite the record, one releasing run at a time.
+
+    Dropping a hold is a read, a change and a write of the record: two pull requests closing
+    at once would each keep the addresses for the other and leave one hold behind. The lease on
+    the cluster's first machine (the same one for every run) makes them take turns, and the
+    second reads the record the first one wrote.
+    """
+    first = sorted(plan.untouched, key=lambda m: m.id)[:1]
+    with leased(fly, plan.app, first, wait=lease_wait, clock=clock):
+        if replan is not None and first:
+            fresh = replan(read_cluster(fly, plan.app))
+            if (fresh.release, fresh.kept) != (plan.release, plan.kept):
+                log.info("The record changed while this run waited its turn; planned again.")
+                describe_plan(fresh)
+            plan = fresh
+        machines = list(plan.untouched)
+        try:
+            release_ips(fly, plan, progress, clock=clock)
+        finally:
+            # Whatever was released is out of the record, even when a later release failed.
+            released = [a for addresses in progress.released.values() for a in addresses]
+            if plan.record is not None or released:
+                after = (plan.record or plan.ownership).without_addresses(released)
+                if not after.addresses:
+                    # Holds guard the action's own addresses; with none left they guard nothing,
+                    # and must not keep a later exposure open.
+                    after = Ownership()
+                progress.record_written = write_record(fly, plan.app, machines, after)
+    return plan

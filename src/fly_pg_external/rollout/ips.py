@@ -124,12 +124,23 @@ def sweep_duplicates(fly: FlyApi, plan: Plan, progress: Progress) -> None:
 
 
 def release_ips(fly: FlyApi, plan: Plan, progress: Progress, *, clock: Clock) -> None:
-    """Release the planned addresses one by one, recording each in `progress`; stop at the
-    first that cannot be released."""
+    """Release the planned addresses one by one, recording each in `progress`. One that cannot
+    be released does not stop the others (no later run may come to release them); the failures
+    are raised together at the end."""
+    failures: list[RunError] = []
     for ip in plan.release:
-        _release(fly, plan.app, ip, clock)
+        try:
+            _release(fly, plan.app, ip, clock)
+        except RunError as exc:
+            log.warning(str(exc))
+            failures.append(exc)
+            continue
         log.info(f"Released {ip.type} address {ip.address}.")
         progress.released_ip("v4" if ip.type == "v4" else "v6", ip.address)
+    if len(failures) == 1:
+        raise failures[0]
+    if failures:
+        raise RunError(" ".join(str(f) for f in failures))
 
 
 def _release(fly: FlyApi, app: str, ip: IpAddress, clock: Clock) -> None:

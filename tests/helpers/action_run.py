@@ -133,3 +133,126 @@ def run_inprocess(
     with redirect_stdout(buf):
         code = main(env)
     return _result(code, buf.getvalue(), "", env, tmp_path)
+
+
+# -- a job: the main step, then the post step with the state the main step saved --------------
+
+POST_ENTRYPOINT = ROOT / "post.py"
+
+
+def _read_line(text: str, index: int) -> tuple[str | None, int, str | None]:
+    """The runner's `ReadLine`: the line from `index`, the index after it, and the newline that
+    ended it (None at the end of the text)."""
+    if index >= len(text):
+        return None, index, None
+    lf = text.find("\n", index)
+    if lf < 0:
+        return text[index:], len(text), None
+    if lf > index and text[lf - 1] == "\r":
+        return text[index : lf - 1], lf + 1, "\r\n"
+    return text[index:lf], lf + 1, "\n"
+
+
+def parse_file_command(text: str) -> dict[str, str]:
+    """Key/value pairs of a GITHUB_STATE (or GITHUB_OUTPUT/GITHUB_ENV) file, read as the runner
+    reads them (`FileCommandManager`): `name=value` lines and `name<<DELIM` heredocs (as
+    actions-toolkit's `prepare_key_value_message` writes them); empty lines are skipped, a later
+    value of a name replaces an earlier one. A line of neither form, or a heredoc without its
+    delimiter line, is an error, as it fails the step on a runner."""
+    pairs: dict[str, str] = {}
+    line, index, _ = _read_line(text, 0)
+    while line is not None:
+        if line:
+            equals, heredoc = line.find("="), line.find("<<")
+            if equals >= 0 and (heredoc < 0 or equals < heredoc):
+                key, value = line.split("=", 1)
+            elif heredoc >= 0:
+                key, delimiter = line.split("<<", 1)
+                if not key or not delimiter:
+                    raise ValueError(f"invalid heredoc line {line!r}")
+                start = end = index
+                current, index, newline = _read_line(text, index)
+                while current != delimiter:
+                    if current is None:
+                        raise ValueError(f"matching delimiter not found: {delimiter!r}")
+                    if newline is None:
+                        raise ValueError("EOF marker missing new line")
+                    end = index - len(newline)
+                    current, index, newline = _read_line(text, index)
+                value = text[start:end] if end > start else ""
+            else:
+                raise ValueError(f"invalid format {line!r}")
+            if not key:
+                raise ValueError(f"empty name in {line!r}")
+            pairs[key] = value
+        line, index, _ = _read_line(text, index)
+    return pairs
+
+
+def _state_path(tmp_path: Path) -> Path:
+    return tmp_path / "file_commands" / "state"
+
+
+def run_main_step(
+    sim: Any,
+    tmp_path: Path,
+    inputs: dict[str, str],
+    extra_env: dict[str, str] | None = None,
+    timeout: float = 240,
+) -> ActionResult:
+    """`python entrypoint.py` as `run_subprocess` runs it, with a GITHUB_STATE file (the runner
+    always gives one); read what it saved with `step_state(result)`."""
+    state = _state_path(tmp_path)
+    state.parent.mkdir(parents=True, exist_ok=True)
+    state.touch()
+    env = {"GITHUB_STATE": str(state), **(extra_env or {})}
+    return run_subprocess(sim, tmp_path, inputs, env, timeout)
+
+
+def step_state(result: ActionResult) -> dict[str, str]:
+    """The state a step run by `run_main_step` saved for its post step (name → value)."""
+    return parse_file_command(_state_path(result.workdir).read_text(encoding="utf-8"))
+
+
+def run_post_step(
+    sim: Any,
+    tmp_path: Path,
+    inputs: dict[str, str],
+    state: dict[str, str],
+    *,
+    extra_env: dict[str, str] | None = None,
+    timeout: float = 240,
+) -> ActionResult:
+    """The post step as the runner runs it: `python post.py` in a fresh process with the main
+    step's INPUT_* values, `STATE_<name>` for each value the main step saved, and a fresh step
+    summary and output file (give it a `tmp_path` of its own)."""
+    env = action_env(sim, tmp_path, inputs)
+    env.update(extra_env or {})
+    env.update({f"STATE_{name}": value for name, value in state.items()})
+    full = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("INPUT_", "GITHUB_", "FLY_", "STATE_"))
+    }
+    full.update(env)
+    workspace = tmp_path / "workspace"
+    workspace.mkdir(exist_ok=True)
+    proc = subprocess.run(
+        [sys.executable, str(POST_ENTRYPOINT)],
+        env=full,
+        cwd=workspace,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return _result(proc.returncode, proc.stdout, proc.stderr, env, tmp_path)
+
+
+def warnings_of(result: ActionResult) -> list[str]:
+    """The `::warning::` lines, their properties left out."""
+    return [
+        re.sub(r"^::warning [^:]*::", "::warning::", line)
+        for line in result.log.splitlines()
+        if line.startswith("::warning")
+    ]

@@ -175,4 +175,10 @@ def test_dockerignore_lets_in_only_the_runtime_files() -> None:
     ]
     assert lines[0] == "*", "start by excluding everything"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
-    assert allowed == {"Dockerfile", "requirements.lock", "entrypoint.py", "src/fly_pg_external"}
+    assert allowed == {
+        "Dockerfile",
+        "requirements.lock",
+        "entrypoint.py",
+        "post.py",
+        "src/fly_pg_external",
+    }

@@ -61,13 +61,14 @@ def floor_section(cells: list[Cell], params: Params) -> list[str]:
         "",
         "The action keeps these rules on a legacy cluster: every machine is leased before "
         "anything changes and released at the end, the IPs are allocated only once the leases "
-        "are held, the machines restart one at a time (update, wait, read the checks) and "
+        "are held, the ownership record naming them is written to every machine before any "
+        "restart, the machines restart one at a time (update, wait, read the checks) and "
         "never while another one is down, and no request goes faster than Fly's rate limits "
         "allow (so none is answered 429). The least any run can cost under them, counting "
         "everything that may run concurrently as concurrent, leaving out lease refreshes and "
         "taking the last check read to land the instant the checks pass (a list read then "
-        "answers the one-down rule too): 5·n + 4 requests, 3·n + 4 round trips, and n restarts "
-        "plus (n + 4) request latencies of wall time.",
+        "answers the one-down rule too): 6·n + 4 requests, 3·n + 5 round trips, and n restarts "
+        "plus (n + 5) request latencies of wall time.",
         "",
         "| Machines | | Requests | Round trips | Wall time | Over the least possible |",
         "|---:|---|---:|---:|---:|---:|",

@@ -2,24 +2,47 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cluster_checks import is_lease, is_metadata_write, is_update, machine_id_of
 
+from fly_pg_external import ownership
 from flysim import Simulator
+from flysim.requestlog import RequestRecord
 
 from action_run import run_inprocess, run_subprocess
 
 
 def lease_and_update_paths(sim: Simulator) -> list[tuple[str, str]]:
+    """Lease takes/releases and machine updates (exactly POST .../machines/<id>), in order; a
+    metadata write is neither."""
     out = []
     for r in sim.requests:
-        if r.api == "rest" and r.method in ("POST", "DELETE") and "/machines/" in r.path:
-            mid = r.path.split("/machines/")[1].split("/")[0]
-            kind = "lease" if r.path.endswith("/lease") else "update"
-            out.append((f"{r.method} {kind}", mid))
+        mid = machine_id_of(r)
+        if mid is None:
+            continue
+        if is_lease(r, "POST") or is_lease(r, "DELETE"):
+            out.append((f"{r.method} lease", mid))
+        elif is_update(r):
+            out.append(("POST update", mid))
     return out
+
+
+def record_writes(sim: Simulator) -> list[RequestRecord]:
+    return [r for r in sim.requests if is_metadata_write(r, ownership.RECORD_KEY)]
+
+
+def recorded(sim: Simulator, app: str, machine_id: str) -> ownership.Ownership | None:
+    text = sim.machine_metadata(app, machine_id).get(ownership.RECORD_KEY)
+    return None if text is None else ownership.decode(text)
+
+
+def public_ips(sim: Simulator, app: str) -> dict[str, str]:
+    """IP ID -> address of the app's public (v4/v6) addresses."""
+    return {ip.id: ip.address for ip in sim.app(app).ips if ip.type in ("v4", "v6")}
 
 
 def allocations(sim: Simulator) -> list[Any]:
@@ -56,9 +79,20 @@ def test_first_exposure_of_current_cluster_allocates_ips_and_restarts_nothing(
         "v6",
     ]
     assert lease_and_update_paths(current_sim) == []  # no lease, no machine update
-    assert len(current_sim.requests) <= 4
+    # The ownership record: one metadata write per machine, once both addresses exist.
+    machines = sorted(m.id for m in current_sim.app("my-db").machines)
+    writes = record_writes(current_sim)
+    assert sorted(machine_id_of(r) or "" for r in writes) == machines
+    last_alloc = max(r.ended or float("inf") for r in allocations(current_sim))
+    assert all(r.started >= last_alloc and r.status == 204 for r in writes)
+    # the two reads, the two allocations, the record writes: nothing else
+    assert len(current_sim.requests) == 4 + len(machines)
     app = current_sim.app("my-db")
     assert {ip.type for ip in app.ips} == {"private_v6", "v4", "v6"}
+    for mid in machines:
+        record = recorded(current_sim, "my-db", mid)
+        assert record is not None and dict(record.addresses) == public_ips(current_sim, "my-db")
+        assert set(record.holds) == {ownership.PERSISTENT}
 
 
 def test_rerun_on_exposed_app_makes_no_change(current_sim: Simulator, tmp_path: Path) -> None:
@@ -71,7 +105,7 @@ def test_rerun_on_exposed_app_makes_no_change(current_sim: Simulator, tmp_path: 
     assert second.outputs["changed"] == "false"
     for name in ("ipv4", "ipv6", "host", "port", "config-diff"):
         assert second.outputs[name] == first.outputs[name]
-    assert current_sim.mutating_requests() == []
+    assert current_sim.mutating_requests() == []  # no record write either: it is current
     assert len(current_sim.requests) == 2
     # both reads were in flight at the same time: one round trip
     a, b = current_sim.requests
@@ -98,7 +132,8 @@ def test_legacy_cluster_rolls_out_replicas_first_primary_last_one_at_a_time(
 ) -> None:
     app = legacy_sim.app("my-db")
     primary = app.primary.id
-    configs_before = {m.id: m.config for m in app.machines}
+    # a copy: the metadata endpoint changes the live config in place
+    configs_before = {m.id: copy.deepcopy(m.config) for m in app.machines}
     result = run_subprocess(legacy_sim, tmp_path, {"app": "my-db"})
     assert result.code == 0, result.log
     steps = lease_and_update_paths(legacy_sim)
@@ -116,12 +151,27 @@ def test_legacy_cluster_rolls_out_replicas_first_primary_last_one_at_a_time(
     acquired = lease_posts[: len(updates)]
     assert all(r.ended is not None and r.ended <= first_alloc for r in acquired)
     assert legacy_sim.max_machines_down("my-db") == 1
+    # The ownership record is written to every machine after the allocations, before the first
+    # update (which carries it in the new config, so the update does not erase it).
+    writes = record_writes(legacy_sim)
+    assert sorted(machine_id_of(r) or "" for r in writes) == sorted(updates)
+    last_alloc = max(r.ended or float("inf") for r in allocations(legacy_sim))
+    first_update_sent = min(r.started for r in legacy_sim.requests if is_update(r))
+    assert all(last_alloc <= r.started and (r.ended or 0) <= first_update_sent for r in writes)
     for m in app.machines:
         services = m.config["services"]
         assert services[0]["internal_port"] == 5432
         assert services[0]["ports"] == [{"port": 5432, "handlers": ["pg_tls"]}]
+        record = recorded(legacy_sim, "my-db", m.id)
+        assert record is not None and dict(record.addresses) == public_ips(legacy_sim, "my-db")
+        # all else unchanged: the other metadata keys too
         rest = {k: v for k, v in m.config.items() if k != "services"}
-        assert rest == {k: v for k, v in configs_before[m.id].items() if k != "services"}
+        rest["metadata"] = {
+            k: v for k, v in (rest.get("metadata") or {}).items() if k != ownership.RECORD_KEY
+        }
+        before = {k: v for k, v in configs_before[m.id].items() if k != "services"}
+        before["metadata"] = before.get("metadata") or {}
+        assert rest == before
     diff = result.outputs["config-diff"]
     assert diff.startswith("--- fly.toml (current)") and 'handlers = ["pg_tls"]' in diff
     written = [text for path, text in result.files.items() if path.endswith("fly.toml")]

@@ -6,7 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cluster_checks import is_lease, is_metadata_write, machine_id_of
 
+from fly_pg_external import ownership
 from flysim import Simulator
 
 from action_run import run_inprocess, run_subprocess
@@ -41,8 +43,23 @@ def test_unexpose_releases_public_ips_but_never_flycast(exposed: Simulator, tmp_
     out = result.outputs
     assert (out["changed"], out["ipv4"], out["ipv6"], out["database-url"]) == ("true", "", "", "")
     assert "no longer accepts connections" in result.stdout
-    # machines and their services are left alone: no lease, no update
-    assert not [r for r in exposed.requests if r.api == "rest" and r.method != "GET"]
+    # The record of the addresses (written by the expose) goes with them: deleted on each
+    # machine through the metadata endpoint, which makes no new version.
+    deletes = [
+        r for r in exposed.requests if is_metadata_write(r, ownership.RECORD_KEY, method="DELETE")
+    ]
+    machines = sorted(m.id for m in app.machines)
+    assert sorted(machine_id_of(r) or "" for r in deletes) == machines
+    for mid in machines:
+        assert ownership.RECORD_KEY not in exposed.machine_metadata("my-db", mid)
+    # Machines and their services are left alone otherwise: no update, and only the lease a
+    # releasing run takes on one machine while it changes the record, given back.
+    taken = [machine_id_of(r) for r in exposed.requests if is_lease(r, "POST")]
+    given_back = [machine_id_of(r) for r in exposed.requests if is_lease(r, "DELETE")]
+    assert len(taken) == 1 and given_back == taken
+    others = [r for r in exposed.requests if r.api == "rest" and r.method != "GET"]
+    assert [r for r in others if r not in deletes and not is_lease(r, r.method)] == []
+    assert {m.id: m.update_count for m in app.machines} == dict.fromkeys(machines, 0)
 
 
 def test_unexpose_is_idempotent(exposed: Simulator, tmp_path: Path) -> None:

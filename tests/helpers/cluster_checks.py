@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -9,19 +10,41 @@ from typing import Any
 from flysim import Simulator
 from flysim.requestlog import RequestRecord
 
+_UPDATE_PATH = re.compile(r"/v1/apps/[^/]+/machines/[^/]+")
+_METADATA_PATH = re.compile(r"/v1/apps/[^/]+/machines/[^/]+/metadata/(?P<key>[^/]+)")
+
 
 def machine_id_of(record: RequestRecord) -> str | None:
     parts = record.path.split("/machines/", 1)
     return parts[1].split("/", 1)[0] if len(parts) == 2 else None
 
 
+def update_path(app: str, machine_id: str) -> str:
+    """The exact path of a machine update (for a fault's `path=`)."""
+    return f"/v1/apps/{app}/machines/{machine_id}"
+
+
 def is_update(record: RequestRecord) -> bool:
-    """A machine update: POST /v1/apps/<app>/machines/<id> (not a lease, not a start)."""
+    """A machine update: exactly POST /v1/apps/<app>/machines/<id> (not a lease, not a start,
+    not a metadata write)."""
     return (
         record.api == "rest"
         and record.method == "POST"
-        and "/machines/" in record.path
-        and record.path.split("/machines/", 1)[1].count("/") == 0
+        and _UPDATE_PATH.fullmatch(record.path) is not None
+    )
+
+
+def is_metadata_write(
+    record: RequestRecord, key: str | None = None, *, method: str = "POST"
+) -> bool:
+    """`method` (POST: set, DELETE: delete) /v1/apps/<app>/machines/<id>/metadata/<key> (of
+    `key`, when given)."""
+    m = _METADATA_PATH.fullmatch(record.path)
+    return (
+        record.api == "rest"
+        and record.method == method
+        and m is not None
+        and (key is None or m.group("key") == key)
     )
 
 

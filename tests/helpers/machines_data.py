@@ -66,3 +66,12 @@ def machine(
             {"name": "vm", "status": "passing", "output": "ok"},
         ],
     }
+
+
+def owning(data: dict[str, Any], addresses: dict[str, str]) -> dict[str, Any]:
+    """`data` (machine JSON) carrying the action's ownership record of `addresses` (IP ID →
+    address) with no hold: those addresses are the action's own, released by an unexpose."""
+    from fly_pg_external.ownership import RECORD_KEY, Ownership, encode
+
+    data["config"].setdefault("metadata", {})[RECORD_KEY] = encode(Ownership(addresses, {}))
+    return data

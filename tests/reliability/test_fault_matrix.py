@@ -31,7 +31,9 @@ from cluster_checks import (
     is_allocation,
     is_lease,
     is_update,
+    machine_id_of,
     rollout_order,
+    update_path,
     updates,
     wait_cluster_healthy,
     when,
@@ -95,7 +97,7 @@ class Survivable:
 
 def _second_update(fault: str, **kw: Any) -> Callable[[Simulator, list[str]], Any]:
     def arm(sim: Simulator, order: list[str]) -> None:
-        getattr(sim.faults, fault)(1, method="POST", path_contains=f"/machines/{order[1]}", **kw)
+        getattr(sim.faults, fault)(1, method="POST", path=update_path(APP, order[1]), **kw)
 
     return arm
 
@@ -300,24 +302,17 @@ def test_slow_update_past_client_timeout_restarts_machine_once(
         public_port_map={5432: 0, 5433: 0},
     )
     order = rollout_order(sim, APP)
-    # The update shares its path with the lease request of the same machine, so the fault is
-    # armed once the first lease is held; the other two leases are slowed a little so the first
-    # update cannot start before that.
-    for other in order[1:]:
-        sim.faults.slow_next(1, seconds=0.5, path_contains=f"/machines/{other}/lease")
-    first_lease = f"/machines/{order[0]}/lease"
-    watcher = when(
-        sim,
-        lambda reqs: any(r.path.endswith(first_lease) and r.status == 201 for r in reqs),
-        lambda: sim.faults.slow_next(
-            1, seconds=2.5, method="POST", path_contains=f"/machines/{order[0]}"
-        ),
-    )
+    # Only the update's exact path: not the machine's lease, nor its metadata (the ownership
+    # record is written to every machine before the first update).
+    sim.faults.slow_next(1, seconds=2.5, method="POST", path=update_path(APP, order[0]))
     result = checked(sim, tmp_path, {"app": APP}, SHORT_TIMEOUT)
-    watcher.join(timeout=5)
     assert sim.wait_for(
-        lambda: any(is_update(r) and r.fault == "slow" for r in sim.requests), timeout=10
-    ), "the slow fault did not hit the update"
+        lambda: any(
+            is_update(r) and r.fault == "slow" and machine_id_of(r) == order[0]
+            for r in sim.requests
+        ),
+        timeout=10,
+    ), "the slow fault did not hit the first update"
     assert wait_cluster_healthy(sim, APP)
     restarts = {m.id: m.update_count for m in sim.app(APP).machines}
     down = sim.max_machines_down(APP)
@@ -420,9 +415,7 @@ FATAL = [
         "update-503-twice",
         "503 on a machine update, twice (update, resend): the machine still runs its old "
         "version, so there is nothing to roll back",
-        lambda s, o: s.faults.fail_next(
-            2, status=503, method="POST", path=f"/v1/apps/{APP}/machines/{o[1]}"
-        ),
+        lambda s, o: s.faults.fail_next(2, status=503, method="POST", path=update_path(APP, o[1])),
         "was not carried out",
         after_first_update=True,
     ),

@@ -16,12 +16,16 @@ if str(ROOT) not in sys.path:  # `bench` lives at the repository root, next to s
 
 from bench.cli import main as bench_main  # noqa: E402
 from bench.measure import Params, measure_action, round_trips  # noqa: E402
-from bench.results import legacy_floor  # noqa: E402
+from bench.results import current_least_requests, legacy_floor  # noqa: E402
+from fly_pg_external.ownership import RECORD_KEY  # noqa: E402
 
 TINY = Params(latency=0.001, restart_seconds=0.05, check_grace_seconds=0.02, smoke_seconds=0.1)
 # Round trips are read from overlapping request spans: with ~0 latency two concurrent requests
 # may not overlap at all, so the round-trip count is checked with a latency that makes it real.
 SLOW = Params(latency=0.2, restart_seconds=0.05, check_grace_seconds=0.02, smoke_seconds=0.1)
+
+
+RECORD_WRITE = f"POST machines/{{id}}/metadata/{RECORD_KEY}"  # as `breakdown` names it
 
 
 class _Span:
@@ -48,17 +52,23 @@ def test_noop_run_is_two_requests_in_one_round_trip() -> None:
 def test_first_exposure_of_current_cluster_restarts_nothing() -> None:
     sample = measure_action("current", 1, TINY, seed=2)
     assert sample.ok, sample.detail
-    assert sample.requests <= 4
+    # the read (2), the two allocations, the ownership record on the one machine
+    assert current_least_requests(1) == 5
+    assert sample.requests <= 5
+    assert sample.breakdown.get(RECORD_WRITE) == 1
     assert sample.restarts == 0
     assert not sample.image_changed
 
 
 def test_current_cluster_allocates_both_families_in_one_round_trip() -> None:
-    # The read, then the v4 and v6 allocations at once: nothing else is needed.
+    # The read, then the v4 and v6 allocations at once, then the ownership record written to
+    # every machine at once: nothing else is needed.
     sample = measure_action("current", 3, SLOW, seed=3)
     assert sample.ok, sample.detail
     assert sample.breakdown.get("graphql allocateIpAddress") == 2
-    assert sample.round_trips == 2
+    assert sample.breakdown.get(RECORD_WRITE) == 3
+    assert sample.requests == current_least_requests(3) == 7
+    assert sample.round_trips == 3
 
 
 def test_legacy_floor_is_a_lower_bound_the_action_comes_close_to() -> None:
@@ -70,17 +80,18 @@ def test_legacy_floor_is_a_lower_bound_the_action_comes_close_to() -> None:
     least = legacy_floor(2, SLOW)
     assert sample.requests >= least.requests
     assert least.round_trips <= sample.round_trips <= least.round_trips + 1 + 2 * 3
-    assert least.requests == 5 * 2 + 4 and least.round_trips == 3 * 2 + 4
+    assert least.requests == 6 * 2 + 4 and least.round_trips == 3 * 2 + 5
+    assert sample.breakdown.get(RECORD_WRITE) == 2  # one per machine, in the floor
 
 
 def test_legacy_floor_figures() -> None:
     p = Params(latency=0.05, restart_seconds=2.0, check_grace_seconds=0.5)
     one = legacy_floor(1, p)
-    assert (one.requests, one.round_trips) == (9, 7)
-    assert abs(one.wall - (2.5 + 5 * 0.05)) < 1e-9  # +10 % over the restart itself
+    assert (one.requests, one.round_trips) == (10, 8)
+    assert abs(one.wall - (2.5 + 6 * 0.05)) < 1e-9  # +12 % over the restart itself
     ten = legacy_floor(10, p)
-    assert (ten.requests, ten.round_trips) == (54, 34)
-    assert abs(ten.wall - (25 + 14 * 0.05)) < 1e-9
+    assert (ten.requests, ten.round_trips) == (64, 35)
+    assert abs(ten.wall - (25 + 15 * 0.05)) < 1e-9
 
 
 def test_bench_cli_writes_report_and_chart(tmp_path: Path) -> None:

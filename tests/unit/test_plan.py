@@ -11,7 +11,7 @@ from fly_pg_external.outcome import build_outcome
 from fly_pg_external.plan import major_image, make_plan
 from fly_pg_external.settings import Settings, from_environ
 
-from machines_data import IMAGE, machine
+from machines_data import IMAGE, machine, owning
 
 
 def settings(**inputs: str) -> Settings:
@@ -115,11 +115,15 @@ def test_image_major_moves_to_major_tag_only() -> None:
 
 
 def test_unexpose_releases_only_public_ips_of_requested_families() -> None:
+    # Every address is the action's own (its record names them, the Flycast one included),
+    # and no hold is left: only the requested family's public address is released.
+    record = {ip.id: ip.address for ip in (FLYCAST, V4, V6)}
     plan = make_plan(
         settings(mode="unexpose", **{"ip-versions": "v4"}),
-        cluster([machine("m1", "primary")], (FLYCAST, V4, V6)),
+        cluster([owning(machine("m1", "primary"), record)], (FLYCAST, V4, V6)),
     )
     assert [ip.address for ip in plan.release] == ["137.66.1.2"]
+    assert plan.kept == ()
     assert plan.updates == ()
     out = build_outcome(plan)
     assert out.addresses("v4") == ["137.66.1.2"]  # not released yet

@@ -10,11 +10,12 @@ from fake_fly import Boot, FakeFly, plan_of
 from fly_pg_external.domain import IpAddress
 from fly_pg_external.errors import FlyError, FlyNotFound, FlyTransient, RunError
 from fly_pg_external.outcome import build_outcome
+from fly_pg_external.ownership import RECORD_KEY
 from fly_pg_external.plan import Plan
 from fly_pg_external.progress import Progress
 from fly_pg_external.rollout import apply, read_cluster
 
-from machines_data import machine
+from machines_data import machine, owning
 
 V4 = IpAddress("ip-a", "137.66.9.1", "v4", "global", "2025-06-01T00:00:00Z")
 V6 = IpAddress("ip-c", "2a09:8280:9::1", "v6", "global", "2025-06-01T00:00:00Z")
@@ -52,7 +53,10 @@ def test_leases_then_addresses_then_restarts_then_every_lease_released(clock: Fa
     assert last(fly, "acquire_lease") < first(fly, "allocate_ip")
     assert last(fly, "allocate_ip") < first(fly, "update_machine")
     assert last(fly, "update_machine") < first(fly, "release_lease")
-    assert progress.allocated_addresses == {"v4": fly.ip_addresses("v4")[0], "v6": fly.ip_addresses("v6")[0]}
+    assert progress.allocated_addresses == {
+        "v4": fly.ip_addresses("v4")[0],
+        "v6": fly.ip_addresses("v6")[0],
+    }
     assert progress.machines == {"m2": "updated", "m1": "updated"}
     assert fly.leases == {}
     assert build_outcome(plan, progress).status == "applied"
@@ -93,13 +97,33 @@ def test_an_unreachable_machine_does_not_stop_a_run_that_restarts_nothing(
 
 
 def test_unexpose_releases_the_addresses_and_touches_no_machine(clock: FakeClock) -> None:
-    fly = legacy(clock, V4, V6)
+    # The addresses are the action's own (its record on the machines names them), no hold left.
+    own = {ip.id: ip.address for ip in (V4, V6)}
+    fly = FakeFly(
+        clock,
+        [
+            owning(machine("m1", "primary", legacy=True), own),
+            owning(machine("m2", legacy=True), own),
+        ],
+        ips=(V4, V6),
+    )
+    versions = {mid: fly.machine(mid).instance_id for mid in ("m1", "m2")}
     plan = plan_of(fly, mode="unexpose")
     progress = Progress()
     run(fly, plan, clock, progress)
     assert progress.released == {"v4": [V4.address], "v6": [V6.address]}
     assert fly.ip_addresses() == []
-    assert {"acquire_lease", "update_machine", "allocate_ip"}.isdisjoint(fly.names())
+    assert {"update_machine", "allocate_ip"}.isdisjoint(fly.names())
+    # One lease, on the first machine, makes releasing runs take turns on the record: held
+    # from before the first release until the record is rewritten, then given back.
+    assert fly.targets("acquire_lease") == ["m1"] and fly.targets("release_lease") == ["m1"]
+    assert last(fly, "acquire_lease") < first(fly, "release_ip")
+    assert last(fly, "delete_metadata") < first(fly, "release_lease")
+    assert fly.leases == {}
+    # Only the record changes: removed from each machine, which keeps its version.
+    assert sorted(fly.targets("delete_metadata")) == ["m1", "m2"]
+    assert all(RECORD_KEY not in fly.metadata(mid) for mid in ("m1", "m2"))
+    assert {mid: fly.machine(mid).instance_id for mid in ("m1", "m2")} == versions
 
 
 def test_a_failure_in_the_rollout_after_an_allocation_keeps_the_allocation_in_progress(

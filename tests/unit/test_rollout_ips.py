@@ -21,7 +21,7 @@ from fly_pg_external.rollout.ips import (
     sweep_duplicates,
 )
 
-from machines_data import machine
+from machines_data import machine, owning
 
 V4A = IpAddress("ip-a", "137.66.9.1", "v4", "global", "2025-06-01T00:00:00Z")
 V4B = IpAddress("ip-b", "137.66.9.2", "v4", "global", "2025-06-02T00:00:00Z")
@@ -51,13 +51,22 @@ def fly_with(clock: FakeClock, *addresses: IpAddress) -> FakeFly:
     return FakeFly(clock, [machine("m1", "primary")], ips=addresses)
 
 
+def fly_owning(clock: FakeClock, *addresses: IpAddress) -> FakeFly:
+    """The addresses are the action's own: its record on the machine names them, no hold."""
+    own = {ip.id: ip.address for ip in addresses}
+    return FakeFly(clock, [owning(machine("m1", "primary"), own)], ips=addresses)
+
+
 def test_each_missing_family_is_allocated_once_and_recorded(clock: FakeClock) -> None:
     fly = fly_with(clock)
     plan = plan_of(fly)
     progress = Progress()
     assert allocate_families(fly, plan, progress, clock=clock) is False
     assert sorted(fly.targets("allocate_ip")) == ["v4", "v6"]
-    assert progress.allocated_addresses == {"v4": fly.ip_addresses("v4")[0], "v6": fly.ip_addresses("v6")[0]}
+    assert progress.allocated_addresses == {
+        "v4": fly.ip_addresses("v4")[0],
+        "v6": fly.ip_addresses("v6")[0],
+    }
     assert "release_ip" not in fly.names()
 
 
@@ -160,24 +169,28 @@ def test_when_one_family_fails_a_late_duplicate_of_the_other_is_swept_before_rai
     assert fly.ip_addresses("v4") == [kept]
 
 
-def test_release_stops_at_the_first_failure_and_records_what_was_released(
+def test_a_failed_release_does_not_stop_the_others_and_is_raised_at_the_end(
     clock: FakeClock,
 ) -> None:
+    # Two IPv4 (one made by hand, say): `addresses: all` releases every public address.
     fly = fly_with(clock, V4A, V4B, V6)
-    plan = plan_of(fly, mode="unexpose")
+    plan = plan_of(fly, mode="unexpose", addresses="all")
     assert [ip.address for ip in plan.release] == [V4A.address, V4B.address, V6.address]
     fly.fail("release_ip", FlyError("address in use", status=422), target=V4B.address)
     progress = Progress()
     with pytest.raises(RunError, match=r"Releasing v4 address 137\.66\.9\.2 failed: address in"):
         release_ips(fly, plan, progress, clock=clock)
-    assert progress.released == {"v4": [V4A.address]}
-    assert fly.targets("release_ip") == [V4A.address, V4B.address]  # v6 never tried
-    assert fly.ip_addresses() == [V4B.address, V6.address]
+    # No later run may come to release the others: they are released all the same, and
+    # recorded; the one that failed is not.
+    assert progress.released == {"v4": [V4A.address], "v6": [V6.address]}
+    assert fly.targets("release_ip") == [V4A.address, V4B.address, V6.address]
+    assert fly.ip_addresses() == [V4B.address]
 
 
 def test_a_release_whose_answer_was_lost_is_recorded_and_not_sent_again(clock: FakeClock) -> None:
-    fly = fly_with(clock, V4A)
+    fly = fly_owning(clock, V4A)
     plan = plan_of(fly, mode="unexpose", ip_versions="v4")
+    assert plan.release == (V4A,)
     fly.fail("release_ip", FlyTransient("connection reset"), lands=True)
     progress = Progress()
     release_ips(fly, plan, progress, clock=clock)
@@ -188,8 +201,9 @@ def test_a_release_whose_answer_was_lost_is_recorded_and_not_sent_again(clock: F
 def test_an_address_released_meanwhile_by_someone_else_counts_as_released(
     clock: FakeClock,
 ) -> None:
-    fly = fly_with(clock, V4A, V6)
+    fly = fly_owning(clock, V4A, V6)
     plan = plan_of(fly, mode="unexpose")
+    assert plan.release == (V4A, V6)
     fly.ips.remove(V4A)  # another run released it after our plan was read
     progress = Progress()
     release_ips(fly, plan, progress, clock=clock)
@@ -198,8 +212,9 @@ def test_an_address_released_meanwhile_by_someone_else_counts_as_released(
 
 
 def test_a_release_whose_target_cannot_be_read_fails_as_unknown(clock: FakeClock) -> None:
-    fly = fly_with(clock, V4A)
+    fly = fly_owning(clock, V4A)
     plan = plan_of(fly, mode="unexpose", ip_versions="v4")
+    assert plan.release == (V4A,)
     fly.fail("release_ip", FlyError("internal error", status=400))
     fly.fail("get_app", FlyNotFound("Could not find App"))
     progress = Progress()

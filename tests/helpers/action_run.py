@@ -105,12 +105,22 @@ def run_subprocess(
     """`python entrypoint.py` in a fresh process, from an unrelated working directory."""
     env = action_env(sim, tmp_path, inputs)
     env.update(extra_env or {})
-    full = {k: v for k, v in os.environ.items() if not k.startswith(("INPUT_", "GITHUB_", "FLY_"))}
+    return _run_script(ENTRYPOINT, env, tmp_path, timeout)
+
+
+def _run_script(script: Path, env: dict[str, str], tmp_path: Path, timeout: float) -> ActionResult:
+    """`script` in a fresh process with `env` over this process's environment (less the
+    runner's own variables), from an unrelated working directory."""
+    full = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("INPUT_", "GITHUB_", "FLY_", "STATE_"))
+    }
     full.update(env)
     workspace = tmp_path / "workspace"
     workspace.mkdir(exist_ok=True)
     proc = subprocess.run(
-        [sys.executable, str(ENTRYPOINT)],
+        [sys.executable, str(script)],
         env=full,
         cwd=workspace,
         capture_output=True,
@@ -229,24 +239,7 @@ def run_post_step(
     env = action_env(sim, tmp_path, inputs)
     env.update(extra_env or {})
     env.update({f"STATE_{name}": value for name, value in state.items()})
-    full = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("INPUT_", "GITHUB_", "FLY_", "STATE_"))
-    }
-    full.update(env)
-    workspace = tmp_path / "workspace"
-    workspace.mkdir(exist_ok=True)
-    proc = subprocess.run(
-        [sys.executable, str(POST_ENTRYPOINT)],
-        env=full,
-        cwd=workspace,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    return _result(proc.returncode, proc.stdout, proc.stderr, env, tmp_path)
+    return _run_script(POST_ENTRYPOINT, env, tmp_path, timeout)
 
 
 def warnings_of(result: ActionResult) -> list[str]:

@@ -111,16 +111,15 @@ class Actions:
     # -- file commands --------------------------------------------------------------------
     def set_output(self, name: str, value: str) -> None:
         self.outputs[name] = value
-        path = self.env.get("GITHUB_OUTPUT")
-        if not path:
-            return  # run outside Actions (e.g. the local demo): outputs are only reported
-        record = prepare_key_value_message(name, value)
-        with open(path, "a", encoding="utf-8", newline="") as fh:
-            fh.write(record + os.linesep)
+        # Outside Actions (e.g. the local demo) there is no file: outputs are only reported.
+        self._file_command("GITHUB_OUTPUT", name, value)
 
     def save_state(self, name: str, value: str) -> None:
         """For this action's post step, which reads it back as `STATE_<name>`."""
-        path = self.env.get("GITHUB_STATE")
+        self._file_command("GITHUB_STATE", name, value)
+
+    def _file_command(self, variable: str, name: str, value: str) -> None:
+        path = self.env.get(variable)
         if not path:
             return
         with open(path, "a", encoding="utf-8", newline="") as fh:

@@ -30,29 +30,28 @@ def job_holder(env: Mapping[str, str]) -> str:
     return f"run-{run}-{attempt}-{job}"
 
 
-def holder_of(settings: Settings, env: Mapping[str, str]) -> str:
+def holder_of(settings: Settings, env: Mapping[str, str], ctx: RunContext) -> str:
     if settings.lifetime == "job":
         return job_holder(env)
-    number = RunContext.from_env(env).pr_number
-    return f"pr-{number}" if number is not None else PERSISTENT
+    return f"pr-{ctx.pr_number}" if ctx.pr_number is not None else PERSISTENT
 
 
 def holding_for(
     settings: Settings, env: Mapping[str, str], record: Ownership, *, token: str
 ) -> Holding:
     """This run's holder, the time, and for a sweep the holders that are gone."""
+    ctx = RunContext.from_env(env)  # reads the event payload: once
     gone: frozenset[str] = frozenset()
     if settings.mode == "sweep":
         numbers = [int(m.group(1)) for h in record.holds if (m := _PR_HOLDER.match(h))]
-        gone = frozenset(f"pr-{n}" for n in closed_pulls(env, token, numbers))
-    return Holding(holder=holder_of(settings, env), now=int(time.time()), gone=gone)
+        gone = frozenset(f"pr-{n}" for n in closed_pulls(ctx, token, numbers))
+    return Holding(holder=holder_of(settings, env, ctx), now=int(time.time()), gone=gone)
 
 
-def closed_pulls(env: Mapping[str, str], token: str, numbers: Iterable[int]) -> set[int]:
+def closed_pulls(ctx: RunContext, token: str, numbers: Iterable[int]) -> set[int]:
     """The pull requests among `numbers` that are closed. One that cannot be looked up counts as
     open: a sweep must never cut access because GitHub did not answer."""
     wanted = sorted(set(numbers))
-    ctx = RunContext.from_env(env)
     if not wanted:
         return set()
     if not token or not ctx.repository:

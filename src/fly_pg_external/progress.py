@@ -29,7 +29,6 @@ class Progress:
     machines: dict[str, MachineResult] = field(default_factory=dict)
     # A machine's role when it was updated, if it differs from the plan's (a failover).
     roles: dict[str, str] = field(default_factory=dict)
-    record_written: bool = False  # the ownership record names this run's allocations
     # Told of each allocation the moment it is recorded (a `lifetime: job` run saves it in the
     # step state for its post step, before anything else can go wrong).
     on_allocated: Callable[[dict[IpFamily, IpAddress]], None] | None = field(

@@ -125,7 +125,7 @@ def expose_record(
     if since is not None and holding.now - since < HOLD_RENEWAL and not allocating:
         # Held and fresh: write only to machines that lack the record (replaced ones).
         text = ownership.encode(owned)
-        copies = [(m.config.get("metadata") or {}).get(ownership.RECORD_KEY) for m in reachable]
+        copies = [ownership.record_text(m.config) for m in reachable]
         return None if all(c == text for c in copies) or owned.empty else owned
     return owned.holding(holding.holder, holding.now)
 

@@ -85,7 +85,7 @@ def apply(
         if plan.record is not None or progress.allocated:
             # Recorded before any restart: the record outlives a run stopped mid-rollout.
             record = (plan.record or plan.ownership).with_addresses(progress.allocated.values())
-            progress.record_written = write_record(fly, plan.app, machines, record)
+            write_record(fly, plan.app, machines, record)
             plan = carry_record(plan, record)
         try:
             if plan.updates:
@@ -135,5 +135,5 @@ def _release(
                     # Holds guard the action's own addresses; with none left they guard nothing,
                     # and must not keep a later exposure open.
                     after = Ownership()
-                progress.record_written = write_record(fly, plan.app, machines, after)
+                write_record(fly, plan.app, machines, after)
     return plan

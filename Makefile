@@ -18,9 +18,14 @@ demo: $(BIN)/.installed
 ## Lint, type-check and run every test (the command CI runs). The container test runs on its
 ## own: it needs the machine's network, the others run in parallel, each in a network namespace
 ## of its own where that is allowed (tests/helpers/netns.py).
-test: $(BIN)/.installed lint
+test: $(BIN)/.installed tests/clients/node/node_modules/.installed lint
 	$(BIN)/python -m pytest -m "not container" -n auto
 	$(BIN)/python -m pytest -m container
+
+## node-postgres for tests/clients, exactly as its package-lock.json pins it.
+tests/clients/node/node_modules/.installed: tests/clients/node/package.json tests/clients/node/package-lock.json
+	cd tests/clients/node && npm ci --ignore-scripts --no-audit --no-fund
+	touch $@
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

@@ -2,9 +2,10 @@
 
 Per connection it does what fly-api.md §7.1 describes: read the client's 8-byte SSLRequest,
 answer ``S``, complete TLS with a ``*.fly.dev`` certificate, then forward the plaintext Postgres
-stream. Routing follows postgres-flex: a service on internal port 5432 is HAProxy, which only
-reaches the primary, so while the primary is not ``started`` new connections are refused and
-existing ones are cut.
+stream. The certificates are issued by the simulator's test CA (:class:`CertificateAuthority`),
+which a test trusts the way a user's system store trusts Fly's. Routing follows postgres-flex: a
+service on internal port 5432 is HAProxy, which only reaches the primary, so while the primary is
+not ``started`` new connections are refused and existing ones are cut.
 """
 
 from __future__ import annotations
@@ -82,28 +83,112 @@ def error_response(message: str, code: str = "08P01") -> bytes:
     return b"E" + struct.pack("!i", len(body) + 4) + body
 
 
-def make_certificate(app: str, directory: str) -> tuple[str, str]:
-    """A self-signed certificate for ``<app>.fly.dev`` and ``*.fly.dev``: (cert path, key path)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{app}.fly.dev")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName(f"{app}.fly.dev"), x509.DNSName("*.fly.dev")]
-            ),
-            critical=False,
+class CertificateAuthority:
+    """The simulator's test CA: an EC key and a self-signed CA certificate (``BasicConstraints``
+    ``ca=True``, key usage cert-sign and CRL-sign, subject key identifier). The proxy's per-app
+    certificates are issued by it, so a client that trusts :attr:`cert_pem` can verify them the
+    way it verifies Fly's real certificates against its system store."""
+
+    def __init__(self, name: str = "flysim test CA") -> None:
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "flysim"),
+                x509.NameAttribute(NameOID.COMMON_NAME, name),
+            ]
         )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
+        now = dt.datetime.now(dt.UTC)
+        public = self.key.public_key()
+        self.cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(public)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(_key_usage(cert_sign=True), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+            .sign(self.key, hashes.SHA256())
+        )
+
+    @property
+    def cert_pem(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    def write(self, directory: str) -> str:
+        """Write the CA certificate (PEM) into ``directory``; returns its path."""
+        fd, path = tempfile.mkstemp(prefix="flysim-ca-", suffix=".crt", dir=directory)
+        with os.fdopen(fd, "wb") as f:
+            f.write(self.cert_pem)
+        return path
+
+    def issue(self, app: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        """A server certificate for ``<app>.fly.dev``, ``*.fly.dev`` and ``localhost`` (which
+        plays ``<app>.fly.dev`` here; see ``Simulator(hostname_on_loopback=...)``). It names no
+        IP address: a client that verifies the hostname refuses ``127.0.0.1``, as it would
+        refuse a Fly IP address in place of the name."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = dt.datetime.now(dt.UTC)
+        ca_public = self.key.public_key()
+        ski = x509.SubjectKeyIdentifier.from_public_key(ca_public)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{app}.fly.dev")]))
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [
+                        x509.DNSName(f"{app}.fly.dev"),
+                        x509.DNSName("*.fly.dev"),
+                        x509.DNSName("localhost"),
+                    ]
+                ),
+                critical=False,
+            )
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(_key_usage(cert_sign=False), critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+            )
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski),
+                critical=False,
+            )
+            .sign(self.key, hashes.SHA256())
+        )
+        return cert, key
+
+
+def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
+    """A CA's (certificate and CRL signing) or a TLS server's (ECDSA signatures) key usage."""
+    return x509.KeyUsage(
+        digital_signature=not cert_sign,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=cert_sign,
+        crl_sign=cert_sign,
+        encipher_only=False,
+        decipher_only=False,
     )
+
+
+def make_certificate(
+    app: str, directory: str, ca: CertificateAuthority | None = None
+) -> tuple[str, str]:
+    """A certificate for ``app`` issued by ``ca`` (a fresh CA when None), written into
+    ``directory``: (cert path, key path)."""
+    cert, key = (ca or CertificateAuthority()).issue(app)
     fd, cert_path = tempfile.mkstemp(prefix=f"{app}-", suffix=".crt", dir=directory)
     with os.fdopen(fd, "wb") as f:
         f.write(cert.public_bytes(serialization.Encoding.PEM))
@@ -187,12 +272,14 @@ class ProxyManager:
         route: Callable[[str, int], Route | None],
         backend: Callable[[], Backend | None],
         cert_dir: str,
+        ca: CertificateAuthority,
         handshake_timeout: float = 10.0,
     ) -> None:
         self._lock = lock
         self._route = route
         self._backend = backend
         self._cert_dir = cert_dir
+        self._ca = ca
         self._handshake_timeout = handshake_timeout
         self._listeners: dict[tuple[str, int], _Listener] = {}
         self._connections: set[ProxiedConnection] = set()
@@ -240,7 +327,7 @@ class ProxyManager:
         with self._lock:
             context = self._contexts.get(app)
             if context is None:
-                cert, key = make_certificate(app, self._cert_dir)
+                cert, key = make_certificate(app, self._cert_dir, self._ca)
                 context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
                 context.minimum_version = ssl.TLSVersion.TLSv1_2
                 context.load_cert_chain(cert, key)

@@ -29,7 +29,7 @@ from flysim.lifecycle import StateChange
 from flysim.models import App, IPAddress, Machine
 from flysim.network import PublicNetwork
 from flysim.postgres import PostgresServer
-from flysim.proxy import Backend, ProxyManager, Route
+from flysim.proxy import Backend, CertificateAuthority, ProxyManager, Route
 from flysim.ratelimit import RateLimiter, RateLimits
 from flysim.requestlog import RequestRecord
 from flysim.scheduler import Scheduler
@@ -60,6 +60,10 @@ class Simulator:
     ``on_ip_allocated`` (also an attribute) is called, under the lock, with every new address
     before anyone sees it: a test uses it to stamp addresses (Fly's ``createdAt`` has one-second
     resolution, and its IP ids carry no order).
+    Each simulator has a test CA of its own that issues the pg_tls certificates (for
+    ``<app>.fly.dev``, ``*.fly.dev`` and ``localhost``, no IP address): :attr:`ca_cert_path` is its
+    certificate, to trust as a system store would (``SSL_CERT_FILE``, ``NODE_EXTRA_CA_CERTS``, a
+    Java trust store) or to name in ``sslrootcert``.
     """
 
     def __init__(
@@ -115,6 +119,8 @@ class Simulator:
         self._proxy: ProxyManager | None = None
         self._servers: list[ApiServer] = []
         self._tmpdir: str | None = None
+        self._ca = CertificateAuthority()
+        self._ca_path: str | None = None
         self._started = False
         self._stopped = False
         self.faults = Faults(self)
@@ -131,11 +137,13 @@ class Simulator:
             self._started = True
         try:
             self._tmpdir = tempfile.mkdtemp(prefix="flysim-")
+            self._ca_path = self._ca.write(self._tmpdir)
             self._proxy = ProxyManager(
                 lock=self._lock,
                 route=self._route,
                 backend=lambda: self.postgres,
                 cert_dir=self._tmpdir,
+                ca=self._ca,
             )
             self._scheduler.start()
             self._servers.append(ApiServer(self, "graphql", self.host, self._ports[0]))
@@ -183,6 +191,18 @@ class Simulator:
     def flaps_base_url(self) -> str:
         """For ``FLY_FLAPS_BASE_URL``: the Machines API is at ``{flaps_base_url}/v1/...``."""
         return self._servers[1].base_url
+
+    @property
+    def ca_cert_path(self) -> str:
+        """The PEM file of this simulator's test CA, which issues every pg_tls certificate.
+
+        Trust it as a user's system store trusts Fly's CA (``SSL_CERT_FILE`` for libpq, OpenSSL
+        and Python; ``NODE_EXTRA_CA_CERTS`` for Node; a trust store made with ``keytool`` for
+        Java), or name it in ``sslrootcert``. It exists from :meth:`start` until :meth:`stop`.
+        """
+        if self._ca_path is None or self._stopped:
+            raise RuntimeError("the CA certificate exists while the simulator runs")
+        return self._ca_path
 
     # ============================================================================== seeding ====
     def add_app(

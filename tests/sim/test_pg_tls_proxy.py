@@ -8,6 +8,7 @@ import ssl
 import struct
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import psycopg
@@ -159,9 +160,64 @@ def test_tls_client_reaches_postgres_with_a_fly_dev_certificate(pg_sim: Simulato
     assert der is not None
     cert = x509.load_der_x509_certificate(der)
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert set(names.get_values_for_type(x509.DNSName)) == {"my-db.fly.dev", "*.fly.dev"}
+    assert set(names.get_values_for_type(x509.DNSName)) == {
+        "my-db.fly.dev",
+        "*.fly.dev",
+        "localhost",
+    }
+    assert names.get_values_for_type(x509.IPAddress) == []  # 127.0.0.1 is a wrong hostname
     cn = cert.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)[0].value
     assert cn == "my-db.fly.dev"
+
+
+def test_the_certificate_is_issued_by_the_simulators_ca(pg_sim: Simulator) -> None:
+    address = allocate(pg_sim, "v4")
+    port = pg_sim.listen_port(5432)
+    ca = x509.load_pem_x509_certificate(Path(pg_sim.ca_cert_path).read_bytes())
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert ca.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign
+
+    def handshake(host: str) -> x509.Certificate:
+        """A TLS handshake after SSLRequest, verifying chain and hostname against the CA."""
+        context = ssl.create_default_context(cafile=pg_sim.ca_cert_path)
+        raw = socket.create_connection((address, port), timeout=5)
+        raw.sendall(struct.pack("!ii", 8, 80877103))
+        assert raw.recv(1) == b"S"
+        with context.wrap_socket(raw, server_hostname=host) as tls:
+            der = tls.getpeercert(binary_form=True)
+        assert der is not None
+        return x509.load_der_x509_certificate(der)
+
+    for host in ("localhost", "my-db.fly.dev", "other.fly.dev"):
+        leaf = handshake(host)
+        assert leaf.issuer == ca.subject
+        leaf.verify_directly_issued_by(ca)
+    eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert x509.oid.ExtendedKeyUsageOID.SERVER_AUTH in eku
+    with pytest.raises(ssl.SSLCertVerificationError, match="mismatch"):
+        handshake("127.0.0.1")
+    with pytest.raises(ssl.SSLCertVerificationError, match="mismatch"):
+        handshake("my-db.fly.io")
+
+    # libpq checks the same: the chain against sslrootcert, the name with verify-full
+    with connect("localhost", port, sslmode="verify-full", sslrootcert=pg_sim.ca_cert_path) as c:
+        assert c.execute("SELECT current_user").fetchone() == (USER,)
+    with pytest.raises(psycopg.OperationalError, match="does not match host name"):
+        connect("127.0.0.1", port, sslmode="verify-full", sslrootcert=pg_sim.ca_cert_path)
+
+
+def test_every_simulator_has_a_ca_of_its_own(
+    flysim: Callable[..., Simulator], pg_sim: Simulator
+) -> None:
+    allocate(pg_sim, "v4")
+    port = pg_sim.listen_port(5432)
+    other = flysim(apps={"other": {"machines": 1}}, public_port_map={5432: 0, 5433: 0})
+    assert Path(other.ca_cert_path).read_bytes() != Path(pg_sim.ca_cert_path).read_bytes()
+    with pytest.raises(psycopg.OperationalError, match="certificate verify failed"):
+        connect("localhost", port, sslmode="verify-ca", sslrootcert=other.ca_cert_path)
+    other.stop()
+    with pytest.raises(RuntimeError):
+        other.ca_cert_path  # noqa: B018 - removed with the simulator's directory
 
 
 def test_clients_that_do_not_start_with_sslrequest_are_refused(pg_sim: Simulator) -> None:

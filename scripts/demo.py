@@ -69,7 +69,9 @@ def main() -> int:
             url = outputs["database-url"]
             print("\nOutputs:")
             for name, value in outputs.items():
-                shown = "***" if name == "database-url" else value.replace("\n", "\\n")[:100]
+                # As the runner shows them: the outputs that hold the password are masked.
+                masked = name in ("database-url", "node-database-url", "password")
+                shown = "***" if masked else value.replace("\n", "\\n")[:100]
                 print(f"  {name} = {shown}")
             with psycopg.connect(url, connect_timeout=10) as conn:
                 version = conn.execute("SHOW server_version").fetchone()

@@ -9,6 +9,7 @@ user, password (kept exactly as encoded), database and every other parameter are
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 
@@ -16,6 +17,9 @@ from .errors import ValueProblem
 
 _URL_RE = re.compile(r"^(?P<scheme>postgres(?:ql)?)://(?P<rest>.*)$", re.IGNORECASE | re.DOTALL)
 _REGION_RE = re.compile(r"^[a-z]{3}$")
+# Parameters whose meaning depends on the client and the TLS settings: always set afresh, never
+# carried over from the internal URL (`sslmode=disable` there would break every client).
+_TLS_PARAMS = frozenset({"sslmode", "sslrootcert", "uselibpqcompat", "sslfactory"})
 
 
 class ConnStringError(ValueProblem):
@@ -34,16 +38,19 @@ class ConnString:
     query: tuple[tuple[str, str], ...]
     raw: str = field(repr=False)
 
-    def external(self, host: str, port: int, sslmode: str) -> str:
-        return self._build(self.userinfo, host, port, sslmode)
+    def external(self, host: str, port: int, params: Sequence[tuple[str, str]]) -> str:
+        """This URL at `host`:`port`, with `params` (the TLS ones) in place of those of the same
+        names; every other parameter stays as it was."""
+        return self._build(self.userinfo, host, port, params)
 
-    def redacted(self, host: str, port: int, sslmode: str) -> str:
+    def redacted(self, host: str, port: int, params: Sequence[tuple[str, str]]) -> str:
         user = self.userinfo.split(":", 1)[0]
-        return self._build(f"{user}:***" if self.password else user, host, port, sslmode)
+        return self._build(f"{user}:***" if self.password else user, host, port, params)
 
-    def _build(self, userinfo: str, host: str, port: int, sslmode: str) -> str:
-        query = [(k, v) for k, v in self.query if k != "sslmode"]
-        query.append(("sslmode", sslmode))
+    def _build(self, userinfo: str, host: str, port: int, params: Sequence[tuple[str, str]]) -> str:
+        replaced = {k for k, _ in params} | _TLS_PARAMS
+        query = [(k, v) for k, v in self.query if k not in replaced]
+        query.extend(params)
         path = "/" + quote(self.database, safe="") if self.database else ""
         return f"{self.scheme}://{userinfo}@{host}:{port}{path}?{urlencode(query)}"
 

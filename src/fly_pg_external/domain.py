@@ -11,8 +11,8 @@ from typing import Any, Literal
 
 IpFamily = Literal["v4", "v6"]
 IP_FAMILIES: tuple[IpFamily, ...] = ("v4", "v6")
-Mode = Literal["expose", "plan", "unexpose", "sweep"]
-MODES: tuple[Mode, ...] = ("expose", "plan", "unexpose", "sweep")
+Mode = Literal["expose", "unexpose", "sweep"]
+MODES: tuple[Mode, ...] = ("expose", "unexpose", "sweep")
 Lifetime = Literal["persistent", "job"]
 LIFETIMES: tuple[Lifetime, ...] = ("persistent", "job")
 ImagePolicy = Literal["keep", "major"]

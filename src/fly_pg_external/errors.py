@@ -56,6 +56,12 @@ class PlanError(ActionError):
         self.input_name = input_name
 
 
+class ForkRunRefused(ActionError):
+    """A privileged run triggered from a fork asked to change something; nothing was sent."""
+
+    title = "Fork run refused"
+
+
 class RunError(ActionError):
     """The rollout stopped; the run's Progress says what had been done by then."""
 

@@ -2,7 +2,8 @@
 holders a sweep finds gone (closed pull requests, asked of GitHub).
 
 - `lifetime: job`: `run-<run id>-<attempt>-<job>`, released by the job's own post step;
-- a pull request event (or any run whose payload names a pull request): `pr-<number>`;
+- a pull request event (or any run whose payload, or the `pr-number` input, names a pull
+  request): `pr-<number>`;
 - anything else: `persistent`.
 """
 
@@ -40,7 +41,7 @@ def holding_for(
     settings: Settings, env: Mapping[str, str], record: Ownership, *, token: str
 ) -> Holding:
     """This run's holder, the time, and for a sweep the holders that are gone."""
-    ctx = RunContext.from_env(env)  # reads the event payload: once
+    ctx = RunContext.from_env(env, pr_number=settings.pr_number)  # reads the payload: once
     gone: frozenset[str] = frozenset()
     if settings.mode == "sweep":
         numbers = [int(m.group(1)) for h in record.holds if (m := _PR_HOLDER.match(h))]

@@ -17,8 +17,10 @@ from . import ownership
 from .describe import describe_plan, describe_state
 from .domain import IpAddress, IpFamily
 from .errors import ActionError, FlyAuthError
+from .exposure import Exposure, exposure_of
 from .fly.client import FlyClient
 from .flyapi import FlyApi
+from .forks import refuse_fork_runs
 from .gha import Actions
 from .holders import holding_for
 from .outcome import Outcome, build_outcome, redacted
@@ -68,25 +70,67 @@ def _write_fly_toml(plan: Plan, env: Mapping[str, str], gha: Actions) -> str | N
     return str(path)
 
 
-def set_outputs(outcome: Outcome, settings: Settings, plan: Plan | None, gha: Actions) -> None:
-    url = ""
-    if (
-        plan is not None
-        and plan.external_url
-        and outcome.mode not in ("unexpose", "sweep")
+def set_outputs(
+    outcome: Outcome,
+    settings: Settings,
+    plan: Plan | None,
+    gha: Actions,
+    exposure: Exposure | None = None,
+) -> None:
+    """Every output, each set on every exit. The connection outputs only when the run exposes
+    and did not fail (with `require-exposed`, only when the database is reachable)."""
+    urls = settings.urls
+    hands_out = (
+        urls is not None
+        and plan is not None
+        and plan.external_url is not None
+        and outcome.mode == "expose"
         and outcome.status != "failed"
-    ):
-        url = plan.external_url
+    )
     db = settings.database_url
-    gha.set_output("database-url", url)
+    gha.set_output("database-url", urls.libpq if urls and hands_out else "")
+    gha.set_output("node-database-url", urls.node if urls and hands_out else "")
+    gha.set_output("jdbc-url", urls.jdbc if urls and hands_out else "")
+    gha.set_output("password", urls.password if urls and hands_out else "")
     gha.set_output("host", settings.host)
     gha.set_output("port", str(settings.port))
     gha.set_output("database", db.database if db else "")
     gha.set_output("user", db.user if db else "")
     gha.set_output("ipv4", ",".join(outcome.addresses("v4")))
     gha.set_output("ipv6", ",".join(outcome.addresses("v6")))
+    gha.set_output("exposed", "true" if exposure is not None and exposure.exposed else "false")
     gha.set_output("changed", "true" if outcome.changed else "false")
     gha.set_output("config-diff", outcome.config_diff)
+
+
+def _check_exposed(outcome: Outcome, plan: Plan, settings: Settings) -> Exposure | None:
+    """Whether the database is reachable as the run leaves it; with `require-exposed`, a run
+    that would hand out a URL that cannot connect fails here, saying what is missing."""
+    if outcome.mode != "expose":
+        return None
+    exposure = exposure_of(plan, outcome)
+    if exposure.exposed or outcome.status == "failed":
+        return exposure
+    gaps = "; ".join(exposure.gaps(settings.port))
+    if settings.require_exposed:
+        fix = (
+            "Run this action with mode: expose and without dry-run first (e.g. in the job "
+            "that provisions the database)."
+            if settings.read_only
+            else "See the errors above."
+        )
+        outcome.status = "failed"
+        outcome.error = (
+            f"require-exposed: {settings.app} is not reachable from outside Fly: {gaps}. {fix}"
+        )
+        log.error(outcome.error, extra={"title": "Database not exposed"})
+    elif plan.external_url is not None:
+        log.warning(
+            f"{settings.app} is not reachable from outside Fly yet ({gaps}): the URL outputs "
+            "cannot connect until a run without dry-run exposes it. Set require-exposed: true "
+            "to fail here instead."
+        )
+    return exposure
 
 
 def _final_summary(outcome: Outcome) -> None:
@@ -135,6 +179,8 @@ def _run(
     progress: Progress | None = None
     error: str | None = None
     try:
+        if not settings.read_only and not settings.allow_forks:
+            refuse_fork_runs(settings, env)
         plan, holding = _read_and_plan(settings, fly, gha, env)
         if settings.lifetime == "job":
             # Saved whatever follows: the post step then always knows whose hold to drop, and
@@ -169,8 +215,9 @@ def _run(
     outcome = build_outcome(plan, progress, error)
     if error is None:
         _after_change(outcome, plan, settings, gha, env)
+    exposure = _check_exposed(outcome, plan, settings)
     outcome = redacted(outcome, gha.redactor)
-    set_outputs(outcome, settings, plan, gha)
+    set_outputs(outcome, settings, plan, gha, exposure)
     comment_url = ""
     if publish is not None:
         with gha.group("Report"):
@@ -239,6 +286,7 @@ def _publish(outcome: Outcome, settings: Settings, gha: Actions, env: Mapping[st
             pr_comment=settings.pr_comment,
             env=env,
             summary=gha,
+            pr_number=settings.pr_number,
         )
     except Exception as exc:
         log.warning(f"Could not write the report: {type(exc).__name__}: {exc}")

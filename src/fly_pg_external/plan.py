@@ -176,15 +176,15 @@ def major_image(image: str) -> str:
     if not sep or "/" in tag:
         raise PlanError(
             f"the image {image!r} has no version tag, so its major version is unknown; "
-            "use image: keep.",
-            "image",
+            "use postgres-image: keep.",
+            "postgres-image",
         )
     m = _TAG_RE.match(tag)
     if not m:
         raise PlanError(
             f"cannot read a Postgres major version from the tag {tag!r} of {image!r}; "
-            "use image: keep.",
-            "image",
+            "use postgres-image: keep.",
+            "postgres-image",
         )
     return f"{repo}:{m.group('major')}"
 
@@ -275,7 +275,7 @@ def make_plan(settings: Settings, cluster: ClusterState, holding: Holding | None
         config_diff=flytoml.unified_diff(before, after),
         host=settings.host,
         port=settings.port,
-        image_policy=settings.image,
+        image_policy=settings.postgres_image,
         external_url=external_url,
         redacted_url=redacted,
         warnings=_warnings(settings, cluster, allocate, updates)
@@ -289,14 +289,11 @@ def make_plan(settings: Settings, cluster: ClusterState, holding: Holding | None
 
 
 def _urls(settings: Settings) -> tuple[str | None, str | None]:
-    """The external URL and its redacted form; none for a releasing run."""
-    url = settings.database_url
-    if url is None or settings.releasing:
+    """The external libpq URL and its redacted form; none for a releasing run."""
+    urls = settings.urls
+    if urls is None or settings.releasing:
         return None, None
-    return (
-        url.external(settings.host, settings.port, settings.sslmode),
-        url.redacted(settings.host, settings.port, settings.sslmode),
-    )
+    return urls.libpq, urls.redacted
 
 
 def _machine_updates(
@@ -315,7 +312,7 @@ def _machine_updates(
     updates: list[MachineUpdate] = []
     untouched: list[Machine] = []
     for machine in sorted(reachable, key=rollout_order):
-        update = plan_machine(machine, settings.port, settings.image)
+        update = plan_machine(machine, settings.port, settings.postgres_image)
         if update is None:
             untouched.append(machine)
         else:

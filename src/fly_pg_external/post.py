@@ -21,6 +21,7 @@ from .describe import describe_plan
 from .errors import ActionError
 from .flyapi import FlyApi
 from .gha import Actions
+from .inputs import Addresses
 from .main import STATE_ALLOCATED, STATE_HOLDER, make_fly
 from .outcome import Outcome, build_outcome
 from .plan import Plan, make_plan
@@ -28,7 +29,7 @@ from .progress import Progress
 from .releases import Holding
 from .report_sections import inline_code
 from .rollout import apply, read_cluster
-from .settings import Addresses, Settings, from_environ
+from .settings import Settings, from_environ
 from .verification import verify_unexpose
 
 log = logging.getLogger(__name__)

@@ -42,6 +42,7 @@ def publish(
     env: Mapping[str, str],
     summary: SummaryWriter,
     tuning: ClientTuning | None = None,
+    pr_number: int | None = None,
 ) -> str:
     """Write the job summary (always), upsert the PR comment when applicable; return the comment
     URL or ''.
@@ -50,7 +51,7 @@ def publish(
     step: a report that cannot be posted is a warning, the run's result stays what the Fly work
     made it.
     """
-    ctx = RunContext.from_env(env)
+    ctx = RunContext.from_env(env, pr_number=pr_number)
     write_summary(outcome, ctx=ctx, summary=summary)
     if not _comment_applies(ctx, token=token, pr_comment=pr_comment):
         return ""
@@ -80,10 +81,10 @@ def _comment_applies(ctx: RunContext, *, token: str, pr_comment: bool) -> bool:
     if not pr_comment:
         log.info("PR comment: off (`pr-comment: false`); the report is in the job summary.")
         return False
-    if ctx.event_name not in PR_EVENTS and ctx.event_name != "push":
+    if ctx.pr_number is None and ctx.event_name not in PR_EVENTS and ctx.event_name != "push":
         log.info(
-            f"PR comment: none, a `{ctx.event_name or 'unknown'}` run has no pull request; "
-            "the report is in the job summary."
+            f"PR comment: none, a `{ctx.event_name or 'unknown'}` run names no pull request "
+            "(set the pr-number input for one); the report is in the job summary."
         )
         return False
     if ctx.event_name in PR_EVENTS and ctx.pr_number is None:
@@ -123,11 +124,15 @@ class RunContext:
     commit: str | None
     run_url: str | None
     pr_number: int | None
-    # The fork a pull request comes from (None for a PR from the repository itself).
+    # The fork a pull request (or the run a workflow_run follows) comes from; None for the
+    # repository itself. An issue_comment names its pull request but not where its head is.
     fork: str | None
+    comment_on_pr: int | None = None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> RunContext:
+    def from_env(cls, env: Mapping[str, str], *, pr_number: int | None = None) -> RunContext:
+        """The run as the runner describes it; `pr_number` (the input) names the pull request a
+        run belongs to when its event does not."""
         event_name = env.get("GITHUB_EVENT_NAME", "")
         repository = env.get("GITHUB_REPOSITORY", "")
         api_url = (env.get("GITHUB_API_URL") or DEFAULT_API_URL).rstrip("/")
@@ -137,34 +142,67 @@ class RunContext:
             f"{server_url}/{repository}/actions/runs/{run_id}" if repository and run_id else None
         )
         payload = _read_event(env.get("GITHUB_EVENT_PATH", ""))
-        commit = env.get("GITHUB_SHA") or None
-        pr_number: int | None = None
-        fork: str | None = None
-        pr = _obj(payload.get("pull_request"))
-        if event_name in PR_EVENTS and pr:
-            number = pr.get("number", payload.get("number"))
-            # bool is an int too; a payload saying `"number": true` names no pull request.
-            if isinstance(number, int) and not isinstance(number, bool) and number > 0:
-                pr_number = number
-            # GITHUB_SHA of a PR run is a merge commit nobody has seen; the head is what was
-            # pushed.
-            head = _obj(pr.get("head"))
-            head_sha = head.get("sha")
-            if isinstance(head_sha, str) and head_sha:
-                commit = head_sha
-            head_repo = _full_name(head.get("repo"))
-            base_repo = _full_name(_obj(pr.get("base")).get("repo")) or repository
-            if head_repo and base_repo and head_repo != base_repo:
-                fork = head_repo
+        trigger = _trigger(event_name, payload, repository)
         return cls(
             event_name=event_name,
             repository=repository,
             api_url=api_url,
-            commit=commit,
+            commit=trigger.commit or env.get("GITHUB_SHA") or None,
             run_url=run_url,
-            pr_number=pr_number,
-            fork=fork,
+            pr_number=pr_number if pr_number is not None else trigger.pr_number,
+            fork=trigger.fork,
+            comment_on_pr=trigger.comment_on_pr,
         )
+
+
+@dataclass(frozen=True)
+class _Trigger:
+    pr_number: int | None = None
+    commit: str | None = None  # the head that was pushed, where GITHUB_SHA is not it
+    fork: str | None = None
+    comment_on_pr: int | None = None
+
+
+def _trigger(event_name: str, payload: dict[str, Any], repository: str) -> _Trigger:
+    """What the event payload says about the pull request and the code behind the run."""
+    if event_name in PR_EVENTS:
+        pr = _obj(payload.get("pull_request"))
+        number = pr.get("number", payload.get("number"))
+        # GITHUB_SHA of a PR run is a merge commit nobody has seen; the head is what was pushed.
+        head = _obj(pr.get("head"))
+        head_repo = _full_name(head.get("repo"))
+        base_repo = _full_name(_obj(pr.get("base")).get("repo")) or repository
+        return _Trigger(
+            pr_number=_number(number) if pr else None,
+            commit=_text(head.get("sha")),
+            fork=head_repo if head_repo and base_repo and head_repo != base_repo else None,
+        )
+    if event_name == "workflow_run":
+        run = _obj(payload.get("workflow_run"))
+        head_repo = _full_name(run.get("head_repository"))
+        base_repo = _full_name(payload.get("repository")) or repository
+        return _Trigger(
+            commit=_text(run.get("head_sha")),
+            fork=head_repo if head_repo and base_repo and head_repo != base_repo else None,
+        )
+    if event_name == "issue_comment":
+        issue = _obj(payload.get("issue"))
+        if issue.get("pull_request"):
+            number = _number(issue.get("number"))
+            # The payload does not say where the pull request's head is: forks.py asks GitHub.
+            return _Trigger(pr_number=number, comment_on_pr=number)
+    return _Trigger()
+
+
+def _number(value: object) -> int | None:
+    # bool is an int too; a payload saying `"number": true` names no pull request.
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return None
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def _read_event(path: str) -> dict[str, Any]:

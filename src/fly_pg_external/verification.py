@@ -6,11 +6,14 @@ Each target's result is recorded in the outcome; the probing itself is `verify.p
 from __future__ import annotations
 
 import logging
+import os
 
 from .outcome import Outcome, VerifyResult
+from .pgwire import Login, ProbeError
 from .poll import SYSTEM_CLOCK, Backoff, poll
 from .settings import Settings
-from .verify import Login, ProbeError, is_ipv6, probe_all, still_open
+from .urls import SYSTEM
+from .verify import is_ipv6, probe_all, still_open
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +28,14 @@ def verify_expose(outcome: Outcome, settings: Settings) -> None:
         u = settings.database_url
         login = Login(u.user, u.password, u.database)
     targets = [*outcome.addresses("v4"), *outcome.addresses("v6"), settings.host]
+    sslrootcert = _roots_here(settings.sslrootcert)
     # All at once, within one bound for the whole step; reported in the order of `targets`.
     results = probe_all(
         targets,
         settings.port,
         server_name=settings.host,
         sslmode=settings.sslmode,
+        sslrootcert=sslrootcert,
         login=login,
         bound=settings.verify_timeout,
     )
@@ -60,6 +65,18 @@ def verify_expose(outcome: Outcome, settings: Settings) -> None:
     if any(not v.ok and not v.warning_only for v in outcome.verify):
         outcome.status = "failed"
         outcome.error = "The external endpoint did not pass verification (see the errors above)."
+
+
+def _roots_here(sslrootcert: str) -> str:
+    """The CA file the URL names is on the machine that connects; when this step cannot read
+    it too, the system's roots stand in, and the log says so."""
+    if sslrootcert == SYSTEM or os.access(sslrootcert, os.R_OK):
+        return sslrootcert
+    log.warning(
+        f"sslrootcert {sslrootcert} cannot be read in this step, so the certificate was checked "
+        "against the system's trusted roots instead; a client verifies it against that file."
+    )
+    return SYSTEM
 
 
 def verify_unexpose(outcome: Outcome, settings: Settings) -> None:

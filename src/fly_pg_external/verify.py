@@ -1,10 +1,11 @@
 """Prove the external endpoint works: SSLRequest → `S` → TLS, then optionally log in.
 
-This speaks just enough of the Postgres protocol (SSLRequest, StartupMessage, SCRAM-SHA-256 /
-MD5 / cleartext auth, a simple query) to check what a client will see, without shipping libpq in
-the image. A server that answers `N` to the SSLRequest is a failure: pg_tls must never fall back
-to plaintext, and a client with sslmode=require would refuse it anyway. It is also a definite
-answer (something is listening there, and it is not pg_tls), so it is not retried.
+This opens the connection as libpq does (SSLRequest, then TLS checked as the URL handed out
+says) and `pgwire.py` logs in on it, so what passes here is what a client will see, without
+shipping libpq in the image. A server that answers `N` to the SSLRequest is a failure: pg_tls
+must never fall back to plaintext, and a client with sslmode=require would refuse it anyway. It
+is also a definite answer (something is listening there, and it is not pg_tls), so it is not
+retried.
 
 `probe_all` probes every target at once within one bound: the verification as a whole takes at
 most that long, however many addresses there are and however they fail.
@@ -12,11 +13,7 @@ most that long, however many addresses there are and however they fail.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import ipaddress
-import os
 import socket
 import ssl
 import struct
@@ -25,11 +22,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .errors import ActionError
+from .pgwire import Conn, Login, ProbeError, login_and_query
 from .poll import SYSTEM_CLOCK, Backoff, Clock, poll
 
 SSL_REQUEST = struct.pack("!ii", 8, 80877103)
-PROTOCOL_3 = 196608
 # errno values meaning "this host has no route to that address family" (no IPv6 on the runner).
 _UNROUTABLE = {101, 99, 97, 113}  # ENETUNREACH, EADDRNOTAVAIL, EAFNOSUPPORT, EHOSTUNREACH
 # The longest any single socket operation of one attempt may wait.
@@ -39,168 +35,10 @@ ATTEMPT_TIMEOUT = 10.0
 JOIN_GRACE = 1.0
 
 
-class ProbeError(ActionError):
-    """One connection attempt failed. `stage` says how far the probe got: tcp, tls or login.
-    `definite`: retrying cannot help (a refused login, an unroutable address family, a server
-    that refuses TLS)."""
-
-    def __init__(
-        self, message: str, *, stage: str = "tls", unroutable: bool = False, definite: bool = False
-    ) -> None:
-        super().__init__(message)
-        self.stage = stage
-        self.unroutable = unroutable
-        self.definite = definite or unroutable or stage == "login"
-
-
-@dataclass(frozen=True)
-class Login:
-    user: str
-    password: str
-    database: str
-
-
 @dataclass(frozen=True)
 class ProbeResult:
     tls_version: str
     server_version: str | None = None
-
-
-class _Conn:
-    """A socket whose every operation waits at most `timeout` seconds and ends by `deadline`
-    (time.monotonic): one attempt never outlives the bound it was given."""
-
-    def __init__(self, sock: socket.socket, deadline: float, timeout: float) -> None:
-        self.sock = sock
-        self.deadline = deadline
-        self.timeout = timeout
-
-    def arm(self) -> None:
-        left = self.deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("timed out")
-        self.sock.settimeout(min(self.timeout, left))
-
-    def sendall(self, data: bytes) -> None:
-        self.arm()
-        self.sock.sendall(data)
-
-    def recv_exact(self, n: int) -> bytes:
-        buf = b""
-        while len(buf) < n:
-            self.arm()
-            chunk = self.sock.recv(n - len(buf))
-            if not chunk:
-                raise ProbeError("the server closed the connection")
-            buf += chunk
-        return buf
-
-
-def _read_message(conn: _Conn) -> tuple[bytes, bytes]:
-    head = conn.recv_exact(5)
-    kind, length = head[:1], struct.unpack("!i", head[1:])[0]
-    return kind, conn.recv_exact(length - 4)
-
-
-def _error_text(body: bytes) -> str:
-    fields = {}
-    for part in body.split(b"\0"):
-        if part:
-            fields[part[:1]] = part[1:].decode(errors="replace")
-    return fields.get(b"M", "error") + (f" ({fields[b'C']})" if b"C" in fields else "")
-
-
-def _send(conn: _Conn, kind: bytes, body: bytes) -> None:
-    conn.sendall(kind + struct.pack("!i", len(body) + 4) + body)
-
-
-def _scram(conn: _Conn, mechanisms: bytes, login: Login) -> None:
-    if b"SCRAM-SHA-256" not in mechanisms.split(b"\0"):
-        raise ProbeError("the server offers no SCRAM-SHA-256 authentication")
-    nonce = base64.b64encode(os.urandom(18)).decode()
-    first_bare = f"n=,r={nonce}"
-    first = ("n,," + first_bare).encode()
-    _send(conn, b"p", b"SCRAM-SHA-256\0" + struct.pack("!i", len(first)) + first)
-    kind, body = _read_message(conn)
-    if kind == b"E":
-        raise ProbeError(_error_text(body))
-    server_first = body[4:].decode()
-    attrs = dict(item.split("=", 1) for item in server_first.split(","))
-    if not attrs["r"].startswith(nonce):
-        raise ProbeError("SCRAM: the server nonce does not extend ours")
-    salted = hashlib.pbkdf2_hmac(
-        "sha256", login.password.encode(), base64.b64decode(attrs["s"]), int(attrs["i"])
-    )
-    client_key = hmac.digest(salted, b"Client Key", "sha256")
-    stored_key = hashlib.sha256(client_key).digest()
-    final_bare = f"c=biws,r={attrs['r']}"
-    auth_message = f"{first_bare},{server_first},{final_bare}".encode()
-    signature = hmac.digest(stored_key, auth_message, "sha256")
-    proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
-    final = f"{final_bare},p={base64.b64encode(proof).decode()}".encode()
-    _send(conn, b"p", final)
-    kind, body = _read_message(conn)
-    if kind == b"E":
-        raise ProbeError(_error_text(body))
-    server_key = hmac.digest(salted, b"Server Key", "sha256")
-    expected = base64.b64encode(hmac.digest(server_key, auth_message, "sha256")).decode()
-    if f"v={expected}" not in body[4:].decode(errors="replace"):
-        raise ProbeError("SCRAM: the server signature is wrong")
-
-
-def _login(conn: _Conn, login: Login) -> str:
-    """Start up, authenticate, run SELECT 1; the server's version."""
-    params = b"user\0" + login.user.encode() + b"\0"
-    if login.database:
-        params += b"database\0" + login.database.encode() + b"\0"
-    params += b"application_name\0fly-pg-external\0\0"
-    startup = struct.pack("!i", PROTOCOL_3) + params
-    conn.sendall(struct.pack("!i", len(startup) + 4) + startup)
-    version = ""
-    while True:
-        kind, body = _read_message(conn)
-        if kind == b"E":
-            raise ProbeError(_error_text(body))
-        if kind == b"R":
-            _authenticate(conn, login, struct.unpack("!i", body[:4])[0], body[4:])
-        elif kind == b"S":
-            name, _, value = body.rstrip(b"\0").partition(b"\0")
-            if name == b"server_version":
-                version = value.decode(errors="replace")
-        elif kind == b"Z":
-            break
-    _select_one(conn)
-    return version
-
-
-def _select_one(conn: _Conn) -> None:
-    """A query proves the login is usable, not only accepted; then say goodbye."""
-    _send(conn, b"Q", b"SELECT 1\0")
-    while True:
-        kind, body = _read_message(conn)
-        if kind == b"E":
-            raise ProbeError("SELECT 1 failed: " + _error_text(body))
-        if kind == b"Z":
-            break
-    _send(conn, b"X", b"")
-
-
-def _authenticate(conn: _Conn, login: Login, code: int, data: bytes) -> None:
-    """Answer one Authentication message (`code`, then its `data`)."""
-    if code in (0, 11, 12):  # AuthenticationOk; SASL continue/final are handled by _scram
-        return
-    if code == 3:
-        _send(conn, b"p", login.password.encode() + b"\0")
-    elif code == 5:
-        inner = hashlib.md5(  # noqa: S324 - the protocol's own MD5 scheme
-            (login.password + login.user).encode()
-        ).hexdigest()
-        outer = hashlib.md5(inner.encode() + data[:4]).hexdigest()  # noqa: S324
-        _send(conn, b"p", b"md5" + outer.encode() + b"\0")
-    elif code == 10:
-        _scram(conn, data, login)
-    else:
-        raise ProbeError(f"unsupported authentication method {code}")
 
 
 def probe(
@@ -209,6 +47,7 @@ def probe(
     *,
     server_name: str,
     sslmode: str = "require",
+    sslrootcert: str = "system",
     login: Login | None = None,
     timeout: float = ATTEMPT_TIMEOUT,
     budget: float | None = None,
@@ -220,17 +59,17 @@ def probe(
     """
     deadline = time.monotonic() + (budget if budget is not None else float("inf"))
     raw = _connect(host, port, deadline, timeout)
-    conn = _Conn(raw, deadline, timeout)
+    conn = Conn(raw, deadline, timeout)
     try:
         # As libpq does: each protocol message goes out at once, not held for an ACK.
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         _ssl_request(conn, raw, port)
         conn.arm()  # the handshake as a whole ends within the socket's timeout
-        sock = _tls_context(sslmode).wrap_socket(raw, server_hostname=server_name)
+        sock = _tls_context(sslmode, sslrootcert).wrap_socket(raw, server_hostname=server_name)
         try:
             tls = sock.version() or "TLS"
             try:
-                version = _login(_Conn(sock, deadline, timeout), login) if login else None
+                version = login_and_query(Conn(sock, deadline, timeout), login) if login else None
             except ProbeError as exc:
                 raise ProbeError(f"login refused: {exc}", stage="login") from None
             except OSError as exc:
@@ -258,7 +97,7 @@ def _connect(host: str, port: int, deadline: float, timeout: float) -> socket.so
         ) from None
 
 
-def _ssl_request(conn: _Conn, raw: socket.socket, port: int) -> None:
+def _ssl_request(conn: Conn, raw: socket.socket, port: int) -> None:
     """Ask for TLS the way libpq does; only `S` lets the handshake go on."""
     try:
         conn.sendall(SSL_REQUEST)
@@ -275,14 +114,22 @@ def _ssl_request(conn: _Conn, raw: socket.socket, port: int) -> None:
         raise ProbeError(f"unexpected answer to SSLRequest: {answer!r}")
 
 
-def _tls_context(sslmode: str) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
+def _tls_context(sslmode: str, sslrootcert: str = "system") -> ssl.SSLContext:
+    """Check the certificate exactly as the URL handed out tells libpq to: `require` checks
+    nothing; `verify-ca` the chain; `verify-full` the chain and the hostname. The roots are the
+    system's (`sslrootcert=system`: OpenSSL's default paths, which SSL_CERT_FILE and
+    SSL_CERT_DIR move, as in libpq) or only those in the named file, never both."""
     if sslmode == "require":
         # libpq's sslmode=require encrypts without checking the certificate.
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-    elif sslmode == "verify-ca":
+    elif sslrootcert == "system":
+        context = ssl.create_default_context()
+    else:
+        context = ssl.create_default_context(cafile=sslrootcert)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if sslmode == "verify-ca":
         context.check_hostname = False
     return context
 
@@ -303,6 +150,7 @@ def probe_until(
     login: Login | None,
     bound: float,
     clock: Clock = SYSTEM_CLOCK,
+    sslrootcert: str = "system",
 ) -> ProbeResult:
     """Retry within `bound` seconds: fresh IPs and DNS records take a moment to answer.
 
@@ -319,6 +167,7 @@ def probe_until(
                 port,
                 server_name=server_name,
                 sslmode=sslmode,
+                sslrootcert=sslrootcert,
                 login=login,
                 budget=deadline - clock.now(),
             )
@@ -343,6 +192,7 @@ def probe_all(
     sslmode: str,
     login: Login | None,
     bound: float,
+    sslrootcert: str = "system",
 ) -> list[ProbeResult | ProbeError]:
     """`probe_until` every target at once, all within one `bound` (not one each); each result,
     or the error that ended its probe, in the order of `targets`.
@@ -366,6 +216,7 @@ def probe_all(
                 port,
                 server_name=server_name,
                 sslmode=sslmode,
+                sslrootcert=sslrootcert,
                 login=login,
                 bound=deadline - time.monotonic(),
             )

@@ -117,7 +117,7 @@ def test_plan_mode_changes_nothing_and_reports_what_expose_would_do(
     legacy_sim: Simulator, tmp_path: Path
 ) -> None:
     before = {m.id: m.instance_id for m in legacy_sim.app("my-db").machines}
-    result = run_subprocess(legacy_sim, tmp_path, {"app": "my-db", "mode": "plan"})
+    result = run_subprocess(legacy_sim, tmp_path, {"app": "my-db", "dry-run": "true"})
     assert result.code == 0, result.log
     assert result.outputs["changed"] == "true"
     assert result.outputs["ipv4"] == "" and result.outputs["ipv6"] == ""

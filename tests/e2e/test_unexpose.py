@@ -93,7 +93,7 @@ def test_plan_on_exposed_app_is_a_cheap_read_that_sets_the_url(
 ) -> None:
     url = "postgres://u:pw-123456@my-db.flycast:5432/db?sslmode=disable"
     result = run_subprocess(
-        exposed, tmp_path, {"app": "my-db", "mode": "plan", "database-url": url}
+        exposed, tmp_path, {"app": "my-db", "dry-run": "true", "database-url": url}
     )
     assert result.code == 0
     assert (

@@ -7,8 +7,9 @@ of the encoding that is fixed by the secret alone at each of the three alignment
 
 What a run leaves behind: the log as the runner shows it (stdout and stderr, with the `add-mask`
 commands the runner consumes removed; a mask line the runner would *show*, e.g. one fenced by
-`::stop-commands::`, counts as a leak), every output in `$GITHUB_OUTPUT` except `database-url`
-(which carries the password by design and must be masked: that is checked too), the step
+`::stop-commands::`, counts as a leak), every output in `$GITHUB_OUTPUT` except `database-url`,
+`node-database-url` and `password` (which carry the password by design and must be masked: that
+is checked too), the step
 summary, every file written under RUNNER_TEMP (fly.toml) and any extra text (PR comments).
 
 The scanner is independent of the action's own redactor on purpose: it is the oracle.
@@ -17,6 +18,7 @@ The scanner is independent of the action's own redactor on purpose: it is the or
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +26,9 @@ from urllib.parse import quote, quote_plus
 
 import workflow_log
 
-MASKED_OUTPUTS = frozenset({"database-url"})
+# The outputs that carry the password by design; each must be masked (checked too).
+MASKED_OUTPUTS = frozenset({"database-url", "node-database-url", "password"})
+_HEREDOC = re.compile(r"^(?P<name>[^\n<]+)<<(?P<delim>\S+)\n.*?\n(?P=delim)\n", re.S | re.M)
 _MIN_CORE = 8  # shorter base64 fragments would match ordinary text by chance
 _SUB_DELIMS = "!$&'()*+,;=:@/"
 
@@ -127,12 +131,11 @@ def run_texts(result: Any) -> dict[str, str]:
         texts[stream] = parsed.shown_text
     output_file = result.workdir / "file_commands" / "output"
     raw_outputs = output_file.read_text(encoding="utf-8") if output_file.exists() else ""
+    # Each masked output's whole entry goes, so its value cannot hide a leak elsewhere.
+    raw_outputs = _HEREDOC.sub(lambda m: "" if m["name"] in MASKED_OUTPUTS else m[0], raw_outputs)
     for name, value in result.outputs.items():
-        if name in MASKED_OUTPUTS:
-            if value:
-                raw_outputs = raw_outputs.replace(value, "")
-            continue
-        texts[f"output {name}"] = value
+        if name not in MASKED_OUTPUTS:
+            texts[f"output {name}"] = value
     texts["$GITHUB_OUTPUT"] = raw_outputs
     texts["step summary"] = result.summary
     for path, text in result.files.items():

@@ -143,7 +143,7 @@ def test_reads_answered_408_are_retried(flysim: Any, tmp_path: Path, scenario: A
     )
     sim = legacy(flysim)
     sim.faults.timeout_next(path=f"/v1/apps/{APP}/machines", method="GET")
-    result = run_inprocess(sim, tmp_path, {"app": APP, "mode": "plan"})
+    result = run_inprocess(sim, tmp_path, {"app": APP, "dry-run": "true"})
     assert result.code == 0, result.log
     statuses = [r.status for r in sim.requests if r.path == f"/v1/apps/{APP}/machines"]
     assert statuses == [408, 200]
@@ -189,7 +189,7 @@ def test_the_plan_names_a_machine_on_an_unreachable_host_as_down(
     sim = legacy(flysim)
     down = machine_ids(sim)[0]
     sim.set_host_status(APP, down, "unreachable")
-    result = run_inprocess(sim, tmp_path, {"app": APP, "mode": "plan"})
+    result = run_inprocess(sim, tmp_path, {"app": APP, "dry-run": "true"})
     assert result.code == 0, result.log
     warnings = [line for line in result.log.splitlines() if line.startswith("::warning")]
     assert any(down in w and "counts as down" in w and "would stop" in w for w in warnings)

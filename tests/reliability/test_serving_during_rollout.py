@@ -60,7 +60,7 @@ def test_client_keeps_writing_through_a_rolling_update(
             tmp_path,
             {
                 "app": APP,
-                "image": "major",
+                "postgres-image": "major",
                 "database-url": internal,
                 "host": "localhost",
                 "verify": "true",

@@ -227,7 +227,7 @@ def test_lease_owner_cannot_issue_commands(sim: Simulator, tmp_path: Path, scena
     )
     victim = sim.app(APP).machines[0].id
     sim.hold_lease(APP, victim, owner="ops@example.com" + V2 + V1, ttl=60)
-    result = checked(sim, tmp_path, {"app": APP, "image": "major"})
+    result = checked(sim, tmp_path, {"app": APP, "postgres-image": "major"})
     assert result.code == 1
     assert any("leased by someone else" in e for e in result.errors()), result.log
     assert_nothing_injected(result, scenario)

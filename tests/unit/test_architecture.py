@@ -15,7 +15,19 @@ MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
 # The edges: they talk to the runner, to GitHub, to sockets or to Fly. Everything else is the
 # core, which must not import them (or their libraries): it gets Fly through `flyapi.FlyApi`.
-EDGES = {"main", "post", "gha", "github", "publish", "holders", "verify", "verification", "log"}
+EDGES = {
+    "main",
+    "post",
+    "gha",
+    "github",
+    "publish",
+    "holders",
+    "forks",
+    "verify",
+    "pgwire",
+    "verification",
+    "log",
+}
 FORBIDDEN_IN_CORE = ("fly_pg_external.fly", "httpx", "github", "fly_pg_external.github")
 
 

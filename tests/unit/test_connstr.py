@@ -29,10 +29,10 @@ def test_attach_url_is_rewritten_to_external_host_port_and_sslmode() -> None:
     )
     assert c.password == "p@ss:word"
     assert (
-        c.external("my-db.fly.dev", 5432, "require")
+        c.external("my-db.fly.dev", 5432, [("sslmode", "require")])
         == "postgres://app_user:p%40ss%3Aword@my-db.fly.dev:5432/app_db?connect_timeout=5&sslmode=require"
     )
-    assert c.redacted("my-db.fly.dev", 5432, "require") == (
+    assert c.redacted("my-db.fly.dev", 5432, [("sslmode", "require")]) == (
         "postgres://app_user:***@my-db.fly.dev:5432/app_db?connect_timeout=5&sslmode=require"
     )
     assert "p%40ss%3Aword" in c.secrets and "p@ss:word" in c.secrets
@@ -43,8 +43,9 @@ def test_create_url_without_database_keeps_no_path() -> None:
         "postgresql://postgres:pw@my-db.internal:5432", app="my-db", external_host="h.dev"
     )
     assert c.database == ""
-    assert c.external("h.dev", 15432, "verify-full") == (
-        "postgresql://postgres:pw@h.dev:15432?sslmode=verify-full"
+    tls = [("sslmode", "verify-full"), ("sslrootcert", "system")]
+    assert c.external("h.dev", 15432, tls) == (
+        "postgresql://postgres:pw@h.dev:15432?sslmode=verify-full&sslrootcert=system"
     )
 
 

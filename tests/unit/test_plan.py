@@ -109,7 +109,7 @@ def test_image_major_moves_to_major_tag_only() -> None:
     )
     with pytest.raises(PlanError):
         major_image("flyio/postgres-flex@sha256:" + "0" * 64)
-    plan = make_plan(settings(image="major"), cluster([machine("m1", "primary")]))
+    plan = make_plan(settings(**{"postgres-image": "major"}), cluster([machine("m1", "primary")]))
     assert plan.updates[0].image_after == "flyio/postgres-flex:16"
     assert not plan.updates[0].services_change
 

@@ -21,13 +21,15 @@ def settings(**inputs: str) -> Settings:
 def test_defaults_match_action_yml() -> None:
     s = settings()
     assert s.ip_versions == ("v4", "v6")
-    assert (s.host, s.port, s.sslmode, s.mode, s.image) == (
+    assert (s.host, s.port, s.sslmode, s.sslrootcert, s.mode, s.postgres_image) == (
         "my-db.fly.dev",
         5432,
         "require",
+        "system",
         "expose",
         "keep",
     )
+    assert (s.require_exposed, s.pr_number, s.allow_forks) == (False, None, False)
     assert s.verify and s.pr_comment and not s.dry_run and not s.read_only
     assert s.wait_timeout == 300
     assert s.api_base_url == "https://api.fly.io"
@@ -66,8 +68,14 @@ def test_shared_v4_is_refused_with_the_reason() -> None:
         ("port", "54a", "1-65535"),
         ("sslmode", "disable", "require, verify-ca, verify-full"),
         ("sslmode", "prefer", "require"),
-        ("mode", "apply", "expose, plan, unexpose"),
-        ("image", "latest", "keep, major"),
+        ("mode", "apply", "expose, unexpose, sweep"),
+        ("mode", "plan", "dry-run: true"),
+        ("postgres-image", "latest", "keep, major"),
+        ("sslrootcert", "ca.pem", "absolute path"),
+        ("require-exposed", "yes", "true or false"),
+        ("allow-forks", "1", "true or false"),
+        ("pr-number", "#12", "positive integer"),
+        ("pr-number", "0", "positive integer"),
         ("wait-timeout", "0", "1-3600"),
         ("wait-timeout", "ten", "1-3600"),
         ("verify", "yes", "true or false"),
@@ -126,6 +134,38 @@ def test_secrets_are_not_in_repr() -> None:
     assert TOKEN not in text and "pw-x1" not in text
 
 
-def test_plan_and_dry_run_are_read_only() -> None:
-    assert settings(mode="plan").read_only
+def test_dry_run_is_read_only() -> None:
+    assert settings(**{"dry-run": "true"}).read_only
+    assert not settings().read_only
     assert settings(mode="unexpose", **{"dry-run": "TRUE"}).read_only
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        # libpq refuses sslrootcert=system below verify-full; a public CA makes verify-ca weak.
+        ({"sslmode": "verify-ca"}, "verify-full"),
+        ({"sslmode": "require", "sslrootcert": "/etc/ssl/ca.pem"}, "checks no certificate"),
+        ({"sslmode": "verify-full", "sslrootcert": "/tmp/a b.pem"}, "absolute path"),
+        ({"mode": "unexpose", "require-exposed": "true"}, "applies to mode expose"),
+    ],
+)
+def test_inputs_that_cannot_work_together_are_refused(inputs: dict[str, str], message: str) -> None:
+    with pytest.raises(InputError) as err:
+        settings(**inputs)
+    assert message in str(err.value)
+
+
+def test_tls_inputs_reach_the_settings() -> None:
+    s = settings(sslmode="verify-ca", sslrootcert="/etc/ssl/certs/ca-certificates.crt")
+    assert (s.tls.sslmode, s.tls.sslrootcert) == ("verify-ca", "/etc/ssl/certs/ca-certificates.crt")
+    assert settings(sslmode="verify-full").tls.system_roots
+    assert settings(**{"pr-number": " 42 "}).pr_number == 42
+
+
+def test_every_url_form_is_a_secret_known_before_any_request() -> None:
+    s = settings(**{"database-url": "postgres://u:pw-x1@my-db.flycast:5432/db"})
+    urls = s.urls
+    assert urls is not None
+    assert urls.libpq in s.secrets and urls.node in s.secrets and "pw-x1" in s.secrets
+    assert "pw-x1" not in urls.jdbc  # the JDBC URL carries no credentials

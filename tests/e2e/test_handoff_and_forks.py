@@ -1,0 +1,245 @@
+"""A later job's hand-off (`dry-run` + `require-exposed`, the `exposed` and client outputs),
+privileged runs triggered from forks, and `pr-number`, end to end against the simulator and the
+fake GitHub API."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from exposure import REPO, allocate_by_hand, select_one
+
+from fakegithub import FakeGitHub
+from flysim import Simulator
+
+from action_run import ActionResult, run_inprocess
+
+APP = "my-db"
+PASSWORD = "s3cret-handoff-pw"
+GH_TOKEN = "ghs_handofftoken0123456789"
+
+
+@pytest.fixture
+def sim(flysim: Any) -> Simulator:
+    simulator: Simulator = flysim(apps={APP: {"machines": 2}})
+    return simulator
+
+
+@pytest.fixture
+def legacy(flysim: Any) -> Simulator:
+    simulator: Simulator = flysim(apps={APP: {"machines": 2, "legacy": True}})
+    return simulator
+
+
+def internal_url(sim: Simulator) -> str:
+    return sim.attach_database(APP, "app_user", PASSWORD, "app_db")
+
+
+def later_job(sim: Simulator, tmp_path: Path, **extra: str) -> ActionResult:
+    """The later-job recipe: read the URL back without changing anything, failing when the
+    database is not reachable."""
+    inputs = {
+        "app": APP,
+        "host": "localhost",
+        "dry-run": "true",
+        "require-exposed": "true",
+        "database-url": internal_url(sim),
+        **extra,
+    }
+    return run_inprocess(sim, tmp_path, inputs)
+
+
+def unmasked(result: ActionResult) -> str:
+    """What a reader sees: the log without the `::add-mask::` commands, and the summary."""
+    lines = [line for line in result.log.splitlines() if not line.startswith("::add-mask::")]
+    return "\n".join(lines) + result.summary
+
+
+# -- the later job ---------------------------------------------------------------------------
+
+
+def test_later_job_fails_at_once_on_an_app_never_exposed(sim: Simulator, tmp_path: Path) -> None:
+    result = later_job(sim, tmp_path)
+    assert result.code == 1
+    assert result.error_titles() == ["Database not exposed"]
+    [error] = result.errors()
+    assert "no dedicated IPv4 (v4)" in error and "no public IPv6 (v6)" in error
+    assert "mode: expose and without dry-run" in error
+    assert result.outputs["exposed"] == "false"
+    for name in ("database-url", "node-database-url", "jdbc-url", "password"):
+        assert result.outputs[name] == "", name
+    assert sim.mutating_requests() == []
+    assert PASSWORD not in unmasked(result)
+
+
+def test_later_job_names_machines_without_the_pg_tls_service(
+    legacy: Simulator, tmp_path: Path
+) -> None:
+    allocate_by_hand(legacy, APP, "v4")
+    allocate_by_hand(legacy, APP, "v6")
+    result = later_job(legacy, tmp_path)
+    assert result.code == 1
+    [error] = result.errors()
+    machines = sorted(m.id for m in legacy.app(APP).machines)
+    assert f"machine(s) {', '.join(machines)} serve no pg_tls service on port 5432" in error
+    assert "IPv4" not in error
+
+
+def test_later_job_gets_every_connection_output_once_exposed(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    url = internal_url(sim)
+    first = run_inprocess(sim, tmp_path / "expose", {"app": APP, "host": "localhost"})
+    assert first.code == 0, first.log
+    assert first.outputs["exposed"] == "true"
+    writes = len(sim.mutating_requests())
+    result = later_job(sim, tmp_path / "later")
+    assert result.code == 0, result.log
+    out = result.outputs
+    assert out["exposed"] == "true" and out["changed"] == "false"
+    assert out["password"] == PASSWORD
+    assert out["database-url"].endswith("@localhost:5432/app_db?sslmode=require")
+    assert out["node-database-url"].endswith("/app_db?sslmode=require&uselibpqcompat=true")
+    assert out["jdbc-url"] == "jdbc:postgresql://localhost:5432/app_db?sslmode=require"
+    select_one(out["database-url"])
+    # The runner masks what the action registered: the password and each secret URL form.
+    masks = {line[len("::add-mask::") :] for line in result.log.splitlines() if "add-mask" in line}
+    assert {PASSWORD, out["database-url"], out["node-database-url"]} <= masks
+    assert out["jdbc-url"] not in masks
+    assert url not in unmasked(result) and PASSWORD not in unmasked(result)
+    assert len(sim.mutating_requests()) == writes
+
+
+def test_a_dry_run_without_require_exposed_warns_that_its_url_cannot_connect(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    result = later_job(sim, tmp_path, **{"require-exposed": "false"})
+    assert result.code == 0, result.log
+    assert result.outputs["exposed"] == "false"
+    warnings = [line for line in result.log.splitlines() if line.startswith("::warning")]
+    assert any("cannot connect until a run without dry-run" in w for w in warnings), warnings
+
+
+# -- privileged runs triggered from forks ----------------------------------------------------
+
+
+def event(tmp_path: Path, name: str, payload: dict[str, Any], **extra: str) -> dict[str, str]:
+    path = tmp_path / f"event-{name}.json"
+    path.write_text(json.dumps(payload), encoding="utf-8")
+    return {
+        "GITHUB_EVENT_NAME": name,
+        "GITHUB_EVENT_PATH": str(path),
+        "GITHUB_REPOSITORY": REPO,
+        **extra,
+    }
+
+
+def pull_request_target(tmp_path: Path, head_repo: str) -> dict[str, str]:
+    return event(
+        tmp_path,
+        "pull_request_target",
+        {
+            "number": 7,
+            "pull_request": {
+                "number": 7,
+                "head": {"sha": "7" * 40, "repo": {"full_name": head_repo}},
+                "base": {"sha": "b" * 40, "repo": {"full_name": REPO}},
+            },
+        },
+    )
+
+
+def workflow_run(tmp_path: Path, head_repo: str) -> dict[str, str]:
+    return event(
+        tmp_path,
+        "workflow_run",
+        {
+            "workflow_run": {
+                "event": "pull_request",
+                "head_sha": "8" * 40,
+                "head_repository": {"full_name": head_repo},
+                "pull_requests": [],
+            },
+            "repository": {"full_name": REPO},
+        },
+    )
+
+
+@pytest.mark.parametrize("make_event", [pull_request_target, workflow_run])
+def test_a_fork_triggered_privileged_run_changes_nothing(
+    sim: Simulator, tmp_path: Path, make_event: Any
+) -> None:
+    env = make_event(tmp_path, "mallory/infra")
+    result = run_inprocess(sim, tmp_path, {"app": APP, "database-url": internal_url(sim)}, env)
+    assert result.code == 1
+    assert result.error_titles() == ["Fork run refused"]
+    [error] = result.errors()
+    assert "mallory/infra" in error and "allow-forks: true" in error and "dry-run" in error
+    assert sim.requests == [], "nothing may reach Fly"
+    assert result.outputs == {}
+
+
+def test_a_fork_triggered_dry_run_still_reports(sim: Simulator, tmp_path: Path) -> None:
+    env = pull_request_target(tmp_path, "mallory/infra")
+    result = run_inprocess(sim, tmp_path, {"app": APP, "dry-run": "true"}, env)
+    assert result.code == 0, result.log
+    assert sim.mutating_requests() == []
+
+
+def test_allow_forks_lets_the_run_change_things(sim: Simulator, tmp_path: Path) -> None:
+    env = workflow_run(tmp_path, "mallory/infra")
+    result = run_inprocess(sim, tmp_path, {"app": APP, "allow-forks": "true"}, env)
+    assert result.code == 0, result.log
+    assert result.outputs["exposed"] == "true"
+
+
+def test_the_repositorys_own_privileged_runs_are_not_refused(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    env = pull_request_target(tmp_path, REPO)
+    result = run_inprocess(sim, tmp_path, {"app": APP}, env)
+    assert result.code == 0, result.log
+
+
+@pytest.mark.parametrize(("head_repo", "refused"), [("mallory/infra", True), (None, False)])
+def test_an_issue_comment_asks_github_where_the_pull_request_comes_from(
+    sim: Simulator, tmp_path: Path, head_repo: str | None, refused: bool
+) -> None:
+    with FakeGitHub(login="github-actions[bot]", user_endpoint_forbidden=True) as github:
+        github.add_pr(REPO, 9, head_sha="9" * 40, head_repo=head_repo)
+        env = event(
+            tmp_path,
+            "issue_comment",
+            {"issue": {"number": 9, "pull_request": {"url": "x"}}, "comment": {"body": "/expose"}},
+            GITHUB_API_URL=github.base_url,
+        )
+        inputs = {"app": APP, "github-token": GH_TOKEN}
+        result = run_inprocess(sim, tmp_path, inputs, env)
+    assert (result.code == 1) is refused, result.log
+    assert (result.error_titles() == ["Fork run refused"]) is refused
+
+
+# -- pr-number -------------------------------------------------------------------------------
+
+
+def test_pr_number_puts_a_workflow_run_report_on_its_pull_request(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    with FakeGitHub(login="github-actions[bot]", user_endpoint_forbidden=True) as github:
+        github.add_pr(REPO, 12, head_sha="c" * 40, head_repo="alice/infra")
+        env = workflow_run(tmp_path, "alice/infra")
+        env["GITHUB_API_URL"] = github.base_url
+        inputs = {
+            "app": APP,
+            "dry-run": "true",
+            "pr-number": "12",
+            "pr-comment": "true",
+            "github-token": GH_TOKEN,
+        }
+        result = run_inprocess(sim, tmp_path, inputs, env)
+        comments = github.comments(REPO, 12)
+    assert result.code == 0, result.log
+    assert len(comments) == 1 and APP in comments[0].body
+    assert result.outputs["comment-url"].endswith(f"#issuecomment-{comments[0].id}")

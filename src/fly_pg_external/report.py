@@ -9,7 +9,8 @@ changes. The comment adds a hidden marker line in front (app + digest) and the s
 summary. The sections themselves are drawn in `report_sections`.
 
 Sizing happens in one place, `fit`: GitHub takes a comment of at most 65,536 characters, the
-runner a step summary of at most 1 MiB. The fly.toml diff is the part that gives way.
+runner a step summary of at most 1 MiB. The fly.toml diff is the part that gives way, so it is
+drawn here (`diff_section`), collapsed, with the full image references a table shows cut.
 """
 
 from __future__ import annotations
@@ -20,7 +21,15 @@ import re
 from dataclasses import dataclass
 
 from .outcome import Outcome
-from .report_sections import escape, link_target, render, split_lines
+from .report_sections import (
+    escape,
+    fenced,
+    inline_code,
+    link_target,
+    render,
+    short_image,
+    split_lines,
+)
 
 # GitHub refuses a comment body longer than this ("Body is too long (maximum is 65536
 # characters)").
@@ -116,7 +125,7 @@ def fit(
     """
     if max_chars is not None and max_bytes is not None:
         raise ValueError("fit takes max_chars or max_bytes, not both")
-    full = render(outcome, diff_lines=None, note=note)
+    full = render(outcome, diff_section(outcome, None, note))
     if max_bytes is not None:
         budget = _Budget(max_bytes, in_bytes=True)
     elif max_chars is not None:
@@ -130,7 +139,7 @@ def fit(
     low, high, best = 0, len(split_lines(outcome.config_diff)) - 1, None
     while low <= high:
         mid = (low + high) // 2
-        text = render(outcome, diff_lines=mid, note=note)
+        text = render(outcome, diff_section(outcome, mid, note))
         if budget.size(text) <= budget.limit:
             best, low = text, mid + 1
         else:
@@ -139,8 +148,47 @@ def fit(
         return best
     notice = "\n\n> ✂️ This report was cut to fit the size limit." + (f" {note}" if note else "")
     notice += "\n"
-    text = render(outcome, diff_lines=0, note=note)
+    text = render(outcome, diff_section(outcome, 0, note))
     return budget.prefix(text, max(budget.limit - budget.size(notice), 0)) + notice
+
+
+# -- the diff ------------------------------------------------------------------------------------
+
+
+def _full_images(outcome: Outcome) -> str:
+    """The image references in full, where the table shows them cut."""
+    changes = sorted({(m.image_before, m.image_after) for m in outcome.machines})
+    shown = [
+        inline_code(before) + (f" → {inline_code(after)}" if after != before else "")
+        for before, after in changes
+        if short_image(before) != before or short_image(after) != after
+    ]
+    return f"**Image:** {', '.join(shown)}" if shown else ""
+
+
+def diff_section(outcome: Outcome, diff_lines: int | None, note: str | None) -> str:
+    """The diff, collapsed; with `diff_lines`, only that many lines of it and a notice."""
+    diff = outcome.config_diff
+    if not diff:
+        return "`fly.toml`: no change." if outcome.fly_toml_after else ""
+    lines = diff.splitlines()
+    added = sum(1 for x in lines if x.startswith("+") and not x.startswith("+++"))
+    removed = sum(1 for x in lines if x.startswith("-") and not x.startswith("---"))
+    summary = f"<code>fly.toml</code> diff (+{added} −{removed})"
+    shown, notice = diff, ""
+    all_lines = split_lines(diff)
+    total = len(all_lines)
+    if diff_lines is not None and diff_lines < total:
+        shown = "".join(all_lines[:diff_lines])
+        notice = (
+            f"\n\n> ✂️ The diff is cut after line {diff_lines:,} of {total:,} to fit the size limit."
+        )
+        notice += f" {note}" if note else ""
+        summary += ", cut"
+    images = _full_images(outcome)
+    images = f"\n\n{images}" if images else ""
+    block = fenced(shown, "diff") if shown else "(diff left out)"
+    return f"<details><summary>{summary}</summary>\n\n{block}{notice}{images}\n\n</details>"
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,15 @@
-"""The sections of the report (title, tables, warnings, rollout, diff, connection string) and
-the Markdown primitives they share.
+"""The sections of the report and the Markdown primitives they share.
+
+The report reads top down in the order a pull request reviewer asks: what happened (title, and
+for a dry run how to apply it), where to connect (and whether that was checked), the addresses
+and the service, the warnings, which machines restart (or restarted) and in which order, then the
+fly.toml diff, collapsed. Each fact is said once, in the tense of the run's status: a plan says
+what applying will do, an applied run what it did, a failed one how far it got.
 
 Each section is a pure function of an `Outcome` whose free text is already redacted (see
 `outcome.redacted`): nothing here does I/O, reads a clock or knows a secret. Text from Fly or
 from an exception is escaped, so it shows as text and cannot open HTML or close a code block.
-`report.fit` sizes what `render` returns.
+`report.fit` sizes what `render` returns, with the fly.toml diff it draws itself.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import html
 import re
 from urllib.parse import urlsplit, urlunsplit
 
-from .outcome import IpChange, MachineChange, Outcome
+from .outcome import IpChange, MachineChange, Outcome, VerifyResult
 
 # Free text from Fly or from an exception is capped so one runaway message cannot crowd the
 # diff (and the rest of the report) out of a comment.
@@ -21,6 +26,15 @@ _MAX_ERROR_CHARS = 8_000
 _MAX_WARNING_CHARS = 2_000
 
 _TITLE_ICON = {"plan": "📋", "applied": "✅", "no-change": "⚪", "failed": "❌"}
+
+# A digest in a table is cut to this many hex digits (as `docker images` shows image IDs); the
+# full reference is in the collapsed details.
+SHORT_DIGEST = 12
+_DIGEST_RE = re.compile(rf"@sha256:([0-9a-f]{{{SHORT_DIGEST}}})[0-9a-f]{{{64 - SHORT_DIGEST}}}\b")
+
+# The plan's warnings that the report says in its own words, in the tense of the run (the plan
+# writes them for the log, before anything has happened): the restarts and the IPv4 billing.
+_RESTATED = re.compile(r"\d+ machine\(s\) will restart\b|A dedicated IPv4 is billed by Fly\b")
 
 
 # -- markdown helpers -----------------------------------------------------------------------
@@ -74,7 +88,19 @@ def split_lines(text: str) -> list[str]:
     return re.findall(r"[^\n]*\n|[^\n]+\Z", text)
 
 
-# -- the report -----------------------------------------------------------------------------
+def short_image(image: str) -> str:
+    """`flyio/postgres-flex:15.6@sha256:<64 hex>` → `flyio/postgres-flex:15.6@sha256:1a2b3c4d5e6f…`:
+    the digest cut to `SHORT_DIGEST` hex digits, enough to tell images apart at a glance."""
+    return _DIGEST_RE.sub(lambda m: f"@sha256:{m.group(1)}…", image)
+
+
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# -- title, lead, endpoint ------------------------------------------------------------------
 
 
 def _title(outcome: Outcome) -> str:
@@ -106,205 +132,15 @@ def _kept_open_title(outcome: Outcome, app: str) -> str:
 
 def _lead(outcome: Outcome) -> str:
     if outcome.status == "plan":
-        how = "with `mode: expose`" if outcome.mode == "plan" else "without `dry-run: true`"
-        return f"This is a plan: nothing was changed on Fly.io. A run {how} applies it."
+        return (
+            "**Dry run:** nothing was changed on Fly.io. To apply this plan, re-run without "
+            "`dry-run: true`."
+        )
     if outcome.status == "no-change":
         return "Everything was already in place: this run changed nothing."
     if outcome.status == "failed":
         return "The run stopped on an error; the tables below show how far it got."
     return ""
-
-
-def _ip_row(ip: IpChange, outcome: Outcome) -> tuple[str, str, str]:
-    label = "Dedicated IPv4" if ip.family == "v4" else "IPv6"
-    addrs = ", ".join(inline_code(a) for a in ip.addresses)
-    if ip.action == "absent":
-        return label, "none", "none"
-    if ip.action == "keep":
-        return label, addrs or "present", f"kept: {escape(ip.note)}" if ip.note else "unchanged"
-    allocate = ip.action == "allocate"
-    before = "none" if allocate else (addrs or "present")
-    verb = "allocated" if allocate else "released"
-    if ip.done and allocate:
-        after = f"{addrs} (allocated)" if addrs else "allocated"
-    elif ip.done:
-        after = "none (released)"
-    elif outcome.status == "plan":
-        after = f"{verb} on apply"
-    elif outcome.status == "failed":
-        after = f"not {verb} (the run stopped first)"
-    else:
-        after = f"not {verb}"
-    return label, before, after
-
-
-def _service_row(outcome: Outcome) -> tuple[str, str, str]:
-    label = f"`pg_tls` service on port {outcome.service_port}"
-    n = len(outcome.machines)
-    changing = [m for m in outcome.machines if m.services_change]
-    if not changing:
-        return label, f"on all {_plural(n, 'machine')}", "unchanged"
-    before = f"missing or misconfigured on {len(changing)} of {_plural(n, 'machine')}"
-    done = sum(1 for m in changing if m.result == "updated")
-    if outcome.status == "plan":
-        after = f"added on {_plural(len(changing), 'machine')} on apply"
-    elif done == len(changing):
-        after = f"added on {_plural(done, 'machine')}"
-    else:
-        after = f"added on {done} of {_plural(len(changing), 'machine')}"
-    return label, before, after
-
-
-def _image_row(outcome: Outcome) -> tuple[str, str, str]:
-    changing = [m for m in outcome.machines if m.image_before != m.image_after]
-
-    def images(names: set[str]) -> str:
-        return ", ".join(inline_code(i) for i in sorted(names))
-
-    if not changing:
-        return "Image", images({m.image_before for m in outcome.machines}), "unchanged"
-    after = images({m.image_after for m in changing})
-    done = sum(1 for m in changing if m.result == "updated")
-    if outcome.status == "plan":
-        after += " on apply"
-    elif done != len(changing):
-        after += f" on {done} of {_plural(len(changing), 'machine')}"
-    return "Image", images({m.image_before for m in changing}), after
-
-
-def _restart_row(outcome: Outcome) -> tuple[str, str, str]:
-    label, restart, n = "Machines restarted", outcome.machines_to_restart, len(outcome.machines)
-    order = "one at a time, primary last"
-    updated = sum(1 for m in restart if m.result == "updated")
-    if not restart:
-        return label, "—", "none"
-    if outcome.status == "plan":
-        return label, "—", f"{len(restart)} of {n} on apply, {order}"
-    if outcome.status != "failed":
-        return label, "—", f"{updated} of {n}, {order}"
-    rolled = sum(1 for m in restart if m.result == "rolled-back")
-    failed = sum(1 for m in restart if m.result == "failed")
-    rest = len(restart) - updated - rolled - failed
-    parts = [f"{updated} of {len(restart)} updated"]
-    parts += [f"{rolled} rolled back"] if rolled else []
-    parts += [f"{failed} failed"] if failed else []
-    parts += [f"{rest} not reached"] if rest else []
-    return label, "—", ", ".join(parts)
-
-
-def _summary_table(outcome: Outcome) -> str:
-    rows = [_ip_row(ip, outcome) for ip in outcome.ips]
-    if outcome.machines:
-        rows += [_service_row(outcome), _image_row(outcome), _restart_row(outcome)]
-    if not rows:
-        return ""
-    after = "After apply" if outcome.status == "plan" else "After"
-    lines = [f"| | Before | {after} |", "|---|---|---|"]
-    lines += [f"| {_cell(a)} | {_cell(b)} | {_cell(c)} |" for a, b, c in rows]
-    return "\n".join(lines)
-
-
-def _warnings(outcome: Outcome) -> str:
-    out: list[str] = []
-    plan = outcome.status == "plan"
-    new_v4 = [ip for ip in outcome.ips if ip.family == "v4" and ip.action == "allocate"]
-    if new_v4 and plan:
-        out.append(
-            "**Billing:** applying allocates a dedicated IPv4 address, which Fly.io bills monthly "
-            "for as long as the app keeps it. `mode: unexpose` releases it."
-        )
-    elif any(ip.done for ip in new_v4):
-        out.append(
-            "**Billing:** a dedicated IPv4 address was allocated; Fly.io bills it monthly until "
-            "it is released (`mode: unexpose`)."
-        )
-    restart = outcome.machines_to_restart
-    restarted = [m for m in restart if m.result in ("updated", "rolled-back", "failed")]
-    if restart and plan:
-        out.append(
-            f"**Restarts:** applying restarts {_plural(len(restart), 'Postgres machine')} one at "
-            "a time, replicas first and the primary last. Each machine drops its connections "
-            "while it restarts; the primary's restart briefly interrupts writes."
-        )
-    elif restarted:
-        out.append(
-            f"**Restarts:** this run restarted {_plural(len(restarted), 'Postgres machine')}, "
-            "one at a time, primary last; clients connected to them had to reconnect."
-        )
-    out += [escape(" ".join(_clip(w, _MAX_WARNING_CHARS).splitlines())) for w in outcome.warnings]
-    # A blank quoted line between warnings keeps each in its own paragraph.
-    return "\n>\n".join(f"> ⚠️ {w}" for w in out)
-
-
-_RESULT_TEXT = {"updated": "✅ updated", "rolled-back": "↩️ rolled back", "failed": "❌ failed"}
-
-
-def _machine_cells(i: int, m: MachineChange, status: str) -> list[str]:
-    change = ["`pg_tls` service"] if m.services_change else []
-    if m.image_before != m.image_after:
-        change.append(f"image → {inline_code(m.image_after)}")
-    if m.result in _RESULT_TEXT:
-        result = _RESULT_TEXT[m.result]
-    elif m.result == "pending":
-        result = "restarts on apply" if status == "plan" else "not reached"
-    else:
-        result = "not reached" if m.restarts and status == "failed" else "unchanged"
-    role = [escape(m.region), escape(m.role)]
-    return [str(i), inline_code(m.id), *role, ", ".join(change) or "none", result]
-
-
-def _machine_table(outcome: Outcome) -> str:
-    if not outcome.machines_to_restart:
-        return ""
-    lines = [
-        "**Rollout order** (replicas first, primary last)",
-        "",
-        "| # | Machine | Region | Role | Change | Result |",
-        "|---|---|---|---|---|---|",
-    ]
-    for i, m in enumerate(outcome.machines, start=1):
-        cells = _machine_cells(i, m, outcome.status)
-        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
-    return "\n".join(lines)
-
-
-def _verify_section(outcome: Outcome) -> str:
-    if not outcome.verify:
-        return ""
-    lines = ["**Connection check**", ""]
-    for v in outcome.verify:
-        icon = "✅" if v.ok else ("⚠️" if v.warning_only else "❌")
-        detail = escape(" ".join(_clip(v.detail, 500).splitlines()))
-        version = f", PostgreSQL {escape(v.server_version)}" if v.server_version else ""
-        extra = " (not counted as a failure)" if (v.warning_only and not v.ok) else ""
-        lines.append(f"- {icon} {inline_code(v.target)}: {detail}{version}{extra}")
-    return "\n".join(lines)
-
-
-def _diff_section(outcome: Outcome, diff_lines: int | None, note: str | None) -> str:
-    """The diff, collapsed; with `diff_lines`, only that many lines of it and a notice."""
-    diff = outcome.config_diff
-    if not diff:
-        return "`fly.toml`: no change." if outcome.fly_toml_after else ""
-    lines = diff.splitlines()
-    added = sum(1 for x in lines if x.startswith("+") and not x.startswith("+++"))
-    removed = sum(1 for x in lines if x.startswith("-") and not x.startswith("---"))
-    summary = f"<code>fly.toml</code> diff (+{added} −{removed})"
-    shown, notice = diff, ""
-    all_lines = split_lines(diff)
-    total = len(all_lines)
-    if diff_lines is not None and diff_lines < total:
-        shown = "".join(all_lines[:diff_lines])
-        notice = (
-            f"\n\n> ✂️ The diff is cut after line {diff_lines:,} of {total:,} to fit the size limit."
-        )
-        notice += f" {note}" if note else ""
-        summary += ", cut"
-    where = ""
-    if outcome.fly_toml_path:
-        where = f"\n\nThe new configuration was written to {inline_code(outcome.fly_toml_path)}."
-    block = fenced(shown, "diff") if shown else "(diff left out)"
-    return f"<details><summary>{summary}</summary>\n\n{block}{notice}{where}\n\n</details>"
 
 
 def _hide_password(url: str) -> str:
@@ -321,17 +157,222 @@ def _hide_password(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{userinfo}@{host}"))
 
 
-def _connection_section(outcome: Outcome) -> str:
-    if not outcome.redacted_url:
+def _endpoint(outcome: Outcome) -> str:
+    """Where to connect, first: the external URL (or the host when there is none)."""
+    if outcome.mode in ("unexpose", "sweep"):
         return ""
-    if outcome.mode in ("unexpose", "sweep") and outcome.status != "failed":
+    if outcome.redacted_url:
+        when = {
+            "plan": " (after apply)",
+            "failed": " (the run failed: it may not accept connections yet)",
+        }.get(outcome.status, "")
+        url = inline_code(_hide_password(outcome.redacted_url))
+        return f"**Connect{when}:** {url} (password hidden)"
+    if outcome.host:
+        return f"**Host:** {inline_code(f'{outcome.host}:{outcome.service_port}')}"
+    return ""
+
+
+def _verify_detail(v: VerifyResult) -> str:
+    detail = " ".join(_clip(v.detail, 500).splitlines())
+    if v.server_version and v.server_version not in detail:
+        detail += f", PostgreSQL {v.server_version}"
+    return escape(detail)
+
+
+def _verify_section(outcome: Outcome) -> str:
+    """One line when every target answered alike, else one line per target."""
+    if not outcome.verify:
         return ""
-    when = {
-        "plan": "after apply, password hidden",
-        "failed": "password hidden; the run failed, so it may not accept connections yet",
-    }.get(outcome.status, "password hidden")
-    url = inline_code(_hide_password(outcome.redacted_url))
-    return f"**External connection string** ({when}): {url}"
+    details = {_verify_detail(v) for v in outcome.verify}
+    if len(details) == 1 and all(v.ok for v in outcome.verify):
+        targets = ", ".join(inline_code(v.target) for v in outcome.verify)
+        return f"✅ **Connection check:** {targets}: {details.pop()}"
+    lines = ["**Connection check**", ""]
+    for v in outcome.verify:
+        icon = "✅" if v.ok else ("⚠️" if v.warning_only else "❌")
+        extra = " (not counted as a failure)" if (v.warning_only and not v.ok) else ""
+        lines.append(f"- {icon} {inline_code(v.target)}: {_verify_detail(v)}{extra}")
+    return "\n".join(lines)
+
+
+# -- addresses, service, image ----------------------------------------------------------------
+
+
+def _ip_row(ip: IpChange, outcome: Outcome, *, said: bool = False) -> list[str]:
+    """One family's row; `said`: an earlier row gave the same reason for keeping it."""
+    label = "Dedicated IPv4" if ip.family == "v4" else "IPv6"
+    addrs = ", ".join(inline_code(a) for a in ip.addresses)
+    if ip.action == "absent":
+        return [label, "none", "none"]
+    if ip.action == "keep":
+        kept = "kept: for the same reason" if said else f"kept: {escape(ip.note)}"
+        return [label, addrs or "present", kept if ip.note else "unchanged"]
+    allocate = ip.action == "allocate"
+    before = "none" if allocate else (addrs or "present")
+    verb = "allocated" if allocate else "released"
+    if ip.done and allocate:
+        after = f"{addrs} (allocated)" if addrs else "allocated"
+    elif ip.done:
+        after = "none (released)"
+    elif outcome.status == "plan":
+        after = f"{verb} on apply"
+    elif outcome.status == "failed":
+        after = f"not {verb} (the run stopped first)"
+    else:
+        after = f"not {verb}"
+    return [label, before, after]
+
+
+def _service_row(outcome: Outcome) -> list[str]:
+    label = f"`pg_tls` on port {outcome.service_port}"
+    n = len(outcome.machines)
+    changing = [m for m in outcome.machines if m.services_change]
+    if not changing:
+        return [label, "on the machine" if n == 1 else f"on all {n} machines", "unchanged"]
+    before = f"missing on {len(changing)} of {_plural(n, 'machine')}"
+    done = sum(1 for m in changing if m.result == "updated")
+    if outcome.status == "plan":
+        after = f"added to {_plural(len(changing), 'machine')} on apply"
+    elif done == len(changing):
+        after = f"added to {_plural(done, 'machine')}"
+    else:
+        after = f"added to {done} of {_plural(len(changing), 'machine')}"
+    return [label, before, after]
+
+
+def _images(names: set[str]) -> str:
+    return ", ".join(inline_code(short_image(i)) for i in sorted(names))
+
+
+def _image_row(outcome: Outcome) -> list[str]:
+    changing = [m for m in outcome.machines if m.image_before != m.image_after]
+    if not changing:
+        return ["Image", _images({m.image_before for m in outcome.machines}), "unchanged"]
+    after = _images({m.image_after for m in changing})
+    done = sum(1 for m in changing if m.result == "updated")
+    if outcome.status == "plan":
+        after += " on apply"
+    elif done != len(changing):
+        after += f" on {done} of {_plural(len(changing), 'machine')}"
+    return ["Image", _images({m.image_before for m in changing}), after]
+
+
+def _summary_table(outcome: Outcome) -> str:
+    rows: list[list[str]] = []
+    notes: set[str] = set()
+    for ip in outcome.ips:
+        rows.append(_ip_row(ip, outcome, said=ip.action == "keep" and ip.note in notes))
+        notes |= {ip.note} if ip.action == "keep" else set()
+    if outcome.machines:
+        rows += [_service_row(outcome), _image_row(outcome)]
+    if not rows:
+        return ""
+    return _table(["", "Before", "After apply" if outcome.status == "plan" else "After"], rows)
+
+
+# -- warnings ---------------------------------------------------------------------------------
+
+
+def _billing(outcome: Outcome) -> list[str]:
+    new_v4 = [ip for ip in outcome.ips if ip.family == "v4" and ip.action == "allocate"]
+    # "\$": GitHub reads a pair of dollar signs in a paragraph as math.
+    if new_v4 and outcome.status == "plan":
+        return [
+            "**Billing:** applying will allocate a dedicated IPv4 address; Fly.io bills it "
+            "(about \\$2/month) until `mode: unexpose` releases it."
+        ]
+    if any(ip.done for ip in new_v4):
+        return [
+            "**Billing:** Fly.io bills the new dedicated IPv4 address (about \\$2/month) until "
+            "`mode: unexpose` releases it."
+        ]
+    return []
+
+
+def _kept_hint(warning: str, outcome: Outcome) -> str | None:
+    """A warning about a kept address whose reason the table already gives: only the rest of it
+    (how to release the address), after "Kept <address>."."""
+    for ip in outcome.ips:
+        if ip.action != "keep" or not ip.note:
+            continue
+        for address in ip.addresses:
+            said = f"Kept {ip.family} {address}: {ip.note}."
+            if warning.startswith(said):
+                rest = escape(" ".join(warning[len(said) :].split()))
+                return f"Kept {inline_code(address)}. {rest}".rstrip()
+    return None
+
+
+def _warnings(outcome: Outcome) -> str:
+    out = _billing(outcome)
+    for w in outcome.warnings:
+        if _RESTATED.match(w):
+            continue
+        kept = _kept_hint(w, outcome)
+        out.append(kept or escape(" ".join(_clip(w, _MAX_WARNING_CHARS).splitlines())))
+    # A blank quoted line between warnings keeps each in its own paragraph.
+    return "\n>\n".join(f"> ⚠️ {w}" for w in out)
+
+
+# -- restarts -----------------------------------------------------------------------------------
+
+_RESULT_TEXT = {"updated": "✅ updated", "rolled-back": "↩️ rolled back", "failed": "❌ failed"}
+_REACHED = ("updated", "rolled-back", "failed")
+
+
+def _restart_lead(outcome: Outcome) -> str:
+    restart, n = outcome.machines_to_restart, len(outcome.machines)
+    if outcome.status == "plan":
+        return (
+            f"⚠️ **Applying will restart {len(restart)} of {_plural(n, 'machine')}**, one at a time "
+            "in this order, the primary last. Each drops its connections while it restarts; "
+            "writes pause while the primary restarts."
+        )
+    count = {r: sum(1 for m in restart if m.result == r) for r in _REACHED}
+    if outcome.status != "failed":
+        return (
+            f"**Restarted {count['updated']} of {_plural(n, 'machine')}**, one at a time in "
+            "this order, the primary last; clients connected to them had to reconnect."
+        )
+    rest = len(restart) - sum(count.values())
+    parts = [f"{count['updated']} of {len(restart)} updated"]
+    parts += [f"{count['rolled-back']} rolled back"] if count["rolled-back"] else []
+    parts += [f"{count['failed']} failed"] if count["failed"] else []
+    parts += [f"{rest} not reached"] if rest else []
+    return f"**Restarts:** {', '.join(parts)} (one at a time in this order, the primary last)."
+
+
+def _machine_cells(i: int, m: MachineChange, status: str) -> list[str]:
+    change = ["`pg_tls` service"] if m.services_change else []
+    if m.image_before != m.image_after:
+        change.append(f"image → {inline_code(short_image(m.image_after))}")
+    cells = [str(i), inline_code(m.id), escape(m.region), escape(m.role)]
+    cells.append(", ".join(change) or "none")
+    if status == "plan":
+        return cells
+    if m.result in _RESULT_TEXT:
+        result = _RESULT_TEXT[m.result]
+    elif m.result == "pending" or (m.restarts and status == "failed"):
+        result = "not reached"
+    else:
+        result = "unchanged"
+    return [*cells, result]
+
+
+def _restart_section(outcome: Outcome) -> str:
+    """Which machines restart (or restarted), in rollout order, with what happened to each."""
+    restart = outcome.machines_to_restart
+    reached = any(m.result in _REACHED for m in restart)
+    if not restart or (outcome.status in ("applied", "no-change") and not reached):
+        return ""
+    head = ["#", "Machine", "Region", "Role", "Change"]
+    head += [] if outcome.status == "plan" else ["Result"]
+    rows = [_machine_cells(i, m, outcome.status) for i, m in enumerate(outcome.machines, 1)]
+    return _restart_lead(outcome) + "\n\n" + _table(head, rows)
+
+
+# -- error and the whole ---------------------------------------------------------------------
 
 
 def _error_section(outcome: Outcome) -> str:
@@ -341,16 +382,17 @@ def _error_section(outcome: Outcome) -> str:
     return "**Error**\n\n" + fenced(_clip(text, _MAX_ERROR_CHARS), "text")
 
 
-def render(outcome: Outcome, *, diff_lines: int | None, note: str | None) -> str:
+def render(outcome: Outcome, diff_section: str) -> str:
+    """The report without its footer, around `diff_section` (which `report.fit` sizes)."""
     blocks = [
         _title(outcome),
         _lead(outcome),
         _error_section(outcome),
+        _endpoint(outcome),
+        _verify_section(outcome),
         _summary_table(outcome),
         _warnings(outcome),
-        _machine_table(outcome),
-        _verify_section(outcome),
-        _diff_section(outcome, diff_lines, note),
-        _connection_section(outcome),
+        _restart_section(outcome),
+        diff_section,
     ]
     return "\n\n".join(b for b in blocks if b) + "\n"

@@ -2,7 +2,8 @@
 
 Each test builds the runner's environment (event JSON, GITHUB_* variables, a step summary file),
 hands `publish` a hand-built Outcome and checks what the fake server saw and stored, and what
-was logged (the package log, sent to a recording writer as a run sends it to the runner).
+was logged (the package log, sent to a recording writer as a run sends it to the runner). The
+last section runs the whole action against the Fly simulator and reads the comment it left.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,6 +32,8 @@ from fly_pg_external.report import (
     comment_body,
     parse_marker,
 )
+
+from action_run import run_inprocess
 
 REPO = "acme/db"
 PR = 7
@@ -74,13 +78,12 @@ class RecordingGha:
 
 
 def outcome(app: str = "my-pg", status: str = "plan", **kw: Any) -> Outcome:
-    mode = "plan" if status == "plan" else "expose"
     done = status == "applied"
     result = "updated" if done else ("untouched" if status == "no-change" else "pending")
     services = status != "no-change"
     base = Outcome(
         app=app,
-        mode=mode,  # type: ignore[arg-type]
+        mode="expose",
         status=status,  # type: ignore[arg-type]
         changed=done,
         ips=[
@@ -1047,3 +1050,71 @@ def test_create_failing_twice_is_one_warning(
     assert "could not comment on pull request #7" in warning
     assert "500" in warning
     assert [m for m, _ in writes(fake)] == ["POST", "POST"]
+
+
+# -- the whole action, on a legacy cluster ---------------------------------------------------
+
+
+def action_env(
+    fake: FakeGitHub, where: Path, event: str, payload: dict[str, Any]
+) -> dict[str, str]:
+    """The runner's variables for publishing (the rest comes from `action_run`)."""
+    where.mkdir(parents=True, exist_ok=True)
+    event_path = where / "event.json"
+    event_path.write_text(json.dumps(payload), encoding="utf-8")
+    return {
+        "GITHUB_EVENT_NAME": event,
+        "GITHUB_EVENT_PATH": str(event_path),
+        "GITHUB_REPOSITORY": REPO,
+        "GITHUB_API_URL": fake.base_url,
+        "GITHUB_SERVER_URL": fake.server_url,
+        "GITHUB_RUN_ID": "300",
+        "GITHUB_SHA": payload.get("after", HEAD_SHA),
+    }
+
+
+def test_a_legacy_cluster_gets_a_plan_comment_then_its_result(
+    flysim: Any, fake: FakeGitHub, tmp_path: Path
+) -> None:
+    """The comment a reviewer reads, from a real run: where to connect first, each fact once, the
+    restarts in the tense of the run, nothing that only exists on the runner."""
+    sim = flysim({"my-db": {"machines": 3, "legacy": True}}, postgres=False)
+    inputs = {
+        "app": "my-db",
+        "database-url": "postgres://app:pw@my-db.flycast:5432/app",
+        "pr-comment": "true",
+        "github-token": TOKEN,
+    }
+    plan_dir = tmp_path / "plan"
+    env = action_env(fake, plan_dir, "pull_request", pr_payload())
+    planned = run_inprocess(sim, plan_dir, {**inputs, "dry-run": "true"}, env)
+    assert planned.code == 0, planned.log
+    [comment] = fake.comments(REPO, PR)
+    plan = comment.body
+
+    fake.add_pr(REPO, PR, head_sha=HEAD_SHA, merge_commit_sha=MERGE_SHA, merged=True)
+    apply_dir = tmp_path / "apply"
+    env = action_env(fake, apply_dir, "push", {"after": MERGE_SHA})
+    applied = run_inprocess(sim, apply_dir, inputs, env)
+    assert applied.code == 0, applied.log
+    assert [c.id for c in fake.comments(REPO, PR)] == [comment.id]  # edited, not a second one
+    result = fake.comment(comment.id).body
+
+    assert "### 📋 Plan: open `my-db` to external connections" in plan
+    assert "re-run without `dry-run: true`" in plan
+    assert "⚠️ **Applying will restart 3 of 3 machines**" in plan
+    assert "### ✅ Applied: `my-db` is open to external connections" in result
+    assert "**Restarted 3 of 3 machines**" in result
+    assert "will restart" not in result
+    for body in (plan, result):
+        # The plan's own log warnings are said once, in the report's words.
+        assert "machine(s)" not in body
+        assert body.count("one at a time") == 1
+        assert body.count("\\$2/month") == 1
+        assert "**Connect" in body.split("| Before |")[0]  # where to connect, before the table
+        assert str(tmp_path) not in body  # RUNNER_TEMP, where fly.toml was written
+        assert "fly.toml" in body.split("<details>")[1]  # the diff, folded
+        image = re.search(r"flyio/postgres-flex:[0-9.]+@sha256:[0-9a-f]{64}", body)
+        assert image is not None
+        assert body.count(image[0]) == 1
+        assert body.index(image[0]) > body.index("<details>")

@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import html
 import re
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+import cmarkgfm
 import pytest
+from cmarkgfm.cmark import Options
 
-from fly_pg_external.outcome import IpChange, MachineChange, Outcome, VerifyResult, redacted
+from fly_pg_external.domain import AppInfo, ClusterState, IpAddress
+from fly_pg_external.fly.machines import machine_from_api
+from fly_pg_external.outcome import (
+    IpChange,
+    MachineChange,
+    Outcome,
+    VerifyResult,
+    build_outcome,
+    redacted,
+)
+from fly_pg_external.plan import Plan, make_plan
+from fly_pg_external.progress import Progress
 from fly_pg_external.redact import Redactor, secret_forms
 from fly_pg_external.report import (
     GITHUB_COMMENT_LIMIT,
@@ -22,6 +38,9 @@ from fly_pg_external.report import (
     summary_markdown,
 )
 from fly_pg_external.report_sections import fenced, inline_code
+from fly_pg_external.settings import from_environ
+
+from machines_data import IMAGE, machine, owning
 
 IMG = "flyio/postgres-flex:16.4"
 URL = "postgres://postgres:***@my-pg.fly.dev:5432/postgres?sslmode=require"
@@ -50,7 +69,7 @@ def machines(result: str = "pending", image_after: str = IMG) -> list[MachineCha
 def plan_outcome(**kw: object) -> Outcome:
     base = Outcome(
         app="my-pg",
-        mode="plan",
+        mode="expose",
         status="plan",
         changed=False,
         ips=[IpChange("v4", "allocate"), IpChange("v6", "keep", ("2a09:8280::1",))],
@@ -122,11 +141,18 @@ def test_plan_table_lists_every_change_and_says_nothing_was_done() -> None:
     assert "allocated on apply" in table_row(text, "Dedicated IPv4")
     assert "`2a09:8280::1`" in table_row(text, "IPv6")
     assert "unchanged" in table_row(text, "IPv6")
-    service = table_row(text, "`pg_tls` service on port 5432")
-    assert "2 of 2 machines" in service
-    assert "added on 2 machines on apply" in service
+    service = table_row(text, "`pg_tls` on port 5432")
+    assert "missing on 2 of 2 machines" in service
+    assert "added to 2 machines on apply" in service
     assert "unchanged" in table_row(text, "Image")
-    assert "primary last" in table_row(text, "Machines restarted")
+    assert "**Applying will restart 2 of 2 machines**" in text
+
+
+def test_dry_run_says_how_to_apply_it() -> None:
+    text = render_markdown(plan_outcome(), commit=SHA, run_url=RUN)
+    assert "re-run without `dry-run: true`" in text
+    assert "mode: plan" not in text
+    assert "mode: expose" not in text
 
 
 def test_rollout_table_keeps_the_primary_last() -> None:
@@ -149,23 +175,24 @@ def test_image_change_shows_both_images() -> None:
 def test_applied_table_shows_the_new_ipv4() -> None:
     text = render_markdown(applied_outcome(), commit=SHA, run_url=RUN)
     assert "`137.66.1.2` (allocated)" in table_row(text, "Dedicated IPv4")
-    assert "2 of 2, one at a time, primary last" in table_row(text, "Machines restarted")
-    assert "✅ updated" in text
+    assert "added to 2 machines" in table_row(text, "`pg_tls` on port 5432")
+    assert "**Restarted 2 of 2 machines**, one at a time in this order, the primary last" in text
+    assert "| 2 | `m-primary` | fra | primary | `pg_tls` service | ✅ updated |" in text
 
 
 def test_warns_about_ipv4_billing_and_restarts_in_a_plan() -> None:
     text = render_markdown(plan_outcome(), commit=SHA, run_url=RUN)
     assert "**Billing:**" in text
     assert "billed" in text or "bills" in text
-    assert "**Restarts:**" in text
-    assert "restarts 2 Postgres machines" in text
+    assert "⚠️ **Applying will restart 2 of 2 machines**" in text
+    assert "writes pause while the primary restarts" in text
 
 
 def test_no_billing_warning_when_the_ipv4_already_exists() -> None:
     outcome = plan_outcome(ips=[IpChange("v4", "keep", ("137.66.1.2",))], machines=[])
     text = render_markdown(outcome, commit=SHA, run_url=RUN)
     assert "**Billing:**" not in text
-    assert "**Restarts:**" not in text
+    assert "restart" not in text.lower()
 
 
 def test_outcome_warnings_are_shown_as_text_not_html() -> None:
@@ -187,8 +214,9 @@ def test_failed_run_shows_the_error_and_what_was_reached() -> None:
     text = render_markdown(outcome, commit=SHA, run_url=RUN)
     assert "**Error**" in text
     assert "health check timed out" in text
-    assert "1 of 2 updated, 1 rolled back" in table_row(text, "Machines restarted")
+    assert "**Restarts:** 1 of 2 updated, 1 rolled back (one at a time" in text
     assert "↩️ rolled back" in text
+    assert "added to 1 of 2 machines" in table_row(text, "`pg_tls` on port 5432")
 
 
 def test_unexpose_release_rows() -> None:
@@ -204,7 +232,7 @@ def test_unexpose_release_rows() -> None:
     )
     text = render_markdown(outcome, commit=SHA, run_url=RUN)
     assert "none (released)" in table_row(text, "Dedicated IPv4")
-    assert "**External connection string**" not in text
+    assert "**Connect" not in text
 
 
 def test_verify_results_are_listed() -> None:
@@ -215,8 +243,19 @@ def test_verify_results_are_listed() -> None:
         ]
     )
     text = render_markdown(outcome, commit=SHA, run_url=RUN)
-    assert "✅ `137.66.1.2:5432`: TLSv1.3, PostgreSQL 16.4" in text
-    assert "⚠️ `[2a09:8280::1]:5432`: network unreachable (not counted as a failure)" in text
+    assert "- ✅ `137.66.1.2:5432`: TLSv1.3, PostgreSQL 16.4" in text
+    assert "- ⚠️ `[2a09:8280::1]:5432`: network unreachable (not counted as a failure)" in text
+
+
+def test_targets_that_answered_alike_share_one_line_and_the_version_is_said_once() -> None:
+    detail = "TLSv1.3, logged in, PostgreSQL 16.4 (Debian 16.4-1)"
+    version = "16.4 (Debian 16.4-1)"
+    outcome = applied_outcome(
+        verify=[VerifyResult(t, True, detail, version) for t in ("137.66.1.2", "my-pg.fly.dev")]
+    )
+    text = render_markdown(outcome, commit=SHA, run_url=RUN)
+    assert f"✅ **Connection check:** `137.66.1.2`, `my-pg.fly.dev`: {detail}\n" in text
+    assert text.count("PostgreSQL 16.4") == 1
 
 
 # -- connection string ------------------------------------------------------------------------
@@ -224,8 +263,9 @@ def test_verify_results_are_listed() -> None:
 
 def test_connection_string_shows_the_password_as_stars() -> None:
     text = render_markdown(plan_outcome(), commit=SHA, run_url=RUN)
-    assert f"`{URL}`" in text
-    assert "after apply, password hidden" in text
+    assert f"**Connect (after apply):** `{URL}` (password hidden)" in text
+    applied = render_markdown(applied_outcome(), commit=SHA, run_url=RUN)
+    assert f"**Connect:** `{URL}` (password hidden)" in applied
 
 
 def test_a_clear_text_password_in_the_url_is_still_hidden() -> None:
@@ -451,6 +491,210 @@ def test_rendering_redacts_nothing_and_a_redacted_outcome_leaks_nothing() -> Non
         assert "***" in text
 
 
+# -- read at a glance: each fact once, in the tense of the run --------------------------------
+# Outcomes made by the real planner from a legacy cluster (two machines without the pg_tls
+# service, no public address), so the plan's own warnings are in them as a run has them.
+
+V4 = IpAddress("ip1", "137.66.1.2", "v4", "global", "2026-01-02T00:00:00Z")
+V6 = IpAddress("ip2", "2a09:8280:1::1", "v6", "global", "2026-01-02T00:00:00Z")
+RUNNER_FLY_TOML = "/home/runner/work/_temp/fly-pg-external/my-db/fly.toml"
+
+
+def real_plan(
+    machines: list[dict[str, Any]], ips: tuple[IpAddress, ...] = (), **inputs: str
+) -> Plan:
+    """What `make_plan` makes of this cluster for these inputs (the database-url given)."""
+    env = {
+        "INPUT_APP": "my-db",
+        "INPUT_FLY-API-TOKEN": "fo1_x",
+        "INPUT_DATABASE-URL": "postgres://app:pw@my-db.flycast:5432/app",
+        **{f"INPUT_{k.upper()}": v for k, v in inputs.items()},
+    }
+    settings = from_environ(env, lambda n: env.get("INPUT_" + n.upper()))
+    app = AppInfo("app1", "my-db", "postgres_cluster", ips, None)
+    return make_plan(settings, ClusterState.of(app, [machine_from_api(m) for m in machines]))
+
+
+def legacy_machines() -> list[dict[str, Any]]:
+    return [machine(mid, role, legacy=True) for mid, role in (("m1", "primary"), ("m2", "replica"))]
+
+
+def legacy_plan() -> Outcome:
+    outcome = build_outcome(real_plan(legacy_machines(), **{"dry-run": "true"}))
+    assert outcome.status == "plan"
+    return outcome
+
+
+def legacy_applied() -> Outcome:
+    plan = real_plan(legacy_machines())
+    progress = Progress()
+    progress.allocated_ip("v4", V4)
+    progress.allocated_ip("v6", V6)
+    for u in plan.updates:
+        progress.machine(u.machine.id, "updated")
+    outcome = build_outcome(plan, progress)
+    assert outcome.status == "applied"
+    # As main records them after the change: where fly.toml went, what the check saw.
+    outcome.fly_toml_path = RUNNER_FLY_TOML
+    detail = "TLSv1.3, logged in, PostgreSQL 16.4"
+    outcome.verify = [
+        VerifyResult(t, True, detail, "16.4") for t in ("137.66.1.2", "my-db.fly.dev")
+    ]
+    return outcome
+
+
+def kept_addresses(status: str) -> Outcome:
+    """An unexpose that releases the action's own IPv4 and keeps an IPv6 made by hand."""
+    ms = [owning(machine("m1", "primary"), {V4.id: V4.address})]
+    read_only = {"dry-run": "true"} if status == "plan" else {}
+    plan = real_plan(ms, (V4, V6), mode="unexpose", **read_only)
+    progress = None
+    if status == "applied":
+        progress = Progress()
+        progress.released_ip("v4", V4.address)
+    outcome = build_outcome(plan, progress)
+    assert outcome.status == status
+    return outcome
+
+
+def sentences(body: str) -> list[str]:
+    """What a reader reads, in pieces: the HTML GitHub makes of `body`, without code blocks and
+    the hidden marker, cut at each block, table cell, sentence end and clause mark (so that a
+    reason repeated inside a longer sentence still counts as repeated). Pieces under four
+    words ("allocated on apply", "primary last") are left out: table cells repeat those."""
+    page = cmarkgfm.github_flavored_markdown_to_html(body, options=Options.CMARK_OPT_UNSAFE)
+    page = re.sub(r"<pre.*?</pre>|<!--.*?-->", "\n", page, flags=re.S)
+    page = re.sub(r"</?(code|strong|em|a|sub)\b[^>]*>", "", page)
+    text = html.unescape(re.sub(r"<[^>]+>", "\n", page))
+    out = []
+    for piece in re.split(r"[\n;:,()]|(?<=[.!?])\s", text):
+        words = piece.strip(" .").split()
+        if len(words) >= 4:
+            out.append(" ".join(words))
+    return out
+
+
+GLANCE = {
+    "legacy plan": legacy_plan,
+    "legacy applied": legacy_applied,
+    "kept, plan": lambda: kept_addresses("plan"),
+    "kept, applied": lambda: kept_addresses("applied"),
+    "hand-built plan with warnings": lambda: plan_outcome(
+        warnings=["The app has a shared IPv4 (66.241.1.1); it cannot carry pg_tls."]
+    ),
+}
+
+
+@pytest.mark.parametrize("make", GLANCE.values(), ids=GLANCE.keys())
+def test_no_sentence_appears_twice(make: Any) -> None:
+    body = comment_body(make(), commit=SHA, run_url=RUN)
+    seen = Counter(sentences(body))
+    assert seen, body
+    assert [s for s, n in seen.items() if n > 1] == [], body
+
+
+@pytest.mark.parametrize("make", [legacy_plan, legacy_applied])
+def test_each_fact_of_a_legacy_rollout_is_said_once(make: Any) -> None:
+    body = comment_body(make(), commit=SHA, run_url=RUN)
+    for fact in ("one at a time", "primary last", "\\$2/month", "machine(s)", "will restart"):
+        assert body.count(fact) <= 1, (fact, body)
+    assert body.count("one at a time") == 1
+    assert "A dedicated IPv4 is billed by Fly" not in body  # the plan's log wording
+
+
+def test_a_kept_address_gives_its_reason_once_and_how_to_release_it() -> None:
+    from fly_pg_external.releases import FOREIGN
+
+    for status in ("plan", "applied"):
+        body = comment_body(kept_addresses(status), commit=SHA, run_url=RUN)
+        assert body.count(FOREIGN) == 1, body
+        assert f"kept: {FOREIGN}" in table_row(body, "IPv6")
+        assert "> ⚠️ Kept `2a09:8280:1::1`. To release it, name it in the addresses input" in body
+        assert "fly ips release 2a09:8280:1::1 -a my-db" in body
+
+
+def test_the_same_reason_for_two_kept_addresses_is_given_once() -> None:
+    reason = "still held by pr-7 (since 2026-01-02 10:00 UTC)"
+    outcome = plan_outcome(
+        mode="unexpose",
+        status="no-change",
+        ips=[IpChange(f, "keep", (a,), note=reason) for f, a in (("v4", "1.2.3.4"), ("v6", "::1"))],
+        machines=[],
+        config_diff="",
+    )
+    body = comment_body(outcome, commit=SHA, run_url=RUN)
+    assert f"kept: {reason}" in table_row(body, "Dedicated IPv4")
+    assert "kept: for the same reason" in table_row(body, "IPv6")
+    assert body.count(reason) == 1
+
+
+def test_no_path_on_the_runner_appears() -> None:
+    outcome = legacy_applied()
+    assert outcome.fly_toml_path == RUNNER_FLY_TOML
+    for text in (
+        comment_body(outcome, commit=SHA, run_url=RUN),
+        summary_markdown(outcome, commit=SHA, run_url=RUN),
+    ):
+        assert "/home/runner" not in text
+        assert "_temp" not in text
+
+
+def test_a_plan_says_what_will_restart_and_an_applied_run_what_restarted() -> None:
+    plan = comment_body(legacy_plan(), commit=SHA, run_url=RUN)
+    applied = comment_body(legacy_applied(), commit=SHA, run_url=RUN)
+    assert "⚠️ **Applying will restart 2 of 2 machines**" in plan
+    assert "estarted" not in plan
+    assert "**Restarted 2 of 2 machines**" in applied
+    assert "will restart" not in applied
+    assert "Applying" not in applied
+    assert "applying will allocate a dedicated IPv4 address" in plan
+    assert "Fly.io bills the new dedicated IPv4 address" in applied
+    # The rollout table of a plan has no result column; an applied one says what each did.
+    assert "| 2 | `m1` | iad | primary | `pg_tls` service |\n" in plan
+    assert "| 2 | `m1` | iad | primary | `pg_tls` service | ✅ updated |" in applied
+
+
+def test_the_image_digest_is_short_in_tables_and_whole_in_the_details() -> None:
+    short = "`flyio/postgres-flex:16.4@sha256:abababababab…`"
+    for outcome in (legacy_plan(), legacy_applied()):
+        body = comment_body(outcome, commit=SHA, run_url=RUN)
+        assert short in table_row(body, "Image")
+        details = body.split("<details>", 1)[1].split("</details>", 1)[0]
+        assert body.count(IMAGE) == 1
+        assert f"**Image:** `{IMAGE}`" in details
+
+
+def test_an_image_change_is_short_in_both_tables() -> None:
+    new = "flyio/postgres-flex:16.6@sha256:" + "cd" * 32
+    outcome = plan_outcome(machines=machines(image_after=new))
+    body = comment_body(
+        replace(outcome, machines=[replace(m, image_before=IMAGE) for m in outcome.machines]),
+        commit=SHA,
+        run_url=RUN,
+    )
+    assert "`flyio/postgres-flex:16.6@sha256:cdcdcdcdcdcd…` on apply" in table_row(body, "Image")
+    assert "image → `flyio/postgres-flex:16.6@sha256:cdcdcdcdcdcd…`" in body
+    assert f"**Image:** `{IMAGE}` → `{new}`" in body
+    assert body.count(new) == 1
+
+
+def test_github_renders_a_title_two_tables_and_the_diff_folded() -> None:
+    body = comment_body(legacy_plan(), commit=SHA, run_url=RUN)
+    page = cmarkgfm.github_flavored_markdown_to_html(body, options=Options.CMARK_OPT_UNSAFE)
+    assert page.startswith("<!-- fly-pg-external: ")
+    assert "<h3>📋 Plan: open <code>my-db</code> to external connections</h3>" in page
+    assert page.count("<table>") == 2
+    assert "<th>Before</th>\n<th>After apply</th>" in page
+    folded = re.search(r"<details><summary>(.*?)</summary>(.*?)</details>", page, re.S)
+    assert folded is not None
+    assert folded[1] == "<code>fly.toml</code> diff (+14 −0)"
+    assert '<pre lang="diff"><code>--- fly.toml (current)' in folded[2]
+    assert "+handlers = [&quot;pg_tls&quot;]" in folded[2]
+    # The facts a reader needs come before the fold; the footer after it.
+    assert page.index("<table>") < page.index("<details>") < page.index("<sub>")
+    assert page.index("Connect (after apply)") < page.index("<table>")
+
+
 # -- the README's example -----------------------------------------------------------------------
 
 
@@ -472,7 +716,7 @@ def readme_example() -> str:
     ]
     outcome = Outcome(
         app="acme-db",
-        mode="plan",
+        mode="expose",
         status="plan",
         changed=False,
         ips=[IpChange("v4", "allocate"), IpChange("v6", "allocate")],

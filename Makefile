@@ -41,13 +41,15 @@ clean:
 
 .PHONY: lock standin-base container-test
 
-## Regenerate requirements.lock (the image's runtime dependencies, hashed) from pyproject.toml.
-## Resolved against PyPI alone, ignoring local find-links and file:// indexes in the pip config.
+## Regenerate requirements.txt, the image's lock file (runtime dependencies, hashed), from
+## pyproject.toml. Resolved against PyPI alone, ignoring local find-links and file:// indexes in
+## the pip config. Named requirements.txt because Dependabot's pip ecosystem reads only *.txt and
+## *.in files: it proposes each new pin there with its hashes (.github/dependabot.yml).
 lock: $(BIN)/.installed
 	env -u PIP_FIND_LINKS -u PIP_EXTRA_INDEX_URL PIP_CONFIG_FILE=/dev/null \
 	  CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --generate-hashes \
 	  --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links \
-	  --output-file requirements.lock pyproject.toml
+	  --output-file requirements.txt pyproject.toml
 
 ## Build (or reuse) the local stand-in for python:3.12-slim; needs root and a Docker daemon.
 standin-base:

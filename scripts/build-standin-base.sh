@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Build a local stand-in for the Dockerfile's base image (python:3.12-slim) from Debian packages,
-# for machines whose Docker daemon can reach no image registry. The container test passes it as
-# `--build-arg BASE_IMAGE=...`, so the project's own Dockerfile is the one exercised.
+# for machines whose Docker daemon can reach no image registry. The container test builds the
+# project's own Dockerfile on it, with only the FROM line changed to name this image.
 #
 # It mimics the layout of the official image where the Dockerfile relies on it: `python` on PATH
 # and at /usr/local/bin/python, pip able to install into the system interpreter as root.
-# Its Python is Debian bookworm's 3.11, not 3.12: requirements.lock installs on both.
+# Its Python is Debian bookworm's 3.11, not 3.12: requirements.txt installs on both.
 #
 # Idempotent: the image carries a label with a hash of this recipe (script, CA bundle, index
 # settings) and is rebuilt only when that label is missing or different.

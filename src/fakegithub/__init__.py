@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .gitdata import GitCommit, Release
 from .server import ACTIONS_BOT, BODY_LIMIT, Comment, FakeGitHub, Identity, PullRequest, Request
 
 __all__ = [
@@ -9,7 +10,9 @@ __all__ = [
     "BODY_LIMIT",
     "Comment",
     "FakeGitHub",
+    "GitCommit",
     "Identity",
     "PullRequest",
+    "Release",
     "Request",
 ]

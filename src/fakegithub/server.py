@@ -15,6 +15,11 @@ Any token may edit or delete anyone's comment (GitHub lets every account with wr
 so), so a test sees it when a client touches a comment that is not its own. GraphQL answers the
 one query the action sends: `nodes(ids:)` with `viewerDidAuthor`.
 
+Git data (blobs, trees, commits, tags, refs) and releases come from `gitdata`, for clients that
+commit and tag through the API (the release script): tests program them with `add_commit`,
+`set_ref`, `add_annotated_tag` and read them back with `ref`, `ref_commit`, `git_commit`,
+`files_at`, `releases` and `latest_release`.
+
 State lives in memory behind one lock; tests program it (`add_pr`, `add_comment`, `add_token`,
 `forbid_writes`, `fail_next`) and inspect it (`comments`, `requests`).
 """
@@ -25,6 +30,7 @@ import itertools
 import json
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -32,6 +38,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Literal, Self
 from urllib.parse import parse_qs, quote, urlsplit
+
+from . import gitdata
+from .gitdata import GitCommit, GitError, GitStore, Release
 
 ACTIONS_BOT = "github-actions[bot]"
 BODY_LIMIT = 65_536
@@ -110,6 +119,7 @@ class Request:
     query: dict[str, str]
     body: Any
     authorization: str | None
+    at_ns: int = 0  # time.monotonic_ns() when it arrived, to order it among other fakes' logs
 
 
 @dataclass
@@ -133,6 +143,7 @@ class _State:
     tokens: dict[str, Identity] = field(default_factory=dict)
     # The `type` of accounts that wrote comments (default: from the login, see `_type_of`).
     account_types: dict[str, UserType] = field(default_factory=dict)
+    git: GitStore = field(default_factory=GitStore)
 
 
 class FakeGitHub:
@@ -331,6 +342,76 @@ class FakeGitHub:
                 )
             )
 
+    # -- git data and releases ------------------------------------------------------------
+    def add_commit(
+        self,
+        repo: str,
+        files: Mapping[str, str | bytes],
+        message: str,
+        parents: tuple[str, ...] = (),
+    ) -> str:
+        """A commit whose tree holds exactly `files` (path -> content); returns its SHA."""
+        _check_repo(repo)
+        with self._lock:
+            self._state.repos.add(repo)
+            git = self._state.git
+            blobs = {
+                path: git.blob(repo, content if isinstance(content, bytes) else content.encode())
+                for path, content in files.items()
+            }
+            tree = git.tree(repo, blobs)
+            return git.commit(repo, tree, parents, message, login="octocat").sha
+
+    def set_ref(self, repo: str, ref: str, sha: str) -> None:
+        """Point `ref` ("refs/tags/v1", "refs/heads/main") at an object, creating it if needed."""
+        _check_repo(repo)
+        with self._lock:
+            self._state.repos.add(repo)
+            self._state.git.set_ref(repo, ref, sha)
+
+    def add_annotated_tag(self, repo: str, tag: str, commit: str, message: str = "") -> str:
+        """`git tag -a tag commit` pushed: a tag object, and refs/tags/<tag> pointing at it."""
+        with self._lock:
+            obj = self._state.git.annotated_tag(repo, tag, commit, message or tag)
+            self._state.git.set_ref(repo, f"refs/tags/{tag}", obj.sha)
+            return obj.sha
+
+    def ref(self, repo: str, ref: str) -> str | None:
+        """The object `ref` points at (a tag object for an annotated tag), or None."""
+        with self._lock:
+            return self._state.git.repo(repo).refs.get(ref)
+
+    def ref_commit(self, repo: str, ref: str) -> str | None:
+        """The commit `ref` points at, through any annotated tag, or None."""
+        with self._lock:
+            sha = self._state.git.repo(repo).refs.get(ref)
+            return None if sha is None else self._state.git.peel(repo, sha)
+
+    def git_commit(self, repo: str, sha: str) -> GitCommit:
+        with self._lock:
+            return self._state.git.repo(repo).commits[sha]
+
+    def git_commits(self, repo: str) -> list[GitCommit]:
+        with self._lock:
+            return list(self._state.git.repo(repo).commits.values())
+
+    def files_at(self, repo: str, commit: str) -> dict[str, str]:
+        """The files of a commit's tree, path -> text."""
+        with self._lock:
+            data = self._state.git.repo(repo)
+            tree = data.trees[data.commits[commit].tree]
+            return {path: data.blobs[blob].decode() for path, blob in tree.items()}
+
+    def releases(self, repo: str) -> list[Release]:
+        with self._lock:
+            return sorted(self._state.git.repo(repo).releases.values(), key=lambda r: r.id)
+
+    def latest_release(self, repo: str) -> Release | None:
+        """The release GitHub marks "Latest", or None."""
+        with self._lock:
+            data = self._state.git.repo(repo)
+            return None if data.latest_release is None else data.releases[data.latest_release]
+
     # -- internals used by the handler (called with the lock held) ------------------------
     def _add_token(self, token: str, identity: Identity) -> None:
         if not token:
@@ -404,6 +485,14 @@ class _Ctx:
     body: Any
     api: str  # absolute API root as seen by the client: http://host[:port][prefix]
     web: str  # absolute web root: http://host[:port]
+
+    @property
+    def git(self) -> GitStore:
+        return self.fake._state.git
+
+    @property
+    def login(self) -> str:
+        return self.identity.login
 
     # JSON shapes ---------------------------------------------------------------------------
     def user_json(self, login: str) -> Json:
@@ -653,6 +742,7 @@ _ROUTES: list[tuple[str, re.Pattern[str], _Route]] = [
     ("PATCH", re.compile(_REPO + r"/issues/comments/(?P<id>\d+)"), _edit_comment),
     ("DELETE", re.compile(_REPO + r"/issues/comments/(?P<id>\d+)"), _delete_comment),
     ("GET", re.compile(_REPO + r"/commits/(?P<sha>[0-9A-Za-z._-]+)/pulls"), _commit_pulls),
+    *gitdata.ROUTES,
 ]
 
 
@@ -695,7 +785,9 @@ def _make_handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
             auth = self.headers.get("Authorization")
             host = self.headers.get("Host") or f"127.0.0.1:{fake.port}"
             with fake._lock:
-                fake._state.requests.append(Request(method, split.path, query, body, auth))
+                fake._state.requests.append(
+                    Request(method, split.path, query, body, auth, time.monotonic_ns())
+                )
                 status, payload, headers = self._dispatch(
                     method,
                     split.path,
@@ -761,6 +853,9 @@ def _make_handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
                         return answer
                 # GitHub answers 404 to an unknown path and to a known path with another method.
                 raise _Reply(404, "Not Found")
+            except GitError as e:
+                extra = {"errors": e.errors} if e.errors else None
+                return e.status, _Reply(e.status, str(e), extra).payload, {}
             except _Reply as r:
                 return r.status, r.payload, {}
 

@@ -11,8 +11,10 @@ Base image (env FLY_PG_EXTERNAL_BASE_IMAGE):
 - unset or `standin`: a stand-in for python:3.12-slim built from Debian packages by
   scripts/build-standin-base.sh (cached by tag), for machines that reach no image registry;
 - `dockerfile-default`: the Dockerfile's own pinned python:3.12-slim (CI on hosted runners);
-- anything else: that image, passed as `--build-arg BASE_IMAGE=...`.
-Either way the project's Dockerfile is the one built.
+- anything else: that image.
+The project's Dockerfile is the one built, unchanged but for its FROM line when another base is
+chosen: the base is written into FROM (the line Dependabot updates), not passed as an ARG, so the
+test substitutes that one line and feeds the result to `docker build -f -`.
 
 Without Docker the tests skip locally, but fail when CI is set: CI must not pass by skipping.
 """
@@ -54,10 +56,21 @@ def parse_outputs(text: str) -> dict[str, str]:
     return {m["name"]: m["value"] for m in _HEREDOC.finditer(text)}
 
 
-def docker(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def docker(
+    *args: str, timeout: float = 600, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["docker", *args], capture_output=True, text=True, timeout=timeout, check=False
+        ["docker", *args], input=stdin, capture_output=True, text=True, timeout=timeout, check=False
     )
+
+
+def dockerfile_on(base: str) -> str:
+    """The project's Dockerfile with its one FROM line naming `base` instead."""
+    text, count = re.subn(
+        r"^FROM[ \t]+\S+[ \t]*$", f"FROM {base}", (ROOT / "Dockerfile").read_text(), flags=re.M
+    )
+    assert count == 1, "the Dockerfile has a single FROM line"
+    return text
 
 
 def in_ci() -> bool:
@@ -81,7 +94,7 @@ def docker_daemon() -> None:
 
 @pytest.fixture(scope="session")
 def base_image(docker_daemon: None) -> str | None:
-    """The BASE_IMAGE build argument, or None for the Dockerfile's own default."""
+    """The base image to build on, or None for the Dockerfile's own."""
     choice = os.environ.get("FLY_PG_EXTERNAL_BASE_IMAGE", "standin")
     if choice == "dockerfile-default":
         return None
@@ -104,8 +117,20 @@ def base_image(docker_daemon: None) -> str | None:
 
 @pytest.fixture(scope="session")
 def action_image(base_image: str | None) -> str:
-    build_args = [] if base_image is None else ["--build-arg", f"BASE_IMAGE={base_image}"]
-    proc = docker("build", "-t", IMAGE_TAG, *build_args, str(ROOT), timeout=900)
+    if base_image is None:
+        proc = docker("build", "-t", IMAGE_TAG, str(ROOT), timeout=900)
+    else:
+        # `-f -`: the Dockerfile from stdin, the build context still the repository root.
+        proc = docker(
+            "build",
+            "-t",
+            IMAGE_TAG,
+            "-f",
+            "-",
+            str(ROOT),
+            timeout=900,
+            stdin=dockerfile_on(base_image),
+        )
     if proc.returncode != 0:
         pytest.fail(f"docker build failed:\n{(proc.stdout + proc.stderr)[-5000:]}")
     return IMAGE_TAG
@@ -275,7 +300,7 @@ print(json.dumps({
         for p in (ROOT / "src" / "fly_pg_external").rglob("*")
         if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
     )
-    assert seen["files"] == sorted(["entrypoint.py", "requirements.lock", *package])
+    assert seen["files"] == sorted(["entrypoint.py", "requirements.txt", *package])
     post = docker("run", "--rm", "--entrypoint", "/bin/sh", action_image, "-c", "test -x /post.py")
     assert post.returncode == 0, f"{post_entrypoint()} is not executable in the image"
 
@@ -283,7 +308,7 @@ print(json.dumps({
 def test_plan_run_reports_outputs_and_changes_nothing(
     action_image: str, sim: Simulator, tmp_path: Path
 ) -> None:
-    run = run_like_the_runner(action_image, sim, tmp_path, {**BASE_INPUTS, "mode": "plan"})
+    run = run_like_the_runner(action_image, sim, tmp_path, {**BASE_INPUTS, "dry-run": "true"})
 
     assert run.returncode == 0, run.log
     assert re.search(r"^changed<<ghadelimiter_[0-9a-f-]+\ntrue\n", run.output_file, flags=re.M)

@@ -4,7 +4,7 @@
   (the runner only sets INPUT_* for declared inputs);
 - every output the code writes is declared, and every declared output is written;
 - the README's Inputs and Outputs sections document exactly the declared names;
-- the image gets everything the runtime code imports: requirements.lock pins every runtime
+- the image gets everything the runtime code imports: requirements.txt pins every runtime
   dependency of pyproject.toml, and the code imports nothing that is not in the image.
 
 The code is read with `ast`, not run: inputs are the string literals passed to an input reader
@@ -159,7 +159,7 @@ def test_action_yml_builds_the_dockerfile_or_pins_an_image_by_digest() -> None:
 
 
 def locked() -> dict[str, str]:
-    text = (ROOT / "requirements.lock").read_text()
+    text = (ROOT / "requirements.txt").read_text()
     pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==([^\s;\\]+)", text, flags=re.M))
     return {canonicalize_name(k): v for k, v in pins.items()}
 
@@ -170,12 +170,12 @@ def test_lock_pins_every_runtime_dependency_with_hashes() -> None:
     pins = locked()
     for dependency in map(Requirement, dependencies):
         name = canonicalize_name(dependency.name)
-        assert name in pins, f"{name} is not in requirements.lock; run `make lock`"
+        assert name in pins, f"{name} is not in requirements.txt; run `make lock`"
         assert dependency.specifier.contains(pins[name], prereleases=True), (
-            f"requirements.lock pins {name}=={pins[name]}, outside {dependency.specifier}; "
+            f"requirements.txt pins {name}=={pins[name]}, outside {dependency.specifier}; "
             "run `make lock`"
         )
-    text = (ROOT / "requirements.lock").read_text()
+    text = (ROOT / "requirements.txt").read_text()
     blocks = re.split(r"^(?=[A-Za-z0-9_.-]+==)", text, flags=re.M)[1:]
     unhashed = [b.split("==")[0] for b in blocks if "--hash=sha256:" not in b]
     assert not unhashed, f"pins without hashes: {unhashed}"
@@ -202,6 +202,6 @@ def test_runtime_code_imports_only_what_the_image_contains() -> None:
         providers = {canonicalize_name(d) for d in distributions.get(module, [])}
         assert providers, f"runtime code imports {module!r}, which no installed package provides"
         assert providers & set(pins), (
-            f"runtime code imports {module!r} (from {sorted(providers)}), which requirements.lock "
+            f"runtime code imports {module!r} (from {sorted(providers)}), which requirements.txt "
             "does not install: add it to [project.dependencies] and run `make lock`"
         )

@@ -142,14 +142,55 @@ def test_dockerfile_follows_the_runner_rules_for_container_actions() -> None:
     assert "PYTHONDONTWRITEBYTECODE=1" in env
 
 
-def test_dockerfile_base_is_pinned_by_digest_and_overridable() -> None:
+# Dependabot's docker ecosystem finds a base image only in a FROM line this regular expression
+# matches (dependabot-core docker/lib/dependabot/docker/file_parser.rb FROM_LINE, with
+# shared_file_parser.rb's REGISTRY and IMAGE): no ARG or variable, so the digest stays updatable.
+_DOMAIN_COMPONENT = r"(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])"
+_NAME_COMPONENT = r"(?:[a-z\d]+(?:(?:[._]|__|[-]*)[a-z\d]+)*)"
+DEPENDABOT_FROM_LINE = re.compile(
+    rf"^FROM\s+(?:--platform=\S+\s+)?"
+    rf"(?:(?P<registry>{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})+(?::\d+)?)/)?"
+    rf"(?P<image>{_NAME_COMPONENT}(?:/{_NAME_COMPONENT})*)"
+    r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@sha256:(?P<digest>[0-9a-f]{64}))?(?:\s+AS\s+[\w-]+)?",
+    re.I,
+)
+
+
+def test_dockerfile_base_is_pinned_by_version_and_digest_where_dependabot_reads_it() -> None:
     instructions = dockerfile_instructions()
-    assert instructions[0][0] == "ARG", "the base image comes from an ARG declared before FROM"
-    name, _, default = instructions[0][1].partition("=")
-    assert name == "BASE_IMAGE"
-    assert re.fullmatch(r"python:3\.12-slim@sha256:[0-9a-f]{64}", default), default
+    assert instructions[0][0] == "FROM", "FROM comes first: no ARG, which Dependabot cannot read"
     froms = [args for k, args in instructions if k == "FROM"]
-    assert froms == ["${BASE_IMAGE}"], "a single stage built FROM ${BASE_IMAGE}"
+    assert len(froms) == 1, "a single stage"
+    assert "$" not in froms[0], "no variable in FROM: Dependabot would not see the image"
+    m = DEPENDABOT_FROM_LINE.match(f"FROM {froms[0]}")
+    assert m is not None and m.end() == len(f"FROM {froms[0]}"), froms[0]
+    assert m["image"] == "python" and m["registry"] is None
+    # A full version: a 3.12 patch release then comes as a tag-and-digest update.
+    assert re.fullmatch(r"3\.12\.\d+-slim", m["tag"] or ""), m["tag"]
+    assert m["digest"], "pinned by the digest of its multi-arch index"
+
+
+def test_dependabot_updates_the_base_image_the_lock_and_the_actions() -> None:
+    config = load_yaml(DEPENDABOT)
+    ecosystems = {u["package-ecosystem"]: u for u in config["updates"]}
+    assert set(ecosystems) == {"github-actions", "docker", "pip", "npm"}
+    assert all(u["directory"] == "/" for k, u in ecosystems.items() if k != "npm")
+    # node-postgres of the client matrix, whose lock is what the matrix connects with.
+    node = ROOT / ecosystems["npm"]["directory"].lstrip("/")
+    assert (node / "package-lock.json").is_file()
+    # Python stays on 3.12 until someone decides otherwise: only patch updates are proposed.
+    (ignored,) = ecosystems["docker"]["ignore"]
+    assert ignored["dependency-name"] == "python"
+    assert set(ignored["update-types"]) == {
+        "version-update:semver-major",
+        "version-update:semver-minor",
+    }
+    # Dependabot's pip ecosystem reads requirement files named *.txt or *.in only (and those in
+    # the directory's first-level folders): the lock the image installs must be one of them.
+    runs = " ".join(args for k, args in dockerfile_instructions() if k == "RUN")
+    (lock,) = re.findall(r"-r /app/(\S+)", runs)
+    assert lock == "requirements.txt" and (ROOT / lock).is_file()
+    assert "#    make lock\n" in (ROOT / lock).read_text()[:400], "the lock is made by `make lock`"
 
 
 def test_dockerfile_needs_no_buildkit() -> None:
@@ -163,7 +204,7 @@ def test_dockerfile_needs_no_buildkit() -> None:
 def test_dockerfile_installs_dependencies_from_the_hashed_lock() -> None:
     runs = " ".join(args for k, args in dockerfile_instructions() if k == "RUN")
     assert "--require-hashes" in runs
-    assert "-r /app/requirements.lock" in runs
+    assert "-r /app/requirements.txt" in runs
     assert "--no-cache-dir" in runs
 
 
@@ -177,7 +218,7 @@ def test_dockerignore_lets_in_only_the_runtime_files() -> None:
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
     assert allowed == {
         "Dockerfile",
-        "requirements.lock",
+        "requirements.txt",
         "entrypoint.py",
         "post.py",
         "src/fly_pg_external",

@@ -420,6 +420,9 @@ def test_untrusted_ca_is_refused(
 def test_libpq15_reads_sslrootcert_system_as_a_file(matrix: Matrix, tmp_path: Path) -> None:
     """Why the README says `sslrootcert=system` needs libpq >= 16: Debian 12's libpq 15 looks
     for a file named "system", even while the system store trusts the server's CA."""
+    if libpq_version(None) >= 160000 and os.environ.get("GITHUB_ACTIONS") == "true":
+        # GitHub's Ubuntu 24.04 runners have libpq 16; .ci/run (Debian 12) always runs this.
+        pytest.skip("this runner's libpq is 16 or later; the claim is about libpq 15")
     assert libpq_version(None) < 160000, "the system's libpq is 16 or later: not Debian 12's"
     url = client_url(PSQL15, VERIFY_FULL_SYSTEM, matrix)
     attempt = run_client(

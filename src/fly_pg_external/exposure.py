@@ -22,10 +22,13 @@ class Exposure:
     missing: tuple[IpFamily, ...]  # requested families without a public address
     not_serving: tuple[str, ...]  # machines without the pg_tls service on the port
     serving: int  # machines known to serve it
+    # False when the verification after an expose found the endpoint not answering as it must:
+    # then the URL cannot connect, whatever the configuration says.
+    answers: bool = True
 
     @property
     def exposed(self) -> bool:
-        return not self.missing and not self.not_serving and self.serving > 0
+        return not self.missing and not self.not_serving and self.serving > 0 and self.answers
 
     def gaps(self, port: int) -> list[str]:
         """What is missing, one phrase each, for an error a reader can act on."""
@@ -36,6 +39,8 @@ class Exposure:
             )
         elif self.serving == 0:
             out.append(f"no machine Fly can reach serves pg_tls on port {port}")
+        if not self.answers:
+            out.append("the endpoint did not pass verification")
         return out
 
 
@@ -50,4 +55,7 @@ def exposure_of(plan: Plan, outcome: Outcome) -> Exposure:
             serving += 1
         else:
             not_serving.append(machine.id)
-    return Exposure(missing, tuple(sorted(not_serving)), serving)
+    # After unexpose the checks are that released addresses closed, which says nothing here.
+    failed_checks = [v for v in outcome.verify if not v.ok and not v.warning_only]
+    answers = plan.releasing or not failed_checks
+    return Exposure(missing, tuple(sorted(not_serving)), serving, answers)

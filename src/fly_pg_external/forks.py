@@ -7,17 +7,18 @@ refuses to fetch fork code into such runs unless told to, this action refuses to
 anything on them. A dry run still works: it reads and reports, and hands out nothing new.
 
 The payload says where the code comes from for `pull_request_target` (the head repository) and
-`workflow_run` (the head repository of the run it follows). An `issue_comment` payload does not:
-GitHub is asked, and a run whose pull request cannot be looked up is treated as a fork's.
+`workflow_run` (the head repository of the run it follows); a head repository missing from it
+(a deleted fork) counts as a fork. An `issue_comment` payload does not say: GitHub is asked about
+the commented pull request (or the one `pr-number` names), and one that cannot be looked up is
+treated as a fork's.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 
 from .errors import ForkRunRefused
-from .publish import RunContext
+from .event import RunContext
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,12 @@ def fork_behind(ctx: RunContext, token: str) -> str | None:
         return None
     if ctx.fork:
         return ctx.fork
-    if ctx.event_name == "issue_comment" and ctx.comment_on_pr is not None:
-        return _head_of_commented_pull(ctx, ctx.comment_on_pr, token)
+    if ctx.event_name == "issue_comment":
+        # The commented pull request, or the one `pr-number` names for a comment on an issue
+        # (e.g. "/expose 42"): the run acts for that pull request, so its head decides.
+        number = ctx.comment_on_pr if ctx.comment_on_pr is not None else ctx.pr_number
+        if number is not None:
+            return _head_of_commented_pull(ctx, number, token)
     return None
 
 
@@ -53,9 +58,8 @@ def _head_of_commented_pull(ctx: RunContext, number: int, token: str) -> str | N
     return full_name or f"a deleted fork (pull request #{number})"
 
 
-def refuse_fork_runs(settings: Settings, env: Mapping[str, str]) -> None:
+def refuse_fork_runs(settings: Settings, ctx: RunContext) -> None:
     """Raise before any request to Fly when a fork's pull request triggered this run."""
-    ctx = RunContext.from_env(env)
     fork = fork_behind(ctx, settings.github_token)
     if fork is None:
         return

@@ -29,9 +29,10 @@ if TYPE_CHECKING:
     from github.IssueComment import IssueComment
     from github.Repository import Repository
 
-    from .publish import RunContext
+    from .event import RunContext
 
 log = logging.getLogger(__name__)
+NOT_WRITTEN = "PR comment not written"  # the title of every warning here
 
 # Who writes the comments of the Actions GITHUB_TOKEN; that token may not read GET /user.
 ACTIONS_BOT_LOGIN = "github-actions[bot]"
@@ -92,7 +93,7 @@ def upsert_comment(
     try:
         return _upsert(ctx=ctx, token=token, app=app, body=body, keep=keep_existing, tuning=tuning)
     except Exception as e:  # a report must never turn a finished run into a failed step
-        log.warning(_explain(e, ctx))
+        log.warning(_explain(e, ctx), extra={"title": NOT_WRITTEN})
         return ""
 
 
@@ -160,13 +161,14 @@ def _upsert(
                 if attempt == attempts:
                     cause = e.cause
                     if isinstance(cause, GithubException):
-                        log.warning(_explain_github_error(cause, ctx, stage))
+                        text = _explain_github_error(cause, ctx, stage)
                     else:
-                        log.warning(_explain(cause, ctx))
+                        text = _explain(cause, ctx)
+                    log.warning(text, extra={"title": NOT_WRITTEN})
                     return ""
                 log.info("PR comment: the create request failed; looking for the comment again.")
             except GithubException as e:
-                log.warning(_explain_github_error(e, ctx, stage))
+                log.warning(_explain_github_error(e, ctx, stage), extra={"title": NOT_WRITTEN})
                 return ""
         return ""  # not reached: the last attempt returns
     finally:
@@ -178,7 +180,9 @@ def _upsert_once(
 ) -> str:
     repo = gh.get_repo(ctx.repository)
     number = ctx.pr_number
-    if ctx.event_name == "push":
+    # A push names no pull request (unless `pr-number` does): look up the one it merged.
+    merged = ctx.event_name == "push" and number is None
+    if merged:
         stage.doing = f"find the pull request merged as commit {ctx.commit} in {ctx.repository}"
         number = _merged_pr_number(repo, ctx.commit or "")
     if number is None:
@@ -195,7 +199,7 @@ def _upsert_once(
     existing = _own_report(gh, reports)
     if existing is not None:
         return _update(existing, body=body, app=app, where=where, keep=keep, stage=stage)
-    if ctx.event_name == "push":
+    if merged:
         log.info(
             f"PR comment: none, {where} (merged as {ctx.commit}) has no comment for app "
             f"{app} to update, and a push run does not start one."

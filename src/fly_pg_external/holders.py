@@ -14,8 +14,8 @@ import re
 import time
 from collections.abc import Iterable, Mapping
 
+from .event import RunContext
 from .ownership import PERSISTENT, Ownership
-from .publish import RunContext
 from .releases import Holding
 from .settings import Settings
 
@@ -38,10 +38,10 @@ def holder_of(settings: Settings, env: Mapping[str, str], ctx: RunContext) -> st
 
 
 def holding_for(
-    settings: Settings, env: Mapping[str, str], record: Ownership, *, token: str
+    settings: Settings, env: Mapping[str, str], record: Ownership, *, ctx: RunContext
 ) -> Holding:
     """This run's holder, the time, and for a sweep the holders that are gone."""
-    ctx = RunContext.from_env(env, pr_number=settings.pr_number)  # reads the payload: once
+    token = settings.github_token
     gone: frozenset[str] = frozenset()
     if settings.mode == "sweep":
         numbers = [int(m.group(1)) for h in record.holds if (m := _PR_HOLDER.match(h))]
@@ -58,7 +58,8 @@ def closed_pulls(ctx: RunContext, token: str, numbers: Iterable[int]) -> set[int
     if not token or not ctx.repository:
         log.warning(
             f"Cannot ask GitHub whether pull request(s) {', '.join(map(str, wanted))} are closed "
-            "(no github-token or GITHUB_REPOSITORY): their holds count until max-age."
+            "(no github-token or GITHUB_REPOSITORY): their holds count until max-age.",
+            extra={"title": "Pull request state unknown"},
         )
         return set()
     from . import github  # PyGithub only when a sweep needs it
@@ -72,6 +73,7 @@ def closed_pulls(ctx: RunContext, token: str, numbers: Iterable[int]) -> set[int
         except Exception as exc:  # one failed lookup leaves that hold alone, not the others
             log.warning(
                 f"Could not ask GitHub whether pull request {number} is closed ({exc}); its "
-                "hold counts until max-age."
+                "hold counts until max-age.",
+                extra={"title": "Pull request state unknown"},
             )
     return closed

@@ -17,6 +17,7 @@ from . import ownership
 from .describe import describe_plan, describe_state
 from .domain import IpAddress, IpFamily
 from .errors import ActionError, FlyAuthError
+from .event import RunContext
 from .exposure import Exposure, exposure_of
 from .fly.client import FlyClient
 from .flyapi import FlyApi
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 STATE_HOLDER = "HOLDER"
 STATE_ALLOCATED = "ALLOCATED"
 
-Publisher = Callable[[Outcome, Settings, Actions, Mapping[str, str]], str]
+Publisher = Callable[[Outcome, Settings, Actions, RunContext], str]
 
 
 class Cancelled(BaseException):
@@ -64,7 +65,9 @@ def _write_fly_toml(plan: Plan, env: Mapping[str, str], gha: Actions) -> str | N
         path = base / "fly.toml"
         path.write_text(gha.redactor.redact(plan.fly_toml_after), encoding="utf-8")
     except OSError as exc:
-        log.warning(f"Could not write fly.toml to {base}: {exc}")
+        log.warning(
+            f"Could not write fly.toml to {base}: {exc}", extra={"title": "fly.toml not written"}
+        )
         return None
     log.info(f"Wrote the app's fly.toml (after) to {path}")
     return str(path)
@@ -103,13 +106,32 @@ def set_outputs(
     gha.set_output("config-diff", outcome.config_diff)
 
 
-def _check_exposed(outcome: Outcome, plan: Plan, settings: Settings) -> Exposure | None:
-    """Whether the database is reachable as the run leaves it; with `require-exposed`, a run
-    that would hand out a URL that cannot connect fails here, saying what is missing."""
-    if outcome.mode != "expose":
-        return None
+def _set_outputs_before_plan(settings: Settings, gha: Actions) -> None:
+    """A run that stopped before it read the app (a refused fork run, a Fly error) still sets
+    every output, so `if: steps.db.outputs.exposed == 'false'` means what it says."""
+    db = settings.database_url
+    gha.set_output("database-url", "")
+    gha.set_output("node-database-url", "")
+    gha.set_output("jdbc-url", "")
+    gha.set_output("password", "")
+    gha.set_output("host", settings.host)
+    gha.set_output("port", str(settings.port))
+    gha.set_output("database", db.database if db else "")
+    gha.set_output("user", db.user if db else "")
+    gha.set_output("ipv4", "")
+    gha.set_output("ipv6", "")
+    gha.set_output("exposed", "false")
+    gha.set_output("changed", "false")
+    gha.set_output("config-diff", "")
+    gha.set_output("comment-url", "")
+
+
+def _check_exposed(outcome: Outcome, plan: Plan, settings: Settings) -> Exposure:
+    """Whether the database is reachable as the run leaves it (after unexpose too: addresses
+    someone else holds stay open). With `require-exposed`, a run that would hand out a URL that
+    cannot connect fails here, saying what is missing."""
     exposure = exposure_of(plan, outcome)
-    if exposure.exposed or outcome.status == "failed":
+    if exposure.exposed or outcome.mode != "expose" or outcome.status == "failed":
         return exposure
     gaps = "; ".join(exposure.gaps(settings.port))
     if settings.require_exposed:
@@ -124,11 +146,12 @@ def _check_exposed(outcome: Outcome, plan: Plan, settings: Settings) -> Exposure
             f"require-exposed: {settings.app} is not reachable from outside Fly: {gaps}. {fix}"
         )
         log.error(outcome.error, extra={"title": "Database not exposed"})
-    elif plan.external_url is not None:
+    elif plan.external_url is not None and settings.read_only:
         log.warning(
             f"{settings.app} is not reachable from outside Fly yet ({gaps}): the URL outputs "
             "cannot connect until a run without dry-run exposes it. Set require-exposed: true "
-            "to fail here instead."
+            "to fail here instead.",
+            extra={"title": "Database not exposed yet"},
         )
     return exposure
 
@@ -175,13 +198,14 @@ def _run(
     env: Mapping[str, str],
     publish: Publisher | None,
 ) -> int:
+    ctx = RunContext.from_env(env, pr_number=settings.pr_number)  # the payload, read once
     plan: Plan | None = None
     progress: Progress | None = None
     error: str | None = None
     try:
         if not settings.read_only and not settings.allow_forks:
-            refuse_fork_runs(settings, env)
-        plan, holding = _read_and_plan(settings, fly, gha, env)
+            refuse_fork_runs(settings, ctx)
+        plan, holding = _read_and_plan(settings, fly, gha, env, ctx)
         if settings.lifetime == "job":
             # Saved whatever follows: the post step then always knows whose hold to drop, and
             # says truthfully what the job allocated (maybe nothing).
@@ -201,17 +225,10 @@ def _run(
     except ActionError as exc:
         error = _report_error(exc, settings)
         if plan is None:
+            _set_outputs_before_plan(settings, gha)
             return 1
     except Cancelled as exc:
-        message = (
-            f"Cancelled ({exc}) while working on {settings.app}; every lease this run held was "
-            "released. Re-run the workflow to finish: the action picks up where it stopped."
-        )
-        log.error(message, extra={"title": "Cancelled"})
-        if plan is not None:
-            outcome = redacted(build_outcome(plan, progress, message), gha.redactor)
-            set_outputs(outcome, settings, plan, gha)
-        return 1
+        return _cancelled(exc, settings, plan, progress, gha)
     outcome = build_outcome(plan, progress, error)
     if error is None:
         _after_change(outcome, plan, settings, gha, env)
@@ -221,10 +238,26 @@ def _run(
     comment_url = ""
     if publish is not None:
         with gha.group("Report"):
-            comment_url = publish(outcome, settings, gha, env)
+            comment_url = publish(outcome, settings, gha, ctx)
     gha.set_output("comment-url", comment_url)
     _final_summary(outcome)
     return 1 if outcome.status == "failed" else 0
+
+
+def _cancelled(
+    exc: Cancelled, settings: Settings, plan: Plan | None, progress: Progress | None, gha: Actions
+) -> int:
+    message = (
+        f"Cancelled ({exc}) while working on {settings.app}; every lease this run held was "
+        "released. Re-run the workflow to finish: the action picks up where it stopped."
+    )
+    log.error(message, extra={"title": "Cancelled"})
+    if plan is None:
+        _set_outputs_before_plan(settings, gha)
+    else:
+        outcome = redacted(build_outcome(plan, progress, message), gha.redactor)
+        set_outputs(outcome, settings, plan, gha)
+    return 1
 
 
 def _after_change(
@@ -257,25 +290,26 @@ def _progress(settings: Settings, plan: Plan, gha: Actions) -> Progress:
 
 
 def _read_and_plan(
-    settings: Settings, fly: FlyApi, gha: Actions, env: Mapping[str, str]
+    settings: Settings, fly: FlyApi, gha: Actions, env: Mapping[str, str], ctx: RunContext
 ) -> tuple[Plan, Holding]:
     with gha.group(f"Read {settings.app} from Fly"):
         cluster = read_cluster(fly, settings.app)
         describe_state(cluster)
     record = ownership.read([m for m in cluster.machines if m.reachable], cluster.app.ips)
-    holding = holding_for(settings, env, record, token=settings.github_token)
+    holding = holding_for(settings, env, record, ctx=ctx)
     plan = make_plan(settings, cluster, holding)
     if settings.database_url is None and not settings.releasing:
         gha.notice(
             "No database-url input: the database-url output stays empty. Pass the app's "
-            "internal DATABASE_URL (from fly pg attach) to get the external one."
+            "internal DATABASE_URL (from fly pg attach) to get the external one.",
+            title="No database-url input",
         )
     with gha.group("Plan (read only)" if plan.read_only else "Plan"):
         describe_plan(plan)
     return plan, holding
 
 
-def _publish(outcome: Outcome, settings: Settings, gha: Actions, env: Mapping[str, str]) -> str:
+def _publish(outcome: Outcome, settings: Settings, gha: Actions, ctx: RunContext) -> str:
     # Imported here: the report costs start-up time that a run without one does not need.
     from . import publish
 
@@ -284,12 +318,14 @@ def _publish(outcome: Outcome, settings: Settings, gha: Actions, env: Mapping[st
             outcome,
             token=settings.github_token,
             pr_comment=settings.pr_comment,
-            env=env,
+            ctx=ctx,
             summary=gha,
-            pr_number=settings.pr_number,
         )
     except Exception as exc:
-        log.warning(f"Could not write the report: {type(exc).__name__}: {exc}")
+        log.warning(
+            f"Could not write the report: {type(exc).__name__}: {exc}",
+            extra={"title": "Report not written"},
+        )
         return ""
     return url
 

@@ -14,7 +14,7 @@ from .plan import Plan
 from .progress import MachineResult, Progress
 from .redact import Redactor
 
-# plan: mode plan with changes pending; applied: expose/unexpose changed something;
+# plan: a dry run with changes pending; applied: expose/unexpose changed something;
 # no-change: nothing to do; failed: the run stopped on an error.
 Status = Literal["plan", "applied", "no-change", "failed"]
 

@@ -28,14 +28,19 @@ def verify_expose(outcome: Outcome, settings: Settings) -> None:
         u = settings.database_url
         login = Login(u.user, u.password, u.database)
     targets = [*outcome.addresses("v4"), *outcome.addresses("v6"), settings.host]
-    sslrootcert = _roots_here(settings.sslrootcert)
+    unreadable = _unreadable_roots(settings)
+    if unreadable is not None:
+        outcome.verify.append(VerifyResult(settings.sslrootcert, False, unreadable))
+        outcome.status = "failed"
+        outcome.error = unreadable  # main reports it, as every failed verification
+        return
     # All at once, within one bound for the whole step; reported in the order of `targets`.
     results = probe_all(
         targets,
         settings.port,
         server_name=settings.host,
         sslmode=settings.sslmode,
-        sslrootcert=sslrootcert,
+        sslrootcert=settings.sslrootcert,
         login=login,
         bound=settings.verify_timeout,
     )
@@ -49,7 +54,8 @@ def verify_expose(outcome: Outcome, settings: Settings) -> None:
                 log.warning(
                     f"IPv6 {target} port {settings.port} did not answer ({exc}). Runners without "
                     "IPv6 (GitHub-hosted ones) cannot reach it; IPv4 and the hostname are what "
-                    "count."
+                    "count.",
+                    extra={"title": "IPv6 not reachable from here"},
                 )
             else:
                 log.error(
@@ -67,16 +73,20 @@ def verify_expose(outcome: Outcome, settings: Settings) -> None:
         outcome.error = "The external endpoint did not pass verification (see the errors above)."
 
 
-def _roots_here(sslrootcert: str) -> str:
-    """The CA file the URL names is on the machine that connects; when this step cannot read
-    it too, the system's roots stand in, and the log says so."""
-    if sslrootcert == SYSTEM or os.access(sslrootcert, os.R_OK):
-        return sslrootcert
-    log.warning(
-        f"sslrootcert {sslrootcert} cannot be read in this step, so the certificate was checked "
-        "against the system's trusted roots instead; a client verifies it against that file."
+def _unreadable_roots(settings: Settings) -> str | None:
+    """Why the certificate cannot be checked here as the URL tells a client to, or None. The
+    CA file the URL names is on the machine that connects; a check against other roots could
+    pass where the client refuses, so this step does not pretend to have made it."""
+    path = settings.sslrootcert
+    if path == SYSTEM or os.access(path, os.R_OK):
+        return None
+    return (
+        f"sslrootcert {path} cannot be read in this step, so the certificate could not be "
+        "checked the way a client using the URL will check it. Use a CA file at a path that "
+        "exists both here and where clients connect (e.g. /etc/ssl/certs/ca-certificates.crt; "
+        "a file of the workspace is /github/workspace/<file> in this step), or set verify: "
+        "false."
     )
-    return SYSTEM
 
 
 def verify_unexpose(outcome: Outcome, settings: Settings) -> None:
@@ -106,5 +116,6 @@ def verify_unexpose(outcome: Outcome, settings: Settings) -> None:
         else:
             log.warning(
                 f"{address}:{settings.port} still accepts connections {deadline:.0f} s after its "
-                "release; Fly's proxy may take a moment to forget it."
+                "release; Fly's proxy may take a moment to forget it.",
+                extra={"title": "Released address still answers"},
             )

@@ -178,7 +178,57 @@ def test_a_fork_triggered_privileged_run_changes_nothing(
     [error] = result.errors()
     assert "mallory/infra" in error and "allow-forks: true" in error and "dry-run" in error
     assert sim.requests == [], "nothing may reach Fly"
-    assert result.outputs == {}
+    # Every output is set all the same, so a later step's condition reads what it means.
+    assert result.outputs["exposed"] == "false" and result.outputs["changed"] == "false"
+    assert result.outputs["database-url"] == "" and result.outputs["host"] == "my-db.fly.dev"
+
+
+def deleted_fork(tmp_path: Path, name: str) -> dict[str, str]:
+    """GitHub sends no head repository once the fork is deleted; its code is still there."""
+    if name == "pull_request_target":
+        payload: dict[str, Any] = {
+            "number": 7,
+            "pull_request": {
+                "number": 7,
+                "head": {"sha": "7" * 40, "repo": None},
+                "base": {"sha": "b" * 40, "repo": {"full_name": REPO}},
+            },
+        }
+    else:
+        payload = {
+            "workflow_run": {"head_sha": "8" * 40, "head_repository": None},
+            "repository": {"full_name": REPO},
+        }
+    return event(tmp_path, name, payload)
+
+
+@pytest.mark.parametrize("name", ["pull_request_target", "workflow_run"])
+def test_a_run_from_a_deleted_fork_is_refused_too(
+    sim: Simulator, tmp_path: Path, name: str
+) -> None:
+    result = run_inprocess(sim, tmp_path, {"app": APP}, deleted_fork(tmp_path, name))
+    assert result.code == 1
+    assert result.error_titles() == ["Fork run refused"]
+    assert "a deleted or unknown repository" in result.errors()[0]
+    assert sim.requests == []
+
+
+def test_an_issue_comment_acting_for_a_fork_pull_request_by_number_is_refused(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    # "/expose 9" on a plain issue: the payload names no pull request, pr-number does.
+    with FakeGitHub(login="github-actions[bot]", user_endpoint_forbidden=True) as github:
+        github.add_pr(REPO, 9, head_sha="9" * 40, head_repo="mallory/infra")
+        env = event(
+            tmp_path,
+            "issue_comment",
+            {"issue": {"number": 3}, "comment": {"body": "/expose 9"}},
+            GITHUB_API_URL=github.base_url,
+        )
+        inputs = {"app": APP, "github-token": GH_TOKEN, "pr-number": "9"}
+        result = run_inprocess(sim, tmp_path, inputs, env)
+    assert result.code == 1 and result.error_titles() == ["Fork run refused"]
+    assert sim.requests == []
 
 
 def test_a_fork_triggered_dry_run_still_reports(sim: Simulator, tmp_path: Path) -> None:
@@ -243,3 +293,82 @@ def test_pr_number_puts_a_workflow_run_report_on_its_pull_request(
     assert result.code == 0, result.log
     assert len(comments) == 1 and APP in comments[0].body
     assert result.outputs["comment-url"].endswith(f"#issuecomment-{comments[0].id}")
+
+
+def test_pr_number_on_a_push_comments_on_that_pull_request(sim: Simulator, tmp_path: Path) -> None:
+    with FakeGitHub(login="github-actions[bot]", user_endpoint_forbidden=True) as github:
+        github.add_pr(REPO, 14, head_sha="d" * 40)
+        env = {
+            "GITHUB_EVENT_NAME": "push",
+            "GITHUB_REPOSITORY": REPO,
+            "GITHUB_API_URL": github.base_url,
+            "GITHUB_SHA": "e" * 40,
+        }
+        inputs = {
+            "app": APP,
+            "dry-run": "true",
+            "pr-number": "14",
+            "pr-comment": "true",
+            "github-token": GH_TOKEN,
+        }
+        result = run_inprocess(sim, tmp_path, inputs, env)
+        comments = github.comments(REPO, 14)
+    assert result.code == 0, result.log
+    assert len(comments) == 1
+
+
+# -- verification as the URL says -------------------------------------------------------------
+
+
+def test_a_ca_file_this_step_cannot_read_fails_the_verification(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    inputs = {
+        "app": APP,
+        "host": "localhost",
+        "verify": "true",
+        "sslmode": "verify-full",
+        "sslrootcert": "/nonexistent/ca.pem",
+        "database-url": internal_url(sim),
+    }
+    result = run_inprocess(sim, tmp_path, inputs)
+    assert result.code == 1
+    [error] = result.errors()
+    assert "sslrootcert /nonexistent/ca.pem cannot be read in this step" in error
+    assert result.outputs["exposed"] == "false"
+    assert result.outputs["database-url"] == ""
+
+
+def test_verify_full_passes_with_the_simulators_ca_as_the_file(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    inputs = {
+        "app": APP,
+        "host": "localhost",
+        "verify": "true",
+        "sslmode": "verify-full",
+        "sslrootcert": sim.ca_cert_path,
+        "database-url": internal_url(sim),
+    }
+    result = run_inprocess(sim, tmp_path, inputs)
+    assert result.code == 0, result.log
+    assert result.outputs["exposed"] == "true"
+    assert "logged in" in result.log
+
+
+def test_verify_full_with_system_roots_refuses_a_ca_the_system_does_not_trust(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    # The simulator's CA is in no system store: libpq with sslrootcert=system would refuse
+    # the server, so the verification must fail too, and the outputs say not exposed.
+    inputs = {
+        "app": APP,
+        "host": "localhost",
+        "verify": "true",
+        "sslmode": "verify-full",
+        "database-url": internal_url(sim),
+    }
+    result = run_inprocess(sim, tmp_path, inputs, {"SSL_CERT_FILE": "/nonexistent"})
+    assert result.code == 1
+    assert any("certificate verify failed" in e for e in result.errors()), result.errors()
+    assert result.outputs["exposed"] == "false"

@@ -183,7 +183,7 @@ def test_the_plan_names_a_machine_on_an_unreachable_host_as_down(
     scenario.describe(
         GROUP,
         "unreachable-host-plan",
-        injected="a machine's host unreachable, mode plan",
+        injected="a machine's host unreachable, dry run",
         checked="a warning naming it as down and saying the run would stop; it is in the summary",
     )
     sim = legacy(flysim)

@@ -98,7 +98,7 @@ def close(
             )
     except ActionError as exc:
         error = exc.explained
-        log.error(error, extra={"title": "Release at the end of the job failed"})
+        log.error(error, extra={"title": "End-of-job release failed"})
     outcome = build_outcome(plan, progress, error) if plan is not None else None
     if outcome is not None and error is None and settings.verify:
         verify_unexpose(outcome, releasing)

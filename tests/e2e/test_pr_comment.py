@@ -945,7 +945,8 @@ def test_warnings_are_redacted(tmp_path: Path) -> None:
                 summary=actions,
                 tuning=ClientTuning.fast(),
             )
-    [warning] = [line for line in out.getvalue().splitlines() if line.startswith("::warning::")]
+    [warning] = [line for line in out.getvalue().splitlines() if line.startswith("::warning")]
+    assert warning.startswith("::warning title=PR comment not written::")
     for form in secret_spellings(PASSWORD):
         assert form not in out.getvalue()
     assert "nope ***" in warning
@@ -993,7 +994,10 @@ def test_publish_works_with_the_real_actions_writer(fake: FakeGitHub, tmp_path: 
         )
 
     assert url == ""
-    assert "::warning::PR comment: could not comment on pull request #7" in out.getvalue()
+    assert (
+        "::warning title=PR comment not written::PR comment: could not comment on pull request #7"
+        in out.getvalue()
+    )
     assert "Plan: open `my-pg`" in (tmp_path / "summary.md").read_text(encoding="utf-8")
 
 

@@ -597,8 +597,12 @@ def test_both_allocations_failing_are_both_reported(
     assert sim.faults.pending == []
     assert result.code == 1, result.log
     assert any("Fly API error" in e for e in result.errors()), result.log
-    warnings = [line for line in result.log.splitlines() if line.startswith("::warning::")]
-    assert any("v6 address failed as well" in w for w in warnings), result.log
+    warnings = [line for line in result.log.splitlines() if line.startswith("::warning")]
+    assert any(
+        w.startswith("::warning title=Address allocation failed::")
+        and "v6 address failed as well" in w
+        for w in warnings
+    ), result.log
     assert updates(sim, APP) == [] and ips(sim, APP, "v4") == [] and ips(sim, APP, "v6") == []
     assert result.outputs.get("changed", "false") == "false"
     assert_cluster_serving(sim, APP)

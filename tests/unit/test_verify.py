@@ -297,7 +297,7 @@ def test_verify_expose_reports_in_order_within_one_bound(servers: Servers) -> No
         line.split(" failed: ")[0].split(" did not")[0] for line in out.getvalue().splitlines()
     ] == [
         f"::error title=Verification failed::Verification of {silent.host}:{port}",
-        f"::warning::IPv6 ::1 port {port}",
+        f"::warning title=IPv6 not reachable from here::IPv6 ::1 port {port}",
         f"::error title=Verification failed::Verification of localhost:{port}",
     ]
     assert "refused TLS" in outcome.verify[2].detail and len(plain.accepted) == 1

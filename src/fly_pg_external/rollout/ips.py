@@ -52,7 +52,8 @@ def allocate_family(
         ambiguous = True
         log.warning(
             f"Allocating the {family} address failed ({exc}); checking whether it happened "
-            "anyway before trying again."
+            "anyway before trying again.",
+            extra={"title": "Address allocation uncertain"},
         )
 
     created, listed = write_once(
@@ -67,7 +68,8 @@ def allocate_family(
     if keep.address != created.address:
         log.warning(
             f"Another run allocated {family} {keep.address} at the same time; releasing the "
-            f"duplicate {created.address} this run created."
+            f"duplicate {created.address} this run created.",
+            extra={"title": "Duplicate address released"},
         )
         fly.release_ip(plan.app, created.address)
     else:
@@ -98,7 +100,10 @@ def allocate_families(fly: FlyApi, plan: Plan, progress: Progress, *, clock: Clo
     (_, error), *others = failures
     # The first failure becomes the run's error; a second one would otherwise go unsaid.
     for family, exc in others:
-        log.warning(f"Allocating the {family} address failed as well: {exc}")
+        log.warning(
+            f"Allocating the {family} address failed as well: {exc}",
+            extra={"title": "Address allocation failed"},
+        )
     if ambiguous and progress.allocated:
         sweep_duplicates(fly, plan, progress)
     raise error
@@ -110,17 +115,26 @@ def sweep_duplicates(fly: FlyApi, plan: Plan, progress: Progress) -> None:
     try:
         listed = fly.get_app(plan.app).ips
     except FlyError as exc:
-        log.warning(f"Could not re-check the app's IPs for duplicates ({exc}).")
+        log.warning(
+            f"Could not re-check the app's IPs for duplicates ({exc}).",
+            extra={"title": "Duplicate check failed"},
+        )
         return
     for family, kept in dict(progress.allocated).items():
         known = set(plan.existing.get(family, ())) | {kept.address}
         for ip in listed:
             if ip.type == family and ip.address not in known:
-                log.warning(f"Releasing {ip.type} {ip.address}: a late duplicate of this run's.")
+                log.warning(
+                    f"Releasing {ip.type} {ip.address}: a late duplicate of this run's.",
+                    extra={"title": "Late duplicate address"},
+                )
                 try:
                     fly.release_ip(plan.app, ip.address)
                 except FlyError as exc:
-                    log.warning(f"Could not release {ip.address} ({exc}); release it by hand.")
+                    log.warning(
+                        f"Could not release {ip.address} ({exc}); release it by hand.",
+                        extra={"title": "Duplicate address not released"},
+                    )
 
 
 def release_ips(fly: FlyApi, plan: Plan, progress: Progress, *, clock: Clock) -> None:
@@ -132,7 +146,7 @@ def release_ips(fly: FlyApi, plan: Plan, progress: Progress, *, clock: Clock) ->
         try:
             _release(fly, plan.app, ip, clock)
         except RunError as exc:
-            log.warning(str(exc))
+            log.warning(str(exc), extra={"title": "Address not released"})
             failures.append(exc)
             continue
         log.info(f"Released {ip.type} address {ip.address}.")

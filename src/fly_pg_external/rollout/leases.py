@@ -197,7 +197,8 @@ class LeaseSet:
         except FlyError as exc:
             log.warning(
                 f"Refreshing the lease on machine {machine_id} failed ({exc}); it stays valid "
-                f"for a while and is refreshed again in {LEASE_REFRESH:.0f} s."
+                f"for a while and is refreshed again in {LEASE_REFRESH:.0f} s.",
+                extra={"title": "Lease refresh failed"},
             )
             return
         with self._lock:
@@ -227,7 +228,8 @@ class LeaseSet:
         except FlyError as exc:
             log.warning(
                 f"Could not release the lease on machine {machine_id} ({exc}); it expires within "
-                f"{LEASE_TTL} s."
+                f"{LEASE_TTL} s.",
+                extra={"title": "Lease not released"},
             )
 
 
@@ -257,7 +259,8 @@ class _Tries:
                 raise
             self.failed, self.pause = exc, leases.fly.retry_delay(1)
             log.warning(
-                f"Taking the lease on machine {machine_id} failed ({exc}); trying once more."
+                f"Taking the lease on machine {machine_id} failed ({exc}); trying once more.",
+                extra={"title": "Lease attempt failed"},
             )
         return None
 

@@ -34,7 +34,8 @@ def write_record(fly: FlyApi, app: str, machines: list[Machine], record: Ownersh
     for machine, exc in failed:
         log.warning(
             f"Could not write the ownership record on machine {machine.id} ({exc}); the other "
-            "machines carry it."
+            "machines carry it.",
+            extra={"title": "Ownership record not written"},
         )
     others = [r for r in results if isinstance(r, Exception) and not isinstance(r, FlyError)]
     if others:
@@ -43,7 +44,8 @@ def write_record(fly: FlyApi, app: str, machines: list[Machine], record: Ownersh
         log.warning(
             "No machine carries the ownership record: a later unexpose will not know which "
             "addresses this action allocated, and will keep them (name them in the addresses "
-            "input to release them)."
+            "input to release them).",
+            extra={"title": "No ownership record"},
         )
         return False
     return True

@@ -140,7 +140,10 @@ def _still_needed(
     for update in remaining:
         current = by_id.get(update.machine.id)
         if current is None:
-            log.warning(f"Machine {update.machine.id} is gone; skipping it.")
+            log.warning(
+                f"Machine {update.machine.id} is gone; skipping it.",
+                extra={"title": "Machine gone"},
+            )
             dropped.append(update.machine.id)
         elif current.instance_id == update.machine.instance_id:
             kept.append(replace(update, machine=replace(update.machine, checks=current.checks)))
@@ -157,7 +160,8 @@ def _still_needed(
         primary = next((u.machine.id for u in reordered if u.machine.role == "primary"), None)
         log.warning(
             f"The primary moved during the rollout (now {primary or 'unknown'}); "
-            "the current primary is updated last."
+            "the current primary is updated last.",
+            extra={"title": "Primary moved"},
         )
     return reordered
 
@@ -223,7 +227,10 @@ class _MachineStep:
             )
         except ActionError as exc:
             error = f"Machine {m.id} did not become healthy after its update: {exc}."
-            log.warning(error + " Restoring its previous config.")
+            log.warning(
+                error + " Restoring its previous config.",
+                extra={"title": "Machine unhealthy after update"},
+            )
             if _rollback(run, self.update):
                 return "rolled-back", error + " It was restored to its previous config."
             return "failed", error + " Rollback failed."
@@ -266,7 +273,10 @@ def _rollback(run: Rollout, update: MachineUpdate) -> bool:
         )
         wait_healthy(run.fly, run.plan.app, machine_id, how, clock=run.clock)
     except ActionError as exc:
-        log.warning(f"Rollback of machine {machine_id} did not complete: {exc}")
+        log.warning(
+            f"Rollback of machine {machine_id} did not complete: {exc}",
+            extra={"title": "Rollback incomplete"},
+        )
         return False
     log.info(f"Machine {machine_id} is back on its previous config and healthy.")
     return True

@@ -19,8 +19,11 @@ The steps, always in this order (.github/workflows/release.yml runs them in thre
    so the release stops here, before any tag exists, and says how to make the package public.
 5. `run`: the pushed image, by digest, on every platform, run the way the runner runs a
    container action (INPUT_* variables, file commands, the workspace mounts) against the Fly
-   simulator (scripts/self_test_simulator.py): `mode: expose` allocates the IPs it reports, a
-   second run changes nothing.
+   simulator (scripts/self_test_simulator.py). First its post entrypoint: a `lifetime: job` run,
+   then the post step as the runner starts it (`--entrypoint` = action.yml's `post-entrypoint`,
+   the same image and inputs, the STATE_* the main step saved in GITHUB_STATE), which must
+   release exactly the addresses the main step allocated, as the simulator sees them. Then the
+   main entrypoint: `mode: expose` allocates the IPs it reports, a second run changes nothing.
 6. `commit`: a commit on top of the released source commit whose only change is action.yml's
    `image: Dockerfile` → `image: docker://<image>@sha256:…`, made through the GitHub API (no git
    credentials on disk). Its message carries `Release-Version:`, `Source-Commit:` and `Image:`.
@@ -619,22 +622,38 @@ _HEREDOC = re.compile(
 )
 
 
-def runner_inputs(action_yml: Path, given: Mapping[str, str]) -> dict[str, str]:
-    """INPUT_* as the runner exports them: every declared input, its default or "" when unset
-    (a default that is an expression is "", since nothing evaluates it here)."""
+def _action(action_yml: Path) -> dict[str, Any]:
     try:
         import yaml
     except ImportError as e:  # the step runs in the dev venv, which has the simulator too
         raise ReleaseError(
             "run", "the run step needs PyYAML and the simulator: make .venv/bin/.installed"
         ) from e
-    declared = (yaml.safe_load(action_yml.read_text(encoding="utf-8")) or {}).get("inputs") or {}
+    return dict(yaml.safe_load(action_yml.read_text(encoding="utf-8")) or {})
+
+
+def runner_inputs(action_yml: Path, given: Mapping[str, str]) -> dict[str, str]:
+    """INPUT_* as the runner exports them: every declared input, its default or "" when unset
+    (a default that is an expression is "", since nothing evaluates it here)."""
+    declared = _action(action_yml).get("inputs") or {}
     values = {
         name: "" if "${{" in str(spec.get("default", "")) else str(spec.get("default", ""))
         for name, spec in declared.items()
     }
     values.update(given)
     return {"INPUT_" + name.replace(" ", "_").upper(): value for name, value in values.items()}
+
+
+def post_entrypoint(action_yml: Path) -> str:
+    """action.yml's `runs.post-entrypoint`: what the runner passes as `--entrypoint` to the post
+    step of a container action."""
+    runs = _action(action_yml).get("runs") or {}
+    entrypoint = str(runs.get("post-entrypoint") or "")
+    if not entrypoint:
+        raise ReleaseError(
+            "Run by digest", "action.yml has no `runs.post-entrypoint`: no post step to check."
+        )
+    return entrypoint
 
 
 @dataclass
@@ -652,6 +671,20 @@ class SimulatorProcess:
                 self.process.kill()
                 self.process.wait()
         return dict(json.loads(self.report.read_text())) if self.report.exists() else {}
+
+    def snapshot(self) -> dict[str, Any]:
+        """The simulator's report as of now (SIGUSR1 makes it write one): the mutating requests
+        so far and the app's public IPs. Empty in a dry run."""
+        if self.process is None:
+            return {}
+        self.report.unlink(missing_ok=True)
+        self.process.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 30
+        while not self.report.exists():  # written whole, by a rename
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise ReleaseError("Simulator", "the Fly simulator wrote no report on SIGUSR1")
+            time.sleep(0.05)
+        return dict(json.loads(self.report.read_text()))
 
 
 def start_simulator(cfg: Config, tmp: Path) -> SimulatorProcess:
@@ -685,20 +718,42 @@ class RunResult:
     returncode: int
     log: str
     outputs: dict[str, str]
+    state: dict[str, str]  # what the step saved for the post step (GITHUB_STATE)
+    summary: str
+
+    def errors(self) -> list[str]:
+        return [line for line in self.log.splitlines() if line.startswith("::error")]
+
+
+# The step state a `lifetime: job` run saves for its post step: the addresses it allocated,
+# comma-separated (fly_pg_external.main.STATE_ALLOCATED; the post step reads STATE_ALLOCATED).
+STATE_ALLOCATED = "ALLOCATED"
 
 
 def run_like_the_runner(
-    cfg: Config, docker: Docker, *, image_ref: str, platform: str, sim: SimulatorProcess, tmp: Path
+    cfg: Config,
+    docker: Docker,
+    *,
+    image_ref: str,
+    platform: str,
+    sim: SimulatorProcess,
+    tmp: Path,
+    inputs: Mapping[str, str] | None = None,
+    entrypoint: str | None = None,
+    state: Mapping[str, str] | None = None,
 ) -> RunResult:
     """`docker run` as the runner's ContainerActionHandler does it: the workspace, home, workflow
     and file-command directories mounted, INPUT_* for every declared input, on the host network
-    (where the simulator listens)."""
+    (where the simulator listens). With `entrypoint` and `state`, the post step: the same image,
+    inputs and mounts (`tmp` of the main step), `--entrypoint` set to action.yml's
+    post-entrypoint and STATE_<name> for what the main step saved; like every step, it gets file
+    command files of its own."""
     dirs = {
         name: tmp / name
         for name in ("workspace", "home", "workflow", "file_commands", "runner_temp")
     }
     for path in dirs.values():
-        path.mkdir(parents=True)
+        path.mkdir(parents=True, exist_ok=True)
     suffix = uuid.uuid4()
     files = {
         "GITHUB_OUTPUT": f"set_output_{suffix}",
@@ -710,11 +765,12 @@ def run_like_the_runner(
     for name in files.values():
         (dirs["file_commands"] / name).touch(mode=0o666)
     (dirs["workflow"] / "event.json").write_text(json.dumps({"inputs": {}}))
-    inputs = {
+    given = {
         "app": SIM_APP,
         "fly-api-token": sim.env["SIM_FLY_API_TOKEN"],
         "verify": "false",
         "pr-comment": "false",
+        **(inputs or {}),
     }
     env = {
         "HOME": "/github/home",
@@ -731,7 +787,8 @@ def run_like_the_runner(
         "FLY_API_BASE_URL": sim.env["FLY_API_BASE_URL"],
         "FLY_FLAPS_BASE_URL": sim.env["FLY_FLAPS_BASE_URL"],
         **{var: f"/github/file_commands/{name}" for var, name in files.items()},
-        **runner_inputs(cfg.root / "action.yml", inputs),
+        **runner_inputs(cfg.root / "action.yml", given),
+        **{f"STATE_{name}": value for name, value in (state or {}).items()},
     }
     argv = [
         "run",
@@ -743,26 +800,127 @@ def run_like_the_runner(
         "--workdir",
         "/github/workspace",
     ]
+    if entrypoint is not None:
+        argv += ["--entrypoint", entrypoint]
     for name, path in dirs.items():
         argv += ["-v", f"{path}:/github/{name}"]
     for key, value in env.items():
         argv += ["-e", f"{key}={value}"]
     proc = docker([*argv, image_ref], 600)
-    output = (dirs["file_commands"] / files["GITHUB_OUTPUT"]).read_text()
-    outputs = {m["name"]: m["value"] for m in _HEREDOC.finditer(output)}
-    return RunResult(proc.returncode, proc.stdout + proc.stderr, outputs)
+
+    def records(var: str) -> dict[str, str]:
+        text = (dirs["file_commands"] / files[var]).read_text()
+        return {m["name"]: m["value"] for m in _HEREDOC.finditer(text)}
+
+    return RunResult(
+        proc.returncode,
+        proc.stdout + proc.stderr,
+        records("GITHUB_OUTPUT"),
+        records("GITHUB_STATE"),
+        (dirs["file_commands"] / files["GITHUB_STEP_SUMMARY"]).read_text(),
+    )
+
+
+def _ran_clean(result: RunResult, what: str) -> None:
+    if result.returncode != 0 or result.errors():
+        raise ReleaseError(
+            "Run by digest",
+            f"{what} exited {result.returncode} against the simulator:\n{result.log[-3000:]}",
+        )
+
+
+def check_post_step(
+    cfg: Config,
+    docker: Docker,
+    *,
+    image_ref: str,
+    platform: str,
+    entrypoint: str,
+    sim: SimulatorProcess,
+    tmp: Path,
+) -> int:
+    """A `lifetime: job` run, then its post step as the runner starts it; the post step must
+    release exactly what the main step allocated. The simulator starts with no public address
+    and is left with none. Returns how many addresses were allocated and released."""
+    inputs = {"mode": "expose", "lifetime": "job"}
+    main = run_like_the_runner(
+        cfg, docker, image_ref=image_ref, platform=platform, sim=sim, tmp=tmp, inputs=inputs
+    )
+    if not cfg.dry_run:
+        _ran_clean(main, f"{image_ref} on {platform} (lifetime: job)")
+        if main.outputs.get("changed") != "true":
+            raise ReleaseError(
+                "Run by digest",
+                f"{image_ref} on {platform} (lifetime: job): changed="
+                f"{main.outputs.get('changed')!r}, expected 'true'; outputs {main.outputs}",
+            )
+    before = sim.snapshot()
+    post = run_like_the_runner(
+        cfg,
+        docker,
+        image_ref=image_ref,
+        platform=platform,
+        sim=sim,
+        tmp=tmp,  # the main step's workspace, home and runner temp, as on the runner
+        inputs=inputs,
+        entrypoint=entrypoint,
+        state=main.state,
+    )
+    after = sim.snapshot()
+    if cfg.dry_run:
+        return 0
+    allocated = {a for a in main.state.get(STATE_ALLOCATED, "").split(",") if a}
+    public_before = before.get("public_ips", {})
+    reported = {main.outputs.get("ipv4"), main.outputs.get("ipv6")}
+    if not allocated or set(public_before.values()) != allocated or reported != allocated:
+        raise ReleaseError(
+            "Run by digest",
+            f"{image_ref} on {platform} (lifetime: job) saved {STATE_ALLOCATED}="
+            f"{main.state.get(STATE_ALLOCATED)!r} for its post step and reported ipv4/ipv6 "
+            f"{sorted(map(str, reported))}; the simulator has {public_before}",
+        )
+    what = f"The post step ({entrypoint}) of {image_ref} on {platform}"
+    _ran_clean(post, what)
+    done = after.get("mutating_requests", [])[len(before.get("mutating_requests", [])) :]
+    fields = [f for request in done for f in request.get("fields") or []]
+    releases, allocations = fields.count("releaseIpAddress"), fields.count("allocateIpAddress")
+    left = after.get("public_ips", {})
+    if left or releases != len(allocated) or allocations:
+        raise ReleaseError(
+            "Run by digest",
+            f"{what} did not release exactly what the main step allocated ({sorted(allocated)}): "
+            f"{releases} release(s), {allocations} allocation(s), the simulator still has "
+            f"{left or 'no public address'}.\n{post.log[-3000:]}",
+        )
+    return len(allocated)
 
 
 def run_by_digest(cfg: Config, docker: Docker, state: State) -> None:
     image_ref = f"{cfg.image}@{state.need_digest()}"
+    entrypoint = post_entrypoint(cfg.root / "action.yml")
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp_name:
         tmp = Path(tmp_name)
         sim = start_simulator(cfg, tmp)
         try:
-            results = []
+            # The post entrypoint first, while the app has no public address: each
+            # `lifetime: job` run allocates, and its post step releases.
+            released = []
             for n, platform in enumerate(cfg.platforms):
                 pulled = docker(["pull", "--platform", platform, image_ref], 900)
                 _checked(pulled, "Run by digest", f"docker pull {image_ref} ({platform})")
+                released.append(
+                    check_post_step(
+                        cfg,
+                        docker,
+                        image_ref=image_ref,
+                        platform=platform,
+                        entrypoint=entrypoint,
+                        sim=sim,
+                        tmp=tmp / f"job{n}",
+                    )
+                )
+            results = []
+            for n, platform in enumerate(cfg.platforms):
                 result = run_like_the_runner(
                     cfg,
                     docker,
@@ -774,13 +932,7 @@ def run_by_digest(cfg: Config, docker: Docker, state: State) -> None:
                 results.append((platform, result))
                 if cfg.dry_run:
                     continue
-                errors = [line for line in result.log.splitlines() if line.startswith("::error")]
-                if result.returncode != 0 or errors:
-                    raise ReleaseError(
-                        "Run by digest",
-                        f"{image_ref} on {platform} exited {result.returncode} against the "
-                        f"simulator:\n{result.log[-3000:]}",
-                    )
+                _ran_clean(result, f"{image_ref} on {platform}")
                 expected = (
                     "true" if n == 0 else "false"
                 )  # the first run exposes, the next ones find it done
@@ -804,8 +956,18 @@ def run_by_digest(cfg: Config, docker: Docker, state: State) -> None:
                 f"the simulator has {public}",
             )
     ran = ", ".join(cfg.platforms)
+    log(
+        f"{image_ref} ran on {ran} with `lifetime: job`: its post step ({entrypoint}) released "
+        "exactly what the main step allocated ("
+        + ", ".join(f"{n} addresses on {p}" for p, n in zip(cfg.platforms, released, strict=True))
+        + ")."
+    )
     log(f"{image_ref} ran on {ran} like the runner runs it: exposed, then unchanged.")
-    write_summary(cfg, f"- run by digest against the simulator on {', '.join(cfg.platforms)}: ok")
+    write_summary(
+        cfg,
+        f"- run by digest against the simulator on {ran}: ok (main entrypoint, and "
+        f"`{entrypoint}` after a `lifetime: job` run)",
+    )
 
 
 def _is_release_commit(gh: GitHub, cfg: Config, sha: str, image_ref: str) -> bool:

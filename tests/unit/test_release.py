@@ -88,11 +88,14 @@ class Call:
 @dataclass
 class FakeDocker:
     """Records docker commands; `buildx build --push` pushes to the fake registry and `run`
-    runs entrypoint.py here, as the image would. `run_as="fail"` makes it exit 1 instead, and
-    `run_as="import-only"` exit 0 having done nothing (an image that merely starts)."""
+    runs entrypoint.py here, as the image would, or, with `--entrypoint /post.py` (the post
+    step), post.py. `run_as="fail"` makes the main entrypoint exit 1 instead, and
+    `run_as="import-only"` exit 0 having done nothing (an image that merely starts); `post_as`
+    does the same for the post entrypoint (a post step that fails, or that releases nothing)."""
 
     registry: FakeRegistry
     run_as: str = "entrypoint"
+    post_as: str = "post"
     calls: list[Call] = field(default_factory=list)
     pushed: list[str] = field(default_factory=list)
 
@@ -108,9 +111,11 @@ class FakeDocker:
                     argv, 1, "", f"manifest unknown: {name}@{digest}"
                 )
         if argv[0] == "run":
-            if self.run_as == "fail":
+            post = "--entrypoint" in argv
+            behaviour = self.post_as if post else self.run_as
+            if behaviour == "fail":
                 return subprocess.CompletedProcess(argv, 1, "", "Traceback: ImportError: no module")
-            if self.run_as == "import-only":
+            if behaviour == "import-only":
                 return subprocess.CompletedProcess(argv, 0, "ok\n", "")
             return run_entrypoint(argv)
         return subprocess.CompletedProcess(argv, 0, "", "")
@@ -130,11 +135,13 @@ class FakeDocker:
 
 
 def run_entrypoint(argv: list[str]) -> subprocess.CompletedProcess[str]:
-    """`docker run … image` as a local `python entrypoint.py`: container paths in the
-    environment become the host directories mounted there."""
+    """`docker run … image` as a local `python entrypoint.py`, or with `--entrypoint /post.py`
+    `python post.py` (the path is the same in the image and in the repository): container paths
+    in the environment become the host directories mounted there."""
     mounts: dict[str, str] = {}
     env: dict[str, str] = {}
     workdir = ""
+    script = ROOT / "entrypoint.py"
     i = 1
     while i < len(argv) - 1:
         flag, value = argv[i], argv[i + 1] if i + 1 < len(argv) else ""
@@ -146,6 +153,8 @@ def run_entrypoint(argv: list[str]) -> subprocess.CompletedProcess[str]:
             env[key] = val
         elif flag == "--workdir":
             workdir = value
+        elif flag == "--entrypoint":
+            script = ROOT / value.lstrip("/")
         if flag.startswith("-") and flag not in ("--rm",):
             i += 2
         else:
@@ -159,7 +168,7 @@ def run_entrypoint(argv: list[str]) -> subprocess.CompletedProcess[str]:
 
     local_env = {"PATH": os.environ["PATH"], **{k: host_path(v) for k, v in env.items()}}
     return subprocess.run(
-        [sys.executable, str(ROOT / "entrypoint.py")],
+        [sys.executable, str(script)],
         env=local_env,
         cwd=host_path(workdir),
         capture_output=True,
@@ -344,17 +353,28 @@ def test_release_builds_pushes_checks_runs_then_commits_tags_and_publishes(
     assert token_requests and all(r.authorization is None for r in token_requests)
     served = [r for r in rel.registry.requests if r.status == 200 and "/manifests/" in r.path]
     assert [r.path for r in served] == [f"/v2/{NAME}/manifests/{digest}"]
-    # Run by digest on both platforms, like the runner: pulled, then run with INPUT_* and mounts.
+    # Run by digest on both platforms, like the runner: pulled, then run with INPUT_* and mounts;
+    # on each platform first a `lifetime: job` run and its post step, then the main entrypoint.
     pulls, runs = rel.docker.commands("pull"), rel.docker.commands("run")
     assert [p[-1] for p in pulls] == [image_ref, image_ref]
-    assert [r[-1] for r in runs] == [image_ref, image_ref]
-    assert [r[r.index("--platform") + 1] for r in runs] == PLATFORMS
-    assert "INPUT_APP=my-db" in runs[0] and "--network" in runs[0]
+    assert [r[-1] for r in runs] == [image_ref] * 6
+    assert [r[r.index("--platform") + 1] for r in runs] == [
+        PLATFORMS[0],
+        PLATFORMS[0],
+        PLATFORMS[1],
+        PLATFORMS[1],
+        *PLATFORMS,
+    ]
+    assert ["INPUT_APP=my-db" in r and "--network" in r for r in runs] == [True] * 6
+    post_steps = [r for r in runs if "--entrypoint" in r]
+    assert [r[r.index("--entrypoint") + 1] for r in post_steps] == ["/post.py", "/post.py"]
+    assert runs[1] in post_steps and runs[3] in post_steps
     # …and the action really ran: it exposed the app on the first run (the IPs it reported are
     # the simulator's), and found nothing to do on the second.
     assert "ran on linux/amd64, linux/arm64 like the runner runs it: exposed, then unchanged" in (
         rel.stdout
     )
+    assert "its post step (/post.py) released exactly what the main step allocated" in rel.stdout
 
     # Both tags name the release commit, whose only change is action.yml's image.
     commit = rel.release_commit("1.0.0")
@@ -446,6 +466,77 @@ def test_a_failing_run_by_digest_stops_the_release_before_any_tag(
     assert "title=Run by digest" in rel.stdout and says in rel.stdout
     assert rel.writes() == []
     assert rel.github.ref(REPO, "refs/tags/v1.0.0") is None
+
+
+@pytest.mark.parametrize(
+    ("post_as", "says"),
+    [
+        ("fail", "The post step (/post.py) of {image} on linux/amd64 exited 1"),
+        ("import-only", "did not release exactly what the main step allocated"),
+    ],
+    ids=["post-fails", "post-releases-nothing"],
+)
+def test_a_broken_post_entrypoint_stops_the_release_before_any_github_write(
+    rel: Release, post_as: str, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The main entrypoint works, but `/post.py` (the post step of `lifetime: job`) fails, or
+    exits 0 having released nothing: the image would leave every such job's addresses open."""
+    rel.docker.post_as = post_as
+
+    assert rel.run("1.0.0", "all", capsys=capsys) == 1
+
+    assert phases(timeline(rel)) == ["build", "push", "anonymous pull", "run by digest"]
+    (error,) = [line for line in rel.stdout.splitlines() if line.startswith("::error")]
+    digest = rel.docker.pushed[0]
+    assert "title=Run by digest" in error
+    assert says.format(image=f"{rel.image}@{digest}") in error.replace("%0A", "\n"), error
+    # It stopped at the first post step: the main entrypoint had run once, with `lifetime: job`.
+    runs = rel.docker.commands("run")
+    assert len(runs) == 2 and "--entrypoint" in runs[1]
+    assert "INPUT_LIFETIME=job" in runs[0]
+    assert rel.writes() == []
+    assert rel.github.ref(REPO, "refs/tags/v1.0.0") is None
+    assert rel.github.ref(REPO, "refs/tags/v1") is None
+
+
+def test_the_post_step_is_run_like_the_runner_runs_it(rel: Release) -> None:
+    """Same image digest and platform as its main step, same inputs, same workspace, home and
+    runner temp; `--entrypoint` is action.yml's post-entrypoint; STATE_* is what the main step
+    saved; file-command files of its own."""
+    digest = rel.registry.push_index(NAME, PLATFORMS)
+    rel.docker.pushed.append(digest)
+
+    assert rel.run("1.0.0", "run", extra=["--digest", digest]) == 0
+
+    runs = rel.docker.commands("run")
+    post_entrypoint = yaml.safe_load((ROOT / "action.yml").read_text())["runs"]["post-entrypoint"]
+    for main, post in (runs[0:2], runs[2:4]):
+        assert "--entrypoint" not in main
+        assert post[post.index("--entrypoint") + 1] == post_entrypoint
+        assert post[-1] == main[-1] == f"{rel.image}@{digest}"
+        assert post[post.index("--platform") + 1] == main[main.index("--platform") + 1]
+        main_env, post_env = _run_env(main), _run_env(post)
+        inputs = {k: v for k, v in main_env.items() if k.startswith("INPUT_")}
+        assert inputs["INPUT_LIFETIME"] == "job"
+        assert {k: v for k, v in post_env.items() if k.startswith("INPUT_")} == inputs
+        state = {k: v for k, v in post_env.items() if k.startswith("STATE_")}
+        assert set(state) == {"STATE_HOLDER", "STATE_ALLOCATED"}
+        assert len(state["STATE_ALLOCATED"].split(",")) == 2  # the v4 and the v6 it allocated
+        assert not any(k.startswith("STATE_") for k in main_env)
+        assert _mounts(post) == _mounts(main)
+        for var in ("GITHUB_OUTPUT", "GITHUB_STATE", "GITHUB_STEP_SUMMARY"):
+            assert post_env[var] != main_env[var]
+    # The later plain runs hand nothing to a post step.
+    assert not any("--entrypoint" in r or "INPUT_LIFETIME=job" in r for r in runs[4:])
+
+
+def _run_env(argv: list[str]) -> dict[str, str]:
+    pairs = [argv[i + 1] for i, flag in enumerate(argv[:-1]) if flag == "-e"]
+    return dict(pair.split("=", 1) for pair in pairs)
+
+
+def _mounts(argv: list[str]) -> list[str]:
+    return [argv[i + 1] for i, flag in enumerate(argv[:-1]) if flag == "-v"]
 
 
 def test_missing_release_notes_stop_the_release_before_anything_is_built(
@@ -616,6 +707,10 @@ def test_dry_run_prints_the_docker_commands_and_github_writes_and_changes_nothin
     assert docker[2].startswith("pull --platform linux/amd64 ")
     assert docker[3].startswith("run --rm --platform linux/amd64 --network host")
     assert docker[3].endswith(f"{rel.image}@{release.DRY_DIGEST}")
+    assert " -e INPUT_LIFETIME=job " in docker[3]
+    assert docker[4].startswith("run --rm --platform linux/amd64 --network host --workdir ")
+    assert " --entrypoint /post.py " in docker[4]
+    assert docker[4].endswith(f"{rel.image}@{release.DRY_DIGEST}")
     assert any(line.startswith("[dry-run] anonymous GET") for line in printed)
     writes = [line.split()[1:3] for line in printed if re.match(r"\[dry-run\] (POST|PATCH) ", line)]
     assert writes == [
@@ -737,6 +832,40 @@ def test_the_release_workflow_runs_the_steps_in_order_one_job_after_the_other() 
     assert "token" not in json.dumps(verify).lower()
     # The version tag is made by the release, at the release commit: nobody pushes it.
     assert set(workflow[True]) == {"workflow_dispatch"}  # YAML reads the key `on` as True
+
+
+def test_the_registry_login_lives_in_a_temporary_docker_config_removed_after_the_push() -> None:
+    """docker login stores the token in $DOCKER_CONFIG/config.json: only the login and the push
+    see that directory (in the job's RUNNER_TEMP, never ~/.docker), and the step right after the
+    push removes it, whatever happened."""
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "release.yml").read_text())
+    (pusher,) = [
+        job for job in workflow["jobs"].values() if job["permissions"].get("packages") == "write"
+    ]
+    steps = pusher["steps"]
+    (login,) = [
+        i for i, s in enumerate(steps) if str(s.get("uses", "")).startswith("docker/login-action@")
+    ]
+    (push,) = [i for i, s in enumerate(steps) if s.get("id") == "push"]
+    config = steps[login]["env"]["DOCKER_CONFIG"]
+    assert config.startswith("${{ runner.temp }}/")
+    users = [i for i, s in enumerate(steps) if "DOCKER_CONFIG" in (s.get("env") or {})]
+    assert users == [login, push, push + 1]
+    assert {steps[i]["env"]["DOCKER_CONFIG"] for i in users} == {config}
+    remove = steps[push + 1]
+    assert remove["if"] == "always()" and remove["run"].strip() == 'rm -rf -- "$DOCKER_CONFIG"'
+    assert steps[login]["with"]["logout"] is False  # nothing left to log out of
+    # Nowhere else: no workflow- or job-wide DOCKER_CONFIG, no other login.
+    assert "DOCKER_CONFIG" not in json.dumps(
+        [workflow.get("env"), *(job.get("env") for job in workflow["jobs"].values())]
+    )
+    logins = [
+        s
+        for job in workflow["jobs"].values()
+        for s in job["steps"]
+        if "login" in str(s.get("uses", ""))
+    ]
+    assert logins == [steps[login]]
 
 
 def _as_list(value: Any) -> list[str]:

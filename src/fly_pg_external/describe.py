@@ -3,32 +3,21 @@
 from __future__ import annotations
 
 import logging
-import re
 
-from .domain import ClusterState
+from .domain import ClusterState, WarningKind
 from .plan import Plan
 
 log = logging.getLogger(__name__)
 
-# The annotation title of each kind of plan warning (plan.py `_warnings`, releases.py
-# `Kept.warning`), told apart by how the text starts. No colon in a title: the runner escapes it.
-_WARNING_TITLES = (
-    (re.compile(r"The app has a shared IPv4\b"), "Shared IPv4 not counted"),
-    (re.compile(r"Only IPv6 is requested\b"), "IPv6 unreachable from GitHub runners"),
-    (re.compile(r"Machine .+? is on a host Fly cannot reach\b"), "Machine on an unreachable host"),
-    (re.compile(r"\d+ machine\(s\) will restart\b"), "Machines will restart"),
-    (re.compile(r"A dedicated IPv4 is billed\b"), "Dedicated IPv4 is billed"),
-    (re.compile(r"Kept \S+ \S+: "), "Address kept"),
-)
-DEFAULT_WARNING_TITLE = "fly-pg-external"
-
-
-def warning_title(warning: str) -> str:
-    """The annotation title for one of the plan's warnings: what it is about, in a few words."""
-    for pattern, title in _WARNING_TITLES:
-        if pattern.match(warning):
-            return title
-    return DEFAULT_WARNING_TITLE
+# The annotation title of each kind of plan warning. No colon in a title: the runner escapes it.
+WARNING_TITLES: dict[WarningKind, str] = {
+    "shared-ipv4": "Shared IPv4 not counted",
+    "ipv6-only": "IPv6 unreachable from GitHub runners",
+    "unreachable-host": "Machine on an unreachable host",
+    "restarts": "Machines will restart",
+    "billing": "Dedicated IPv4 is billed",
+    "kept": "Address kept",
+}
 
 
 def describe_state(cluster: ClusterState) -> None:
@@ -55,7 +44,7 @@ def describe_plan(plan: Plan) -> None:
     if not plan.changed:
         log.info("- nothing to change: the cluster is already as asked")
     for warning in plan.warnings:
-        log.warning(warning, extra={"title": warning_title(warning)})
+        log.warning(warning.text, extra={"title": WARNING_TITLES[warning.kind]})
     if plan.config_diff:
         log.info("fly.toml diff:")
         log.info(plan.config_diff.rstrip("\n"))

@@ -19,6 +19,8 @@ ImagePolicy = Literal["keep", "major"]
 IMAGE_POLICIES: tuple[ImagePolicy, ...] = ("keep", "major")
 SslMode = Literal["require", "verify-ca", "verify-full"]
 SSL_MODES: tuple[SslMode, ...] = ("require", "verify-ca", "verify-full")
+# What a plan warns about: the log titles each kind, the report restates some in its own words.
+WarningKind = Literal["shared-ipv4", "ipv6-only", "unreachable-host", "restarts", "billing", "kept"]
 
 POSTGRES_ROLE = "postgres_cluster"
 INACTIVE_STATES = frozenset({"destroyed", "destroying"})
@@ -162,3 +164,17 @@ class ClusterState:
     def public_ips(self, family: str) -> list[IpAddress]:
         """Dedicated public addresses of a family: `v4` or `v6` only (no shared, no Flycast)."""
         return [ip for ip in self.app.ips if ip.type == family]
+
+
+@dataclass(frozen=True)
+class PlanWarning:
+    """One thing the reader should know before (or after) the change. For `kept`, `subject` is
+    the address and `hint` how to release it; `text` always says it all in one sentence."""
+
+    kind: WarningKind
+    text: str
+    subject: str = ""
+    hint: str = ""
+
+    def __str__(self) -> str:
+        return self.text

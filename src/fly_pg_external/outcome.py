@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from .domain import IP_FAMILIES, ImagePolicy, IpFamily, Mode
+from .domain import IP_FAMILIES, ImagePolicy, IpFamily, Mode, PlanWarning
 from .plan import Plan
 from .progress import MachineResult, Progress
 from .redact import Redactor
@@ -76,7 +76,7 @@ class Outcome:
     fly_toml_path: str | None = None  # where the "after" fly.toml was written
     redacted_url: str | None = None  # external URL with the password as ***; None without input
     host: str = ""
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[PlanWarning] = field(default_factory=list)
     error: str | None = None
     verify: list[VerifyResult] = field(default_factory=list)
 
@@ -225,7 +225,7 @@ def redacted(outcome: Outcome, redactor: Redactor) -> Outcome:
         config_diff=r(outcome.config_diff),
         fly_toml_path=r(outcome.fly_toml_path) if outcome.fly_toml_path else None,
         redacted_url=r(outcome.redacted_url) if outcome.redacted_url else None,
-        warnings=[r(w) for w in outcome.warnings],
+        warnings=[replace(w, text=r(w.text), hint=r(w.hint)) for w in outcome.warnings],
         error=r(outcome.error) if outcome.error else None,
         verify=[replace(v, detail=r(v.detail)) for v in outcome.verify],
     )

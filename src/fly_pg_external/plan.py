@@ -22,6 +22,7 @@ from .domain import (
     IpFamily,
     Machine,
     Mode,
+    PlanWarning,
     UpdateRequest,
 )
 from .errors import PlanError
@@ -80,7 +81,7 @@ class Plan:
     image_policy: ImagePolicy
     external_url: str | None = field(repr=False)
     redacted_url: str | None
-    warnings: tuple[str, ...]
+    warnings: tuple[PlanWarning, ...]
     # The ownership record (ownership.py) as read, who this run holds the exposure for, the
     # record to write (before this run's allocations or releases; None: nothing to write), the
     # addresses a releasing run keeps and why, and the holds it drops.
@@ -325,26 +326,38 @@ def _warnings(
     cluster: ClusterState,
     allocate: tuple[IpFamily, ...],
     updates: list[MachineUpdate],
-) -> tuple[str, ...]:
-    warnings: list[str] = []
+) -> tuple[PlanWarning, ...]:
+    warnings: list[PlanWarning] = []
     exposing = not settings.releasing
     if cluster.app.shared_ipv4 and exposing:
         warnings.append(
-            f"The app has a shared IPv4 ({cluster.app.shared_ipv4}); it cannot carry pg_tls, so "
-            "it is not counted as external access."
+            PlanWarning(
+                "shared-ipv4",
+                f"The app has a shared IPv4 ({cluster.app.shared_ipv4}); it cannot carry "
+                "pg_tls, so it is not counted as external access.",
+            )
         )
     if exposing and "v6" in settings.ip_versions and "v4" not in settings.ip_versions:
         warnings.append(
-            "Only IPv6 is requested: GitHub-hosted runners have no IPv6, so jobs there cannot "
-            "reach the database. Add v4 to ip-versions for CI access."
+            PlanWarning(
+                "ipv6-only",
+                "Only IPv6 is requested: GitHub-hosted runners have no IPv6, so jobs there "
+                "cannot reach the database. Add v4 to ip-versions for CI access.",
+            )
         )
     for machine in cluster.unreachable:
-        warnings.append(_unreachable_warning(machine, bool(updates), settings.read_only))
+        text = _unreachable_warning(machine, bool(updates), settings.read_only)
+        warnings.append(PlanWarning("unreachable-host", text, subject=machine.id))
     if updates:
         warnings.append(
-            f"{len(updates)} machine(s) will restart, one at a time, the primary last: "
-            "connections through the primary drop while it restarts."
+            PlanWarning(
+                "restarts",
+                f"{len(updates)} machine(s) will restart, one at a time, the primary last: "
+                "connections through the primary drop while it restarts.",
+            )
         )
     if "v4" in allocate:
-        warnings.append("A dedicated IPv4 is billed by Fly (about $2/month).")
+        warnings.append(
+            PlanWarning("billing", "A dedicated IPv4 is billed by Fly (about $2/month).")
+        )
     return tuple(warnings)

@@ -13,7 +13,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from . import ownership
-from .domain import ClusterState, IpAddress, IpFamily, Machine
+from .domain import ClusterState, IpAddress, IpFamily, Machine, PlanWarning
 from .errors import PlanError
 from .ownership import PERSISTENT, Ownership, describe_holds
 from .settings import Settings
@@ -25,11 +25,16 @@ class Kept:
     reason: str
     foreign: bool  # not the action's own: the run warns, and says how to release it
 
-    def warning(self, app: str) -> str:
-        return (
-            f"Kept {self.ip.type} {self.ip.address}: {self.reason}. To release it, name it in "
-            f"the addresses input (addresses: {self.ip.address}, or addresses: all), or run "
-            f"fly ips release {self.ip.address} -a {app}."
+    def warning(self, app: str) -> PlanWarning:
+        hint = (
+            f"To release it, name it in the addresses input (addresses: {self.ip.address}, or "
+            f"addresses: all), or run fly ips release {self.ip.address} -a {app}."
+        )
+        return PlanWarning(
+            "kept",
+            f"Kept {self.ip.type} {self.ip.address}: {self.reason}. {hint}",
+            subject=self.ip.address,
+            hint=hint,
         )
 
 

@@ -18,6 +18,7 @@ import html
 import re
 from urllib.parse import urlsplit, urlunsplit
 
+from .domain import PlanWarning, WarningKind
 from .outcome import IpChange, MachineChange, Outcome, VerifyResult
 
 # Free text from Fly or from an exception is capped so one runaway message cannot crowd the
@@ -34,7 +35,7 @@ _DIGEST_RE = re.compile(rf"@sha256:([0-9a-f]{{{SHORT_DIGEST}}})[0-9a-f]{{{64 - S
 
 # The plan's warnings that the report says in its own words, in the tense of the run (the plan
 # writes them for the log, before anything has happened): the restarts and the IPv4 billing.
-_RESTATED = re.compile(r"\d+ machine\(s\) will restart\b|A dedicated IPv4 is billed by Fly\b")
+_RESTATED: frozenset[WarningKind] = frozenset({"restarts", "billing"})
 
 
 # -- markdown helpers -----------------------------------------------------------------------
@@ -290,27 +291,25 @@ def _billing(outcome: Outcome) -> list[str]:
     return []
 
 
-def _kept_hint(warning: str, outcome: Outcome) -> str | None:
-    """A warning about a kept address whose reason the table already gives: only the rest of it
-    (how to release the address), after "Kept <address>."."""
-    for ip in outcome.ips:
-        if ip.action != "keep" or not ip.note:
-            continue
-        for address in ip.addresses:
-            said = f"Kept {ip.family} {address}: {ip.note}."
-            if warning.startswith(said):
-                rest = escape(" ".join(warning[len(said) :].split()))
-                return f"Kept {inline_code(address)}. {rest}".rstrip()
-    return None
+def _kept_hint(warning: PlanWarning, outcome: Outcome) -> str | None:
+    """A kept address whose reason the table already gives: only how to release it."""
+    if warning.kind != "kept":
+        return None
+    in_table = any(
+        ip.action == "keep" and ip.note and warning.subject in ip.addresses for ip in outcome.ips
+    )
+    if not in_table:
+        return None
+    return f"Kept {inline_code(warning.subject)}. {escape(' '.join(warning.hint.split()))}".rstrip()
 
 
 def _warnings(outcome: Outcome) -> str:
     out = _billing(outcome)
     for w in outcome.warnings:
-        if _RESTATED.match(w):
+        if w.kind in _RESTATED:
             continue
         kept = _kept_hint(w, outcome)
-        out.append(kept or escape(" ".join(_clip(w, _MAX_WARNING_CHARS).splitlines())))
+        out.append(kept or escape(" ".join(_clip(w.text, _MAX_WARNING_CHARS).splitlines())))
     # A blank quoted line between warnings keeps each in its own paragraph.
     return "\n>\n".join(f"> ⚠️ {w}" for w in out)
 

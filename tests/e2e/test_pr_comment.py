@@ -21,6 +21,7 @@ from urllib.parse import quote, quote_plus
 import pytest
 
 from fakegithub import FakeGitHub, Identity
+from fly_pg_external.domain import PlanWarning
 from fly_pg_external.github import ClientTuning
 from fly_pg_external.log import to_workflow
 from fly_pg_external.outcome import IpChange, MachineChange, Outcome, redacted
@@ -905,7 +906,7 @@ def test_token_password_and_url_never_reach_the_comment_or_summary(
     leaks = [f"{form}" for s in secrets for form in sorted(secret_spellings(s))]
     noisy = outcome(
         status="failed",
-        warnings=[f"flyctl printed: {leak}" for leak in leaks],
+        warnings=[PlanWarning("unreachable-host", f"flyctl printed: {leak}") for leak in leaks],
         error="connect failed: " + " | ".join(leaks),
         config_diff="--- a\n+++ b\n" + "".join(f"+# {leak}\n" for leak in leaks),
         redacted_url=FULL_URL,  # even a wrongly unredacted URL must not get through

@@ -131,13 +131,13 @@ def test_unexpose_keeps_our_addresses_while_another_pull_request_holds_them() ->
         (V6.address, "still held by pr-2", False),
     ]
     assert plan.record == Ownership(OURS.addresses, {"pr-2": NOW})
-    assert not any("Kept" in w for w in plan.warnings)
+    assert not any(w.kind == "kept" for w in plan.warnings)
 
 
 def test_unexpose_keeps_addresses_that_are_not_ours_and_warns_how_to_release_them() -> None:
     plan = make_plan(settings(mode="unexpose"), cluster((HAND_V4, V6), OURS))
     assert [ip.address for ip in plan.release] == [V6.address]
-    [warning] = [w for w in plan.warnings if "Kept" in w]
+    [warning] = [w.text for w in plan.warnings if w.kind == "kept"]
     assert HAND_V4.address in warning and "addresses: all" in warning
     assert f"fly ips release {HAND_V4.address} -a my-db" in warning
     out = build_outcome(plan)

@@ -49,7 +49,7 @@ def test_private_v6_and_shared_v4_do_not_count_as_public() -> None:
     app = AppInfo("a", "my-db", "postgres_cluster", (FLYCAST,), "66.241.1.1")
     plan = make_plan(settings(), ClusterState.of(app, [machine_from_api(machine("m1", "primary"))]))
     assert plan.allocate == ("v4", "v6")
-    assert any("shared IPv4" in w for w in plan.warnings)
+    assert any(w.kind == "shared-ipv4" and "shared IPv4" in w.text for w in plan.warnings)
 
 
 def test_legacy_cluster_updates_replicas_first_primary_last() -> None:

@@ -13,7 +13,7 @@ import cmarkgfm
 import pytest
 from cmarkgfm.cmark import Options
 
-from fly_pg_external.domain import AppInfo, ClusterState, IpAddress
+from fly_pg_external.domain import AppInfo, ClusterState, IpAddress, PlanWarning
 from fly_pg_external.fly.machines import machine_from_api
 from fly_pg_external.outcome import (
     IpChange,
@@ -57,6 +57,11 @@ DIFF = """--- fly.toml
 """
 RUN = "https://github.com/acme/db/actions/runs/42"
 SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+def free_text(text: str) -> PlanWarning:
+    """A warning whose text the report shows as it is (a machine on an unreachable host's)."""
+    return PlanWarning("unreachable-host", text)
 
 
 def machines(result: str = "pending", image_after: str = IMG) -> list[MachineChange]:
@@ -196,7 +201,9 @@ def test_no_billing_warning_when_the_ipv4_already_exists() -> None:
 
 
 def test_outcome_warnings_are_shown_as_text_not_html() -> None:
-    outcome = plan_outcome(warnings=["IPv6 is not routable </details><script>x</script>"])
+    outcome = plan_outcome(
+        warnings=[free_text("IPv6 is not routable </details><script>x</script>")]
+    )
     text = render_markdown(outcome, commit=SHA, run_url=RUN)
     assert "&lt;/details&gt;&lt;script&gt;" in text
     assert "<script>" not in text
@@ -410,7 +417,7 @@ def test_comment_body_fits_github_limit_and_points_to_the_summary() -> None:
 
 
 def test_flood_of_warnings_is_still_cut_to_fit() -> None:
-    outcome = plan_outcome(warnings=["w" * 1500] * 100)
+    outcome = plan_outcome(warnings=[free_text("w" * 1500)] * 100)
     text = fit(outcome, max_chars=20_000)
     assert len(text) <= 20_000
     assert "cut to fit" in text
@@ -451,7 +458,7 @@ def test_a_small_summary_is_whole() -> None:
 
 
 def test_flood_of_multibyte_warnings_is_cut_to_whole_characters() -> None:
-    outcome = plan_outcome(warnings=["ü" * 1500] * 100)
+    outcome = plan_outcome(warnings=[free_text("ü" * 1500)] * 100)
     text = fit(outcome, max_bytes=20_001, note="N.")
     assert len(text.encode()) <= 20_001
     assert text.endswith("cut to fit the size limit. N.\n")
@@ -473,7 +480,7 @@ def test_rendering_redacts_nothing_and_a_redacted_outcome_leaks_nothing() -> Non
     outcome = plan_outcome(
         mode="expose",
         status="failed",
-        warnings=[f"flyctl said {leaky}"],
+        warnings=[free_text(f"flyctl said {leaky}")],
         error=f"connect failed: {leaky}",
         config_diff="--- a\n+++ b\n" + "".join(f"+# {f}\n" for f in forms),
         fly_toml_path=f"/tmp/{secret}/fly.toml",
@@ -580,7 +587,11 @@ GLANCE = {
     "kept, plan": lambda: kept_addresses("plan"),
     "kept, applied": lambda: kept_addresses("applied"),
     "hand-built plan with warnings": lambda: plan_outcome(
-        warnings=["The app has a shared IPv4 (66.241.1.1); it cannot carry pg_tls."]
+        warnings=[
+            PlanWarning(
+                "shared-ipv4", "The app has a shared IPv4 (66.241.1.1); it cannot carry pg_tls."
+            )
+        ]
     ),
 }
 

@@ -225,8 +225,8 @@ def to_html(markdown: str) -> str:
 
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<link rel="stylesheet" href="{style}">
 <style>
-{style}
 {frame}
 </style></head>
 <body><div class="timeline"><div class="avatar">🤖</div>
@@ -262,9 +262,11 @@ document.body.dataset.height =
 
 
 def page(markdown: str, title: str, *, measure: bool = False) -> str:
+    """The comment in a page; the stylesheet is linked (next to the saved pages, by its name;
+    from the measuring copy in a temporary directory, by its full path)."""
     return _PAGE.format(
         title=html.escape(title),
-        style=STYLE.read_text(encoding="utf-8"),
+        style=html.escape(STYLE.as_uri() if measure else STYLE.name),
         frame=_FRAME,
         body=to_html(markdown),
         script=_MEASURE if measure else "",

@@ -320,18 +320,22 @@ def test_pr_number_on_a_push_comments_on_that_pull_request(sim: Simulator, tmp_p
 # -- verification as the URL says -------------------------------------------------------------
 
 
-def test_a_ca_file_this_step_cannot_read_fails_the_verification(
-    sim: Simulator, tmp_path: Path
-) -> None:
-    inputs = {
+def verify_full(sim: Simulator, sslrootcert: str) -> dict[str, str]:
+    """An expose with verification on, checking the certificate as verify-full clients do."""
+    return {
         "app": APP,
         "host": "localhost",
         "verify": "true",
         "sslmode": "verify-full",
-        "sslrootcert": "/nonexistent/ca.pem",
+        "sslrootcert": sslrootcert,
         "database-url": internal_url(sim),
     }
-    result = run_inprocess(sim, tmp_path, inputs)
+
+
+def test_a_ca_file_this_step_cannot_read_fails_the_verification(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    result = run_inprocess(sim, tmp_path, verify_full(sim, "/nonexistent/ca.pem"))
     assert result.code == 1
     [error] = result.errors()
     assert "sslrootcert /nonexistent/ca.pem cannot be read in this step" in error
@@ -342,15 +346,7 @@ def test_a_ca_file_this_step_cannot_read_fails_the_verification(
 def test_verify_full_passes_with_the_simulators_ca_as_the_file(
     sim: Simulator, tmp_path: Path
 ) -> None:
-    inputs = {
-        "app": APP,
-        "host": "localhost",
-        "verify": "true",
-        "sslmode": "verify-full",
-        "sslrootcert": sim.ca_cert_path,
-        "database-url": internal_url(sim),
-    }
-    result = run_inprocess(sim, tmp_path, inputs)
+    result = run_inprocess(sim, tmp_path, verify_full(sim, sim.ca_cert_path))
     assert result.code == 0, result.log
     assert result.outputs["exposed"] == "true"
     assert "logged in" in result.log
@@ -361,13 +357,7 @@ def test_verify_full_with_system_roots_refuses_a_ca_the_system_does_not_trust(
 ) -> None:
     # The simulator's CA is in no system store: libpq with sslrootcert=system would refuse
     # the server, so the verification must fail too, and the outputs say not exposed.
-    inputs = {
-        "app": APP,
-        "host": "localhost",
-        "verify": "true",
-        "sslmode": "verify-full",
-        "database-url": internal_url(sim),
-    }
+    inputs = verify_full(sim, "system")
     result = run_inprocess(sim, tmp_path, inputs, {"SSL_CERT_FILE": "/nonexistent"})
     assert result.code == 1
     assert any("certificate verify failed" in e for e in result.errors()), result.errors()

@@ -95,10 +95,12 @@ def test_legacy_floor_figures() -> None:
 
 
 def test_bench_cli_writes_report_and_chart(tmp_path: Path) -> None:
+    # The no-op goal needs its two reads in flight together: with 1 ms of latency a loaded
+    # machine can start the second after the first has ended, so each request takes 50 ms here.
     code = bench_main(
         [
             "--latency",
-            "0.001",
+            "0.05",
             "--restart-seconds",
             "0.05",
             "--check-grace-seconds",

@@ -263,10 +263,14 @@ def _cancelled(
 def _after_change(
     outcome: Outcome, plan: Plan, settings: Settings, gha: Actions, env: Mapping[str, str]
 ) -> None:
-    """Write the fly.toml for the reader, then check the endpoint as the change left it."""
+    """Write the fly.toml for the reader, then check the endpoint as the change left it. A
+    dry run changes nothing to check, unless it hands out a URL under `require-exposed`: then
+    the URL is proven to connect (when the app looks exposed), so a later job never gets a
+    dead one."""
     if not settings.releasing:
         outcome.fly_toml_path = _write_fly_toml(plan, env, gha)
-    if not settings.verify or settings.read_only:
+    handing_out = settings.require_exposed and exposure_of(plan, outcome).exposed
+    if not settings.verify or (settings.read_only and not handing_out):
         return
     with gha.group("Verify"):
         if settings.releasing:

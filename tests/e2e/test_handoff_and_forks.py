@@ -45,9 +45,10 @@ def later_job(sim: Simulator, tmp_path: Path, **extra: str) -> ActionResult:
         "host": "localhost",
         "dry-run": "true",
         "require-exposed": "true",
-        "database-url": internal_url(sim),
         **extra,
     }
+    if "database-url" not in inputs:
+        inputs["database-url"] = internal_url(sim)
     return run_inprocess(sim, tmp_path, inputs)
 
 
@@ -110,6 +111,25 @@ def test_later_job_gets_every_connection_output_once_exposed(
     assert out["jdbc-url"] not in masks
     assert url not in unmasked(result) and PASSWORD not in unmasked(result)
     assert len(sim.mutating_requests()) == writes
+
+
+def test_later_job_proves_its_url_logs_in_and_fails_when_it_does_not(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    url = internal_url(sim)
+    first = run_inprocess(sim, tmp_path / "expose", {"app": APP, "host": "localhost"})
+    assert first.code == 0, first.log
+    later = later_job(sim, tmp_path / "later", verify="true")
+    assert later.code == 0, later.log
+    assert "logged in" in later.log and later.outputs["exposed"] == "true"
+    # The password was rotated since the secret was saved: the URL cannot log in, so the step
+    # fails here instead of handing it to the next step.
+    stale = url.replace(PASSWORD, "an-old-password")
+    result = later_job(sim, tmp_path / "stale", verify="true", **{"database-url": stale})
+    assert result.code == 1
+    assert "Verification failed" in result.error_titles()
+    assert any("password authentication failed" in e for e in result.errors()), result.errors()
+    assert result.outputs["exposed"] == "false" and result.outputs["database-url"] == ""
 
 
 def test_a_dry_run_without_require_exposed_warns_that_its_url_cannot_connect(

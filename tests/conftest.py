@@ -32,6 +32,19 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     if "not container" in markers and netns.isolate():
         config.stash[_ISOLATED] = True
+    elif _workers(config) and "not container" not in markers:
+        # Workers sharing the machine's network would fight over 127.0.0.1:5432 and fail at
+        # random; say so instead.
+        raise pytest.UsageError(
+            'parallel workers (-n) need -m "not container": only then does each get a network '
+            "namespace of its own (the container test needs the machine's network)."
+        )
+
+
+def _workers(config: pytest.Config) -> bool:
+    """Whether this run starts parallel workers (an explicit `-n N`, N > 0)."""
+    value = getattr(config.option, "numprocesses", None)
+    return isinstance(value, int) and value > 0
 
 
 _ISOLATED = pytest.StashKey[bool]()

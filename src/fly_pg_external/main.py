@@ -74,56 +74,41 @@ def _write_fly_toml(plan: Plan, env: Mapping[str, str], gha: Actions) -> str | N
 
 
 def set_outputs(
-    outcome: Outcome,
     settings: Settings,
-    plan: Plan | None,
     gha: Actions,
+    outcome: Outcome | None = None,
+    plan: Plan | None = None,
     exposure: Exposure | None = None,
 ) -> None:
-    """Every output, each set on every exit. The connection outputs only when the run exposes
-    and did not fail (with `require-exposed`, only when the database is reachable)."""
-    urls = settings.urls
-    hands_out = (
-        urls is not None
+    """Every output but `comment-url`, on every exit: without an outcome (the run stopped before
+    it read the app) as "nothing known, nothing changed", so `if: steps.db.outputs.exposed ==
+    'false'` means what it says. The connection outputs only when the run exposes and did not
+    fail (with `require-exposed`, only when the database is reachable)."""
+    urls = settings.urls if _hands_out(outcome, plan) else None
+    db = settings.database_url
+    gha.set_output("database-url", urls.libpq if urls else "")
+    gha.set_output("node-database-url", urls.node if urls else "")
+    gha.set_output("jdbc-url", urls.jdbc if urls else "")
+    gha.set_output("password", urls.password if urls else "")
+    gha.set_output("host", settings.host)
+    gha.set_output("port", str(settings.port))
+    gha.set_output("database", db.database if db else "")
+    gha.set_output("user", db.user if db else "")
+    gha.set_output("ipv4", ",".join(outcome.addresses("v4")) if outcome else "")
+    gha.set_output("ipv6", ",".join(outcome.addresses("v6")) if outcome else "")
+    gha.set_output("exposed", "true" if exposure is not None and exposure.exposed else "false")
+    gha.set_output("changed", "true" if outcome is not None and outcome.changed else "false")
+    gha.set_output("config-diff", outcome.config_diff if outcome else "")
+
+
+def _hands_out(outcome: Outcome | None, plan: Plan | None) -> bool:
+    return (
+        outcome is not None
         and plan is not None
         and plan.external_url is not None
         and outcome.mode == "expose"
         and outcome.status != "failed"
     )
-    db = settings.database_url
-    gha.set_output("database-url", urls.libpq if urls and hands_out else "")
-    gha.set_output("node-database-url", urls.node if urls and hands_out else "")
-    gha.set_output("jdbc-url", urls.jdbc if urls and hands_out else "")
-    gha.set_output("password", urls.password if urls and hands_out else "")
-    gha.set_output("host", settings.host)
-    gha.set_output("port", str(settings.port))
-    gha.set_output("database", db.database if db else "")
-    gha.set_output("user", db.user if db else "")
-    gha.set_output("ipv4", ",".join(outcome.addresses("v4")))
-    gha.set_output("ipv6", ",".join(outcome.addresses("v6")))
-    gha.set_output("exposed", "true" if exposure is not None and exposure.exposed else "false")
-    gha.set_output("changed", "true" if outcome.changed else "false")
-    gha.set_output("config-diff", outcome.config_diff)
-
-
-def _set_outputs_before_plan(settings: Settings, gha: Actions) -> None:
-    """A run that stopped before it read the app (a refused fork run, a Fly error) still sets
-    every output, so `if: steps.db.outputs.exposed == 'false'` means what it says."""
-    db = settings.database_url
-    gha.set_output("database-url", "")
-    gha.set_output("node-database-url", "")
-    gha.set_output("jdbc-url", "")
-    gha.set_output("password", "")
-    gha.set_output("host", settings.host)
-    gha.set_output("port", str(settings.port))
-    gha.set_output("database", db.database if db else "")
-    gha.set_output("user", db.user if db else "")
-    gha.set_output("ipv4", "")
-    gha.set_output("ipv6", "")
-    gha.set_output("exposed", "false")
-    gha.set_output("changed", "false")
-    gha.set_output("config-diff", "")
-    gha.set_output("comment-url", "")
 
 
 def _check_exposed(outcome: Outcome, plan: Plan, settings: Settings) -> Exposure:
@@ -225,7 +210,8 @@ def _run(
     except ActionError as exc:
         error = _report_error(exc, settings)
         if plan is None:
-            _set_outputs_before_plan(settings, gha)
+            set_outputs(settings, gha)
+            gha.set_output("comment-url", "")
             return 1
     except Cancelled as exc:
         return _cancelled(exc, settings, plan, progress, gha)
@@ -234,7 +220,7 @@ def _run(
         _after_change(outcome, plan, settings, gha, env)
     exposure = _check_exposed(outcome, plan, settings)
     outcome = redacted(outcome, gha.redactor)
-    set_outputs(outcome, settings, plan, gha, exposure)
+    set_outputs(settings, gha, outcome, plan, exposure)
     comment_url = ""
     if publish is not None:
         with gha.group("Report"):
@@ -252,11 +238,9 @@ def _cancelled(
         "released. Re-run the workflow to finish: the action picks up where it stopped."
     )
     log.error(message, extra={"title": "Cancelled"})
-    if plan is None:
-        _set_outputs_before_plan(settings, gha)
-    else:
-        outcome = redacted(build_outcome(plan, progress, message), gha.redactor)
-        set_outputs(outcome, settings, plan, gha)
+    outcome = None if plan is None else build_outcome(plan, progress, message)
+    set_outputs(settings, gha, outcome and redacted(outcome, gha.redactor), plan)
+    gha.set_output("comment-url", "")
     return 1
 
 

@@ -234,10 +234,15 @@ def clean_fly_token(raw_token: str, env: Mapping[str, str]) -> FlyAuth:
         raise InputError(token_name, str(exc)) from None
 
 
+_RELATIVE_PATH_RE = re.compile(r"^(?!-)[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)*$")
+
+
 def clean_sslrootcert(raw: str, sslmode: str) -> str:
-    """`system`, or the absolute path of a PEM file on the machine that connects. libpq takes
-    `sslrootcert=system` only with verify-full, and with `require` a root file would make it
-    verify after all, so both are refused here rather than handed out in a URL that fails."""
+    """`system`, or the path of a PEM file on the machine that connects: absolute, or relative to
+    the workspace (clients run there by default, and so does this step's container, where an
+    absolute path of the runner's is not to be found). libpq takes `sslrootcert=system` only
+    with verify-full, and with `require` a root file would make it verify after all, so both
+    are refused here rather than handed out in a URL that fails."""
     value = clean_text("sslrootcert", raw)
     if not value or value == "system":
         if sslmode == "verify-ca":
@@ -248,12 +253,14 @@ def clean_sslrootcert(raw: str, sslmode: str) -> str:
                 "sslrootcert to the path of your CA file, e.g. /etc/ssl/certs/ca-certificates.crt.",
             )
         return "system"
-    if not value.startswith("/") or any(c in value for c in "&?#% "):
+    absolute = value.startswith("/") and not any(c in value for c in "&?#% ")
+    relative = bool(_RELATIVE_PATH_RE.match(value)) and ".." not in value.split("/")
+    if not (absolute or relative):
         raise InputError(
             "sslrootcert",
-            f"{value[:80]!r} is not accepted; use system, or an absolute path of a PEM CA file "
-            "on the machine that connects (no spaces or &?#%), e.g. "
-            "/etc/ssl/certs/ca-certificates.crt.",
+            f"{value[:80]!r} is not accepted; use system, or the path of a PEM CA file: absolute "
+            "(no spaces or &?#%), e.g. /etc/ssl/certs/ca-certificates.crt, or relative to the "
+            "workspace (letters, digits, ._-/ and no ..), e.g. certs/ca.pem.",
         )
     if sslmode == "require":
         raise InputError(

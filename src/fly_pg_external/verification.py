@@ -82,10 +82,11 @@ def _unreadable_roots(settings: Settings) -> str | None:
         return None
     return (
         f"sslrootcert {path} cannot be read in this step, so the certificate could not be "
-        "checked the way a client using the URL will check it. Use a CA file at a path that "
-        "exists both here and where clients connect (e.g. /etc/ssl/certs/ca-certificates.crt; "
-        "a file of the workspace is /github/workspace/<file> in this step), or set verify: "
-        "false."
+        "checked the way a client using the URL will check it. Name a CA file this step "
+        "reads at the same path: one of the repository by its path relative to the workspace "
+        "(e.g. certs/ca.pem; clients running in the workspace read it the same way), or one at "
+        "the same absolute path in both places (e.g. /etc/ssl/certs/ca-certificates.crt); or "
+        "set verify: false."
     )
 
 

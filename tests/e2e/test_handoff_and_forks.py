@@ -5,6 +5,7 @@ fake GitHub API."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -382,3 +383,18 @@ def test_verify_full_with_system_roots_refuses_a_ca_the_system_does_not_trust(
     assert result.code == 1
     assert any("certificate verify failed" in e for e in result.errors()), result.errors()
     assert result.outputs["exposed"] == "false"
+
+
+def test_a_ca_file_of_the_workspace_is_named_relative_to_it(
+    sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The step runs in the workspace (/github/workspace in its container) as the clients do:
+    # a relative sslrootcert reads the same file on both sides.
+    workspace = tmp_path / "workspace"
+    (workspace / "certs").mkdir(parents=True)
+    shutil.copy(sim.ca_cert_path, workspace / "certs" / "ca.pem")
+    monkeypatch.chdir(workspace)
+    result = run_inprocess(sim, tmp_path / "run", verify_full(sim, "certs/ca.pem"))
+    assert result.code == 0, result.log
+    assert result.outputs["database-url"].endswith("sslmode=verify-full&sslrootcert=certs%2Fca.pem")
+    select_one(result.outputs["database-url"])  # psycopg, from the workspace as well

@@ -71,7 +71,7 @@ def test_shared_v4_is_refused_with_the_reason() -> None:
         ("mode", "apply", "expose, unexpose, sweep"),
         ("mode", "plan", "dry-run: true"),
         ("postgres-image", "latest", "keep, major"),
-        ("sslrootcert", "ca.pem", "absolute path"),
+        ("sslrootcert", "ca pem", "relative to the workspace"),
         ("require-exposed", "yes", "true or false"),
         ("allow-forks", "1", "true or false"),
         ("pr-number", "#12", "positive integer"),
@@ -146,7 +146,9 @@ def test_dry_run_is_read_only() -> None:
         # libpq refuses sslrootcert=system below verify-full; a public CA makes verify-ca weak.
         ({"sslmode": "verify-ca"}, "verify-full"),
         ({"sslmode": "require", "sslrootcert": "/etc/ssl/ca.pem"}, "checks no certificate"),
-        ({"sslmode": "verify-full", "sslrootcert": "/tmp/a b.pem"}, "absolute path"),
+        ({"sslmode": "verify-full", "sslrootcert": "/tmp/a b.pem"}, "absolute"),
+        ({"sslmode": "verify-full", "sslrootcert": "../ca.pem"}, "relative to the workspace"),
+        ({"sslmode": "verify-full", "sslrootcert": "-ca.pem"}, "relative to the workspace"),
         ({"mode": "unexpose", "require-exposed": "true"}, "applies to mode expose"),
     ],
 )
@@ -161,6 +163,8 @@ def test_tls_inputs_reach_the_settings() -> None:
     assert (s.tls.sslmode, s.tls.sslrootcert) == ("verify-ca", "/etc/ssl/certs/ca-certificates.crt")
     assert settings(sslmode="verify-full").tls.system_roots
     assert settings(**{"pr-number": " 42 "}).pr_number == 42
+    relative = settings(sslmode="verify-full", sslrootcert="certs/ca.pem")
+    assert relative.urls is None and relative.tls.sslrootcert == "certs/ca.pem"
 
 
 def test_every_url_form_is_a_secret_known_before_any_request() -> None:

@@ -58,7 +58,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import total_ordering
@@ -66,6 +65,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from runner_step import prepare_step  # next to this script (python scripts/release.py)
 
 HERE = Path(__file__).resolve().parent
 STEPS = ("preflight", "build", "push", "check-public", "run", "commit", "tag", "publish")
@@ -616,12 +616,6 @@ def _anonymous_manifest(
     raise ReleaseError("Registry", f"could not fetch {image_ref} anonymously: {last}")
 
 
-_HEREDOC = re.compile(
-    r"^(?P<name>[^\n<]+)<<(?P<delim>ghadelimiter_[0-9a-f-]+)\n(?P<value>.*?)\n?(?P=delim)$",
-    re.S | re.M,
-)
-
-
 def _action(action_yml: Path) -> dict[str, Any]:
     try:
         import yaml
@@ -630,18 +624,6 @@ def _action(action_yml: Path) -> dict[str, Any]:
             "run", "the run step needs PyYAML and the simulator: make .venv/bin/.installed"
         ) from e
     return dict(yaml.safe_load(action_yml.read_text(encoding="utf-8")) or {})
-
-
-def runner_inputs(action_yml: Path, given: Mapping[str, str]) -> dict[str, str]:
-    """INPUT_* as the runner exports them: every declared input, its default or "" when unset
-    (a default that is an expression is "", since nothing evaluates it here)."""
-    declared = _action(action_yml).get("inputs") or {}
-    values = {
-        name: "" if "${{" in str(spec.get("default", "")) else str(spec.get("default", ""))
-        for name, spec in declared.items()
-    }
-    values.update(given)
-    return {"INPUT_" + name.replace(" ", "_").upper(): value for name, value in values.items()}
 
 
 def post_entrypoint(action_yml: Path) -> str:
@@ -748,76 +730,35 @@ def run_like_the_runner(
     inputs and mounts (`tmp` of the main step), `--entrypoint` set to action.yml's
     post-entrypoint and STATE_<name> for what the main step saved; like every step, it gets file
     command files of its own."""
-    dirs = {
-        name: tmp / name
-        for name in ("workspace", "home", "workflow", "file_commands", "runner_temp")
-    }
-    for path in dirs.values():
-        path.mkdir(parents=True, exist_ok=True)
-    suffix = uuid.uuid4()
-    files = {
-        "GITHUB_OUTPUT": f"set_output_{suffix}",
-        "GITHUB_STEP_SUMMARY": f"step_summary_{suffix}",
-        "GITHUB_ENV": f"set_env_{suffix}",
-        "GITHUB_PATH": f"add_path_{suffix}",
-        "GITHUB_STATE": f"save_state_{suffix}",
-    }
-    for name in files.values():
-        (dirs["file_commands"] / name).touch(mode=0o666)
-    (dirs["workflow"] / "event.json").write_text(json.dumps({"inputs": {}}))
-    given = {
-        "app": SIM_APP,
-        "fly-api-token": sim.env["SIM_FLY_API_TOKEN"],
-        "verify": "false",
-        "pr-comment": "false",
-        **(inputs or {}),
-    }
-    env = {
-        "HOME": "/github/home",
-        "CI": "true",
-        "GITHUB_ACTIONS": "true",
-        "GITHUB_WORKSPACE": "/github/workspace",
-        "GITHUB_EVENT_NAME": "workflow_dispatch",
-        "GITHUB_EVENT_PATH": "/github/workflow/event.json",
-        "GITHUB_REPOSITORY": cfg.repository,
-        "GITHUB_SHA": cfg.source_sha,
-        "GITHUB_RUN_ID": "1",
-        "RUNNER_OS": "Linux",
-        "RUNNER_TEMP": "/github/runner_temp",
-        "FLY_API_BASE_URL": sim.env["FLY_API_BASE_URL"],
-        "FLY_FLAPS_BASE_URL": sim.env["FLY_FLAPS_BASE_URL"],
-        **{var: f"/github/file_commands/{name}" for var, name in files.items()},
-        **runner_inputs(cfg.root / "action.yml", given),
-        **{f"STATE_{name}": value for name, value in (state or {}).items()},
-    }
-    argv = [
-        "run",
-        "--rm",
-        "--platform",
-        platform,
-        "--network",
-        "host",
-        "--workdir",
-        "/github/workspace",
-    ]
-    if entrypoint is not None:
-        argv += ["--entrypoint", entrypoint]
-    for name, path in dirs.items():
-        argv += ["-v", f"{path}:/github/{name}"]
-    for key, value in env.items():
-        argv += ["-e", f"{key}={value}"]
-    proc = docker([*argv, image_ref], 600)
-
-    def records(var: str) -> dict[str, str]:
-        text = (dirs["file_commands"] / files[var]).read_text()
-        return {m["name"]: m["value"] for m in _HEREDOC.finditer(text)}
-
+    action = _action(cfg.root / "action.yml")
+    step = prepare_step(
+        tmp,
+        declared_inputs=action.get("inputs") or {},
+        inputs={
+            "app": SIM_APP,
+            "fly-api-token": sim.env["SIM_FLY_API_TOKEN"],
+            "verify": "false",
+            "pr-comment": "false",
+            **(inputs or {}),
+        },
+        env={
+            "GITHUB_REPOSITORY": cfg.repository,
+            "GITHUB_SHA": cfg.source_sha,
+            "FLY_API_BASE_URL": sim.env["FLY_API_BASE_URL"],
+            "FLY_FLAPS_BASE_URL": sim.env["FLY_FLAPS_BASE_URL"],
+        },
+        entrypoint=entrypoint,
+        state=state,
+        platform=platform,
+        file_mode=0o666,
+    )
+    proc = docker([*step.argv, image_ref], 600)
     return RunResult(
         proc.returncode,
         proc.stdout + proc.stderr,
-        records("GITHUB_OUTPUT"),
-        records("GITHUB_STATE"),
-        (dirs["file_commands"] / files["GITHUB_STEP_SUMMARY"]).read_text(),
+        step.outputs,
+        step.state,
+        step.read("GITHUB_STEP_SUMMARY"),
     )
 
 

@@ -17,8 +17,11 @@ from flysim import PostgresServer, Simulator
 # pytest runs with --import-mode=importlib, which puts no test directory on sys.path; the
 # helpers the end-to-end tests share are imported by module name from here.
 _HELPERS = Path(__file__).parent / "helpers"
-if str(_HELPERS) not in sys.path:
-    sys.path.insert(0, str(_HELPERS))
+# scripts/ too: runner_step (a step started as the runner does) serves the release and tests.
+_SCRIPTS = Path(__file__).parents[1] / "scripts"
+for _path in (_HELPERS, _SCRIPTS):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -26,13 +26,13 @@ import os
 import re
 import shutil
 import subprocess
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
+from runner_step import parse_file_command, prepare_step
 
 from flysim import Simulator
 
@@ -44,16 +44,6 @@ TOKEN = "fo1_containertesttoken_0123456789"
 APP = "my-db"
 # A file owner the container's root is not: with a USER in the image, writing would fail.
 RUNNER_UID = 1001
-
-_HEREDOC = re.compile(
-    r"^(?P<name>[^\n<]+)<<(?P<delim>ghadelimiter_[0-9a-f-]+)\n(?P<value>.*?)\n?(?P=delim)$",
-    re.S | re.M,
-)
-
-
-def parse_outputs(text: str) -> dict[str, str]:
-    """The `name<<ghadelimiter_…` records of a $GITHUB_OUTPUT file."""
-    return {m["name"]: m["value"] for m in _HEREDOC.finditer(text)}
 
 
 def docker(
@@ -162,18 +152,13 @@ class Run:
     returncode: int
     stdout: str
     stderr: str
-    output_file: str
+    output_file: str  # GITHUB_OUTPUT as the step wrote it
+    state: dict[str, str]  # what the step saved for the post step
     summary: str
-    state_file: str = ""
-
-    @property
-    def state(self) -> dict[str, str]:
-        """What the step saved for the post step (same file-command format as outputs)."""
-        return parse_outputs(self.state_file)
 
     @property
     def outputs(self) -> dict[str, str]:
-        return parse_outputs(self.output_file)
+        return parse_file_command(self.output_file)
 
     @property
     def log(self) -> str:
@@ -181,16 +166,6 @@ class Run:
 
     def errors(self) -> list[str]:
         return [line for line in self.log.splitlines() if line.startswith("::error")]
-
-
-def runner_inputs(given: dict[str, str]) -> dict[str, str]:
-    """INPUT_* as the runner exports them: every declared input, default or "" when unset."""
-    values = {}
-    for name, spec in declared("inputs").items():
-        default = str(spec.get("default", ""))
-        values[name] = "" if "${{" in default else default  # expressions: none evaluated here
-    values.update(given)
-    return {"INPUT_" + name.replace(" ", "_").upper(): value for name, value in values.items()}
 
 
 def run_like_the_runner(
@@ -203,61 +178,28 @@ def run_like_the_runner(
 ) -> Run:
     """The main step, or with `post` (the STATE_* values the main step saved) the post step,
     which the runner starts with `--entrypoint` set to action.yml's `post-entrypoint`."""
-    # The runner's mounts, minus /var/run/docker.sock, which the action does not use.
-    mounted = ("workspace", "home", "workflow", "file_commands", "runner_temp")
-    dirs = {name: tmp_path / name for name in mounted}
-    for path in dirs.values():
-        path.mkdir(parents=True)
-        if os.geteuid() == 0:
-            os.chown(path, RUNNER_UID, RUNNER_UID)
-    suffix = uuid.uuid4()
-    files = {
-        "GITHUB_OUTPUT": f"set_output_{suffix}",
-        "GITHUB_STEP_SUMMARY": f"step_summary_{suffix}",
-        "GITHUB_ENV": f"set_env_{suffix}",
-        "GITHUB_PATH": f"add_path_{suffix}",
-        "GITHUB_STATE": f"save_state_{suffix}",
-    }
-    for name in files.values():
-        path = dirs["file_commands"] / name
-        path.touch(mode=0o644)
-        if os.geteuid() == 0:
-            os.chown(path, RUNNER_UID, RUNNER_UID)
-    (dirs["workflow"] / "event.json").write_text(json.dumps({"inputs": {}}))
-
-    env = {
-        "HOME": "/github/home",
-        "CI": "true",
-        "GITHUB_ACTIONS": "true",
-        "GITHUB_WORKSPACE": "/github/workspace",
-        "GITHUB_EVENT_NAME": "workflow_dispatch",
-        "GITHUB_EVENT_PATH": "/github/workflow/event.json",
-        "GITHUB_REPOSITORY": "acme/infra",
-        "GITHUB_SHA": "0123456789abcdef0123456789abcdef01234567",
-        "GITHUB_RUN_ID": "1",
-        "RUNNER_OS": "Linux",
-        "RUNNER_TEMP": "/github/runner_temp",
-        "FLY_API_BASE_URL": sim.api_base_url,
-        "FLY_FLAPS_BASE_URL": sim.flaps_base_url,
-        **{var: f"/github/file_commands/{name}" for var, name in files.items()},
-        **runner_inputs(inputs),
-    }
-    argv = ["run", "--rm", "--network", "host", "--workdir", "/github/workspace"]
-    if post is not None:
-        argv += ["--entrypoint", post_entrypoint()]
-        env.update({f"STATE_{name}": value for name, value in post.items()})
-    for name, path in dirs.items():
-        argv += ["-v", f"{path}:/github/{name}"]
-    for key, value in env.items():
-        argv += ["-e", f"{key}={value}"]
-    proc = docker(*argv, image, timeout=300)
+    step = prepare_step(
+        tmp_path,
+        declared_inputs=declared("inputs"),
+        inputs=inputs,
+        env={
+            "GITHUB_REPOSITORY": "acme/infra",
+            "GITHUB_SHA": "0123456789abcdef0123456789abcdef01234567",
+            "FLY_API_BASE_URL": sim.api_base_url,
+            "FLY_FLAPS_BASE_URL": sim.flaps_base_url,
+        },
+        entrypoint=post_entrypoint() if post is not None else None,
+        state=post,
+        owner_uid=RUNNER_UID if os.geteuid() == 0 else None,
+    )
+    proc = docker(*step.argv, image, timeout=300)
     return Run(
         returncode=proc.returncode,
         stdout=proc.stdout,
         stderr=proc.stderr,
-        output_file=(dirs["file_commands"] / files["GITHUB_OUTPUT"]).read_text(),
-        state_file=(dirs["file_commands"] / files["GITHUB_STATE"]).read_text(),
-        summary=(dirs["file_commands"] / files["GITHUB_STEP_SUMMARY"]).read_text(),
+        output_file=step.read("GITHUB_OUTPUT"),
+        state=step.state,
+        summary=step.read("GITHUB_STEP_SUMMARY"),
     )
 
 

@@ -39,6 +39,8 @@ PLATFORMS = ["linux/amd64", "linux/arm64"]
 
 
 def load_release() -> ModuleType:
+    # runner_step.py sits next to it; tests/conftest.py puts scripts/ on sys.path, as running
+    # `python scripts/release.py` does.
     spec = importlib.util.spec_from_file_location("release_script", ROOT / "scripts" / "release.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -32,7 +32,6 @@ class RunContext:
     # The fork a pull request (or the run a workflow_run follows) comes from; None for the
     # repository itself. An issue_comment names its pull request but not where its head is.
     fork: str | None
-    comment_on_pr: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, pr_number: int | None = None) -> RunContext:
@@ -57,7 +56,6 @@ class RunContext:
             # The pull request the event names wins: the input is for events that name none.
             pr_number=trigger.pr_number if trigger.pr_number is not None else pr_number,
             fork=trigger.fork,
-            comment_on_pr=trigger.comment_on_pr,
         )
 
 
@@ -66,7 +64,6 @@ class _Trigger:
     pr_number: int | None = None
     commit: str | None = None  # the head that was pushed, where GITHUB_SHA is not it
     fork: str | None = None
-    comment_on_pr: int | None = None
 
 
 def _trigger(event_name: str, payload: dict[str, Any], repository: str) -> _Trigger:
@@ -94,7 +91,7 @@ def _trigger(event_name: str, payload: dict[str, Any], repository: str) -> _Trig
         if issue.get("pull_request"):
             number = _number(issue.get("number"))
             # The payload does not say where the pull request's head is: forks.py asks GitHub.
-            return _Trigger(pr_number=number, comment_on_pr=number)
+            return _Trigger(pr_number=number)
     return _Trigger()
 
 

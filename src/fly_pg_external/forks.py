@@ -32,12 +32,10 @@ def fork_behind(ctx: RunContext, token: str) -> str | None:
         return None
     if ctx.fork:
         return ctx.fork
-    if ctx.event_name == "issue_comment":
+    if ctx.event_name == "issue_comment" and ctx.pr_number is not None:
         # The commented pull request, or the one `pr-number` names for a comment on an issue
         # (e.g. "/expose 42"): the run acts for that pull request, so its head decides.
-        number = ctx.comment_on_pr if ctx.comment_on_pr is not None else ctx.pr_number
-        if number is not None:
-            return _head_of_commented_pull(ctx, number, token)
+        return _head_of_commented_pull(ctx, ctx.pr_number, token)
     return None
 
 

@@ -116,11 +116,11 @@ class Settings:
         out = [*self.fly_auth.secrets]
         if self.github_token:
             out.append(self.github_token)
-        if self.database_url is not None:
+        urls = self.urls
+        if self.database_url is not None and urls is not None:
             out.extend(self.database_url.secrets)
-        if self.urls is not None:
             # Known before any request, so they are masked before anything is printed.
-            out.extend(self.urls.secrets)
+            out.extend(urls.secrets)
         return out
 
 

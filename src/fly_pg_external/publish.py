@@ -11,7 +11,6 @@ redacts again. Nothing here can fail the step: a report that cannot be posted is
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from typing import Protocol
 
 from . import github
@@ -35,8 +34,7 @@ def publish(
     token: str,
     pr_comment: bool,
     summary: SummaryWriter,
-    env: Mapping[str, str] | None = None,
-    ctx: RunContext | None = None,
+    ctx: RunContext,
     tuning: ClientTuning | None = None,
 ) -> str:
     """Write the job summary (always), upsert the PR comment when applicable; return the comment
@@ -46,8 +44,6 @@ def publish(
     step: a report that cannot be posted is a warning, the run's result stays what the Fly work
     made it.
     """
-    if ctx is None:
-        ctx = RunContext.from_env(env or {})
     write_summary(outcome, ctx=ctx, summary=summary)
     if not _comment_applies(ctx, token=token, pr_comment=pr_comment):
         return ""

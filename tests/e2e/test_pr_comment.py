@@ -22,6 +22,7 @@ import pytest
 
 from fakegithub import FakeGitHub, Identity
 from fly_pg_external.domain import PlanWarning
+from fly_pg_external.event import RunContext
 from fly_pg_external.github import ClientTuning
 from fly_pg_external.log import to_workflow
 from fly_pg_external.outcome import IpChange, MachineChange, Outcome, redacted
@@ -171,7 +172,7 @@ def run(
             o,
             token=token,
             pr_comment=pr_comment,
-            env=env,
+            ctx=RunContext.from_env(env),
             summary=gha,
             tuning=tuning or ClientTuning.fast(per_page=per_page),
         )
@@ -942,7 +943,7 @@ def test_warnings_are_redacted(tmp_path: Path) -> None:
                 outcome(),
                 token=TOKEN,
                 pr_comment=True,
-                env=env,
+                ctx=RunContext.from_env(env),
                 summary=actions,
                 tuning=ClientTuning.fast(),
             )
@@ -989,7 +990,7 @@ def test_publish_works_with_the_real_actions_writer(fake: FakeGitHub, tmp_path: 
             outcome(),
             token=TOKEN,
             pr_comment=True,
-            env=env,
+            ctx=RunContext.from_env(env),
             summary=actions,
             tuning=ClientTuning.fast(),
         )

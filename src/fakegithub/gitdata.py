@@ -537,7 +537,9 @@ def _update_release(ctx: RouteContext, m: re.Match[str]) -> Answer:
     return 200, _release_json(ctx, repo, r), {}
 
 
-_REPO = r"/repos/(?P<owner>[\w.-]+)/(?P<name>[\w.-]+)"
+# A repository path, as both route tables match it.
+REPO_PATH = r"/repos/(?P<owner>[\w.-]+)/(?P<name>[\w.-]+)"
+_REPO = REPO_PATH
 _SHA = r"(?P<sha>[0-9a-f]{40})"
 ROUTES: list[tuple[str, re.Pattern[str], Callable[[Any, re.Match[str]], Answer]]] = [
     ("GET", re.compile(_REPO + r"/git/commits/" + _SHA), _get_commit),

@@ -730,7 +730,7 @@ def _graphql(ctx: _Ctx) -> tuple[int, Any, dict[str, str]]:
     return 200, {"data": {"nodes": nodes}}, {}
 
 
-_REPO = r"/repos/(?P<owner>[\w.-]+)/(?P<name>[\w.-]+)"
+_REPO = gitdata.REPO_PATH
 _ROUTES: list[tuple[str, re.Pattern[str], _Route]] = [
     ("GET", re.compile(r"/user"), _get_user),
     ("GET", re.compile(_REPO), _get_repo),

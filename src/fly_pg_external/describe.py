@@ -17,6 +17,7 @@ WARNING_TITLES: dict[WarningKind, str] = {
     "restarts": "Machines will restart",
     "billing": "Dedicated IPv4 is billed",
     "kept": "Address kept",
+    "record": "Ownership record unreadable",
 }
 
 

@@ -20,7 +20,9 @@ IMAGE_POLICIES: tuple[ImagePolicy, ...] = ("keep", "major")
 SslMode = Literal["require", "verify-ca", "verify-full"]
 SSL_MODES: tuple[SslMode, ...] = ("require", "verify-ca", "verify-full")
 # What a plan warns about: the log titles each kind, the report restates some in its own words.
-WarningKind = Literal["shared-ipv4", "ipv6-only", "unreachable-host", "restarts", "billing", "kept"]
+WarningKind = Literal[
+    "shared-ipv4", "ipv6-only", "unreachable-host", "restarts", "billing", "kept", "record"
+]
 
 POSTGRES_ROLE = "postgres_cluster"
 INACTIVE_STATES = frozenset({"destroyed", "destroying"})

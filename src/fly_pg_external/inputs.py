@@ -282,3 +282,19 @@ def clean_pr_number(raw: str) -> int | None:
             "request the run belongs to), or leave it empty.",
         )
     return int(value)
+
+
+_HOLD_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,59}$")
+
+
+def clean_hold_name(raw: str) -> str:
+    """The name of a persistent run's hold (holders.py); empty: the workflow's file name."""
+    value = clean_text("hold-name", raw)
+    if value and not _HOLD_NAME_RE.match(value):
+        raise InputError(
+            "hold-name",
+            f"{value[:60]!r} is not accepted: 1-60 letters, digits, '_', '.' or '-', starting "
+            "with a letter or digit (e.g. bi-dashboard), or leave it empty for the workflow's "
+            "file name.",
+        )
+    return value

@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import tempfile
+import time
 import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -283,7 +284,8 @@ def _read_and_plan(
     with gha.group(f"Read {settings.app} from Fly"):
         cluster = read_cluster(fly, settings.app)
         describe_state(cluster)
-    record = ownership.read([m for m in cluster.machines if m.reachable], cluster.app.ips)
+    reachable = [m for m in cluster.machines if m.reachable]
+    record = ownership.read(reachable, cluster.app.ips, now=int(time.time()))
     holding = holding_for(settings, env, record, ctx=ctx)
     plan = make_plan(settings, cluster, holding)
     if settings.database_url is None and not settings.releasing:

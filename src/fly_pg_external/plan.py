@@ -90,6 +90,18 @@ class Plan:
     record: Ownership | None = None
     kept: tuple[Kept, ...] = ()
     dropped_holds: tuple[str, ...] = ()
+    now: int = 0  # unix seconds the plan was made at (hold times, allocation attempts)
+
+    @property
+    def machines(self) -> tuple[Machine, ...]:
+        """Every machine Fly can reach, by ID: where the record lives."""
+        return tuple(sorted((*(u.machine for u in self.updates), *self.untouched), key=_by_id))
+
+    @property
+    def turn_machine(self) -> Machine | None:
+        """The machine whose lease is the record's mutex: the first by ID, the same for every
+        run that reads the same cluster."""
+        return self.machines[0] if self.machines else None
 
     @property
     def changed(self) -> bool:
@@ -99,6 +111,10 @@ class Plan:
     @property
     def releasing(self) -> bool:
         return self.mode in ("unexpose", "sweep")
+
+
+def _by_id(machine: Machine) -> str:
+    return machine.id
 
 
 def rollout_order(machine: Machine) -> tuple[int, str]:
@@ -242,7 +258,7 @@ def make_plan(settings: Settings, cluster: ClusterState, holding: Holding | None
     release: tuple[IpAddress, ...] = ()
     updates: list[MachineUpdate] = []
     untouched = reachable
-    owned = ownership.read(reachable, cluster.app.ips)
+    owned = ownership.read(reachable, cluster.app.ips, now=holding.now)
     kept: tuple[Kept, ...] = ()
     dropped: tuple[str, ...] = ()
     if settings.releasing:
@@ -251,7 +267,7 @@ def make_plan(settings: Settings, cluster: ClusterState, holding: Holding | None
     else:
         allocate = tuple(f for f in settings.ip_versions if f not in existing)
         updates, untouched = _machine_updates(settings, reachable)
-        record = expose_record(owned, reachable, holding, allocating=bool(allocate))
+        record = expose_record(owned, holding, allocating=bool(allocate))
 
     # An unreachable machine's config is incomplete: it would make a wrong fly.toml.
     new_by_id = {u.machine.id: u.new_config for u in updates}
@@ -280,12 +296,28 @@ def make_plan(settings: Settings, cluster: ClusterState, holding: Holding | None
         external_url=external_url,
         redacted_url=redacted,
         warnings=_warnings(settings, cluster, allocate, updates)
+        + _record_warnings(owned)
         + tuple(k.warning(settings.app) for k in kept if k.foreign),
         holder=holding.holder,
         ownership=owned,
         record=record,
         kept=kept,
         dropped_holds=dropped,
+        now=holding.now,
+    )
+
+
+def _record_warnings(owned: Ownership) -> tuple[PlanWarning, ...]:
+    if owned.known:
+        return ()
+    return (
+        PlanWarning(
+            "record",
+            "The ownership record could not be read ("
+            + "; ".join(owned.unreadable)
+            + "). It counts as unknown: nothing is released unless the addresses input names "
+            "it, and the next run that writes the record replaces it with what is known.",
+        ),
     )
 
 

@@ -1,28 +1,34 @@
-"""The post step of a `lifetime: job` run: at the end of the job, close what the job opened.
+"""The post step of a `lifetime: job` run: at the end of the job, close what the job held open.
 
 The runner runs it after the job's last step, whatever happened to the job (its `post-if` is
-`always()`), with the same inputs and the step state the main step saved: whom the run held the
-exposure for (`STATE_HOLDER`) and the addresses it allocated (`STATE_ALLOCATED`, saved the moment
-each was made). It drops that hold and releases exactly those addresses, unless another holder
-still relies on them; the pg_tls service stays (removing it would restart the cluster). Then it
-checks they no longer accept connections, and says what it did in the log and the job summary.
+`always()`), with the same inputs and the step state the main step saved: the job's holder, unique
+to this step (`STATE_HOLDER`), and the addresses it allocated (`STATE_ALLOCATED`, saved the moment
+each was made). In the record's turn it drops that hold and releases every address of the
+action's own that no remaining hold covers: those the job allocated, and those an earlier run
+left that nobody holds any more (the last holder closes the door). The pg_tls service stays
+(removing it would restart the cluster). Then it checks they no longer accept connections, and
+says what it did in the log and the job summary. Cancelled (SIGTERM, SIGINT), it gives back its
+lease and names every address still open with the command that closes it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from types import FrameType
 
 from . import log as logchannel
 from .describe import describe_plan
+from .domain import IP_FAMILIES
 from .errors import ActionError
 from .flyapi import FlyApi
 from .gha import Actions
 from .inputs import Addresses
-from .main import STATE_ALLOCATED, STATE_HOLDER, make_fly
+from .main import STATE_ALLOCATED, STATE_HOLDER, Cancelled, make_fly
 from .outcome import Outcome, build_outcome
 from .plan import Plan, make_plan
 from .progress import Progress
@@ -33,6 +39,10 @@ from .settings import Settings, from_environ
 from .verification import verify_unexpose
 
 log = logging.getLogger(__name__)
+
+
+def _on_signal(signum: int, _frame: FrameType | None) -> None:
+    raise Cancelled(signal.Signals(signum).name)
 
 
 def main(env: Mapping[str, str] | None = None) -> int:
@@ -57,6 +67,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
             "nothing to release."
         )
         return 0
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     fly = make_fly(settings)
     try:
         with (
@@ -66,90 +77,126 @@ def main(env: Mapping[str, str] | None = None) -> int:
             return close(settings, fly, gha, holder=holder, allocated=allocated)
     finally:
         fly.close()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@dataclass
+class _Closing:
+    """What the post step did, for its exit code, errors and summary."""
+
+    app: str
+    allocated: tuple[str, ...]
+    plan: Plan | None = None
+    outcome: Outcome | None = None
+    error: str | None = None
+    cancelled: bool = False
 
 
 def close(
     settings: Settings, fly: FlyApi, gha: Actions, *, holder: str, allocated: tuple[str, ...]
 ) -> int:
-    """Drop `holder`'s hold, release the `allocated` addresses nobody else holds, check they
-    closed; the exit code."""
-    releasing = replace(settings, mode="unexpose", dry_run=False, addresses=Addresses())
+    """Drop `holder`'s hold, release what no hold covers any more, check it closed; the exit
+    code."""
+    # Every family: the last holder closes every address of the action's own, whichever run
+    # asked for it.
+    releasing = replace(
+        settings, mode="unexpose", dry_run=False, addresses=Addresses(), ip_versions=IP_FAMILIES
+    )
+    closing = _Closing(settings.app, allocated)
     progress = Progress()
-    plan: Plan | None = None
-    error: str | None = None
     try:
         cluster = read_cluster(fly, settings.app)
-        holding = Holding(holder=holder, now=int(time.time()), only=allocated)
-        plan = make_plan(releasing, cluster, holding)
-        describe_plan(plan)
-        if not allocated:
-            log.info(
-                "This job allocated no address (the app was already exposed): nothing to "
-                "release. The pg_tls service stays: removing it would restart the cluster."
-            )
-        if plan.release or plan.record is not None:
-            plan = apply(
+        holding = Holding(holder=holder, now=int(time.time()), claims=allocated)
+        closing.plan = make_plan(releasing, cluster, holding)
+        describe_plan(closing.plan)
+        if closing.plan.release or closing.plan.record is not None:
+            closing.plan = apply(
                 fly,
-                plan,
+                closing.plan,
                 progress,
                 wait_timeout=settings.wait_timeout,
                 lease_wait=settings.lease_wait,
                 replan=lambda fresh: make_plan(releasing, fresh, holding),
             )
+        if not closing.plan.release and not allocated:
+            log.info(
+                "This job allocated no address, and none of the action's own is left without "
+                "a holder: nothing to release. The pg_tls service stays: removing it would "
+                "restart the cluster."
+            )
     except ActionError as exc:
-        error = exc.explained
-        log.error(error, extra={"title": "End-of-job release failed"})
-    outcome = build_outcome(plan, progress, error) if plan is not None else None
-    if outcome is not None and error is None and settings.verify:
-        verify_unexpose(outcome, releasing)
-    still_open = _still_open(settings.app, allocated, plan, outcome)
-    gha.append_summary(_summary(settings.app, allocated, plan, outcome, still_open))
-    return 1 if still_open or (error is not None and allocated) else 0
+        closing.error = exc.explained
+        log.error(closing.error, extra={"title": "End-of-job release failed"})
+    except Cancelled as exc:
+        closing.cancelled = True
+        closing.error = (
+            f"Cancelled ({exc}) while closing what this job opened on {settings.app}; the lease "
+            "this step held was given back."
+        )
+        log.error(closing.error, extra={"title": "Cancelled"})
+    if closing.plan is not None:
+        closing.outcome = build_outcome(closing.plan, progress, closing.error)
+    if closing.outcome is not None and closing.error is None and settings.verify:
+        verify_unexpose(closing.outcome, releasing)
+    still_open = _still_open(closing)
+    gha.append_summary(_summary(closing, still_open))
+    return 1 if still_open or closing.cancelled or (closing.error and allocated) else 0
 
 
-def _still_open(
-    app: str, allocated: tuple[str, ...], plan: Plan | None, outcome: Outcome | None
-) -> list[str]:
-    """The job's addresses that should be closed and are not, each named in an error with the
-    command that closes it."""
-    held = {k.ip.address for k in plan.kept if not k.foreign} if plan is not None else set()
-    released = set(outcome.released()) if outcome is not None else set()
-    open_ = [a for a in allocated if a not in released and a not in held]
-    if plan is not None:  # an address already gone (released by someone else) is closed
+def _still_open(closing: _Closing) -> list[str]:
+    """The addresses this step should have closed and did not, each named in an error with the
+    command that closes it: those it planned to release, and those the job allocated that no
+    other holder keeps. Without a plan (stopped before one), every address the job allocated."""
+    plan, app = closing.plan, closing.app
+    released = set(closing.outcome.released()) if closing.outcome is not None else set()
+    if plan is None:
+        due = list(closing.allocated)
+    else:
+        held = {k.ip.address for k in plan.kept if not k.foreign}
         present = {ip.address for ip in plan.release} | {k.ip.address for k in plan.kept}
-        open_ = [a for a in open_ if a in present]
+        due = [ip.address for ip in plan.release] + [
+            a for a in closing.allocated if a in present and a not in held
+        ]
+    open_ = [a for a in dict.fromkeys(due) if a not in released]
     for address in open_:
+        whose = "allocated by this job" if address in closing.allocated else "the action's own"
         log.error(
-            f"Address {address} of app {app}, allocated by this job, is still open. Release it "
-            f"with: fly ips release {address} -a {app}",
+            f"Address {address} of app {app}, {whose}, is still open. Release it with: "
+            f"fly ips release {address} -a {app}",
             extra={"title": "Address still open"},
         )
     return open_
 
 
-def _summary(
-    app: str,
-    allocated: tuple[str, ...],
-    plan: Plan | None,
-    outcome: Outcome | None,
-    still_open: list[str],
-) -> str:
+def _summary(closing: _Closing, still_open: list[str]) -> str:
+    app, plan, allocated = closing.app, closing.plan, closing.allocated
     lines = [f"### fly-pg-external: end of the job on {inline_code(app)}", ""]
-    if not allocated:
+    if closing.cancelled:
+        lines += [f"**Cancelled** before it was done: {closing.error}", ""]
+    released = set(closing.outcome.released()) if closing.outcome is not None else set()
+    kept = {k.ip.address: k.reason for k in plan.kept if not k.foreign} if plan else {}
+    foreign = {k.ip.address: k.reason for k in plan.kept if k.foreign} if plan else {}
+    planned = [ip.address for ip in plan.release] if plan is not None else []
+    rows = list(dict.fromkeys([*allocated, *planned, *kept]))
+    if not rows:
         lines.append(
-            "This job allocated no address (the app was already exposed): nothing to release."
+            "This job allocated no address, and none of the action's own is left without a "
+            "holder: nothing to release."
         )
         return "\n".join(lines) + "\n"
-    released = set(outcome.released()) if outcome is not None else set()
-    held = {k.ip.address: k.reason for k in plan.kept} if plan is not None else {}
-    lines += ["| Address allocated by this job | At the end of the job |", "|---|---|"]
-    for address in allocated:
-        if address in released:
-            what = "released"
-        elif address in held:
-            what = f"kept: {held[address]}"
-        elif address in still_open:
+    if not allocated:
+        lines += ["This job allocated no address (the app was already exposed).", ""]
+    lines += ["| Address | At the end of the job |", "|---|---|"]
+    for address in rows:
+        if address in still_open:
             what = f"**still open**: `fly ips release {address} -a {app}`"
+        elif address in released:
+            what = "released" if address in allocated else "released (no run holds it any more)"
+        elif address in kept:
+            what = f"kept: {kept[address]}"
+        elif address in foreign:
+            what = f"kept: {foreign[address]}"
         else:
             what = "already gone"
         lines.append(f"| {inline_code(address)} | {what} |")

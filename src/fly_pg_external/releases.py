@@ -2,9 +2,11 @@
 run) releases, and which it keeps and why. Pure: decided from the cluster and the ownership
 record; nothing here talks to Fly.
 
-The rule: the action's own address is released once no hold is left on the record; an address
-that is not its own is released only when the `addresses` input names it (or says `all`);
-everything else is kept, with the reason.
+The rule: the action's own address is released once no hold on the record covers its family
+(the post step and `unexpose` release every such address, not only those their run allocated);
+an address that is not its own is released only when the `addresses` input names it (or says
+`all`); while the record is unknown nothing else is released; everything else is kept, with the
+reason.
 """
 
 from __future__ import annotations
@@ -12,8 +14,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
-from . import ownership
-from .domain import ClusterState, IpAddress, IpFamily, Machine, PlanWarning
+from .domain import IP_FAMILIES, ClusterState, IpAddress, IpFamily, PlanWarning
 from .errors import PlanError
 from .ownership import PERSISTENT, Ownership, describe_holds
 from .settings import Settings
@@ -50,13 +51,21 @@ FOREIGN = (
 )
 
 
+def unknown_reason(record: Ownership) -> str:
+    return (
+        "the ownership record could not be read ("
+        + "; ".join(record.unreadable)
+        + "), so whether another run still holds it is unknown"
+    )
+
+
 def stale_holds(
     record: Ownership, *, now: int, max_age: float, gone: Collection[str]
 ) -> tuple[str, ...]:
     """Holds a sweep drops: older than `max_age` seconds, or whose holder is gone (a closed
     pull request)."""
     return tuple(
-        sorted(h for h, since in record.holds.items() if h in gone or now - since > max_age)
+        sorted(h for h, hold in record.holds.items() if h in gone or now - hold.since > max_age)
     )
 
 
@@ -67,13 +76,13 @@ def decide(
     families: Iterable[IpFamily],
     named: Collection[str] = (),
     every: bool = False,
-    only: Collection[str] | None = None,
 ) -> Releases:
     """What to release, given the record as it will be once this run's holds are dropped.
 
-    `named`/`every` come from the `addresses` input. `only` limits the candidates to the
-    addresses a `lifetime: job` run allocated (its post step): those are its own whatever the
-    record says (the step state proves it), and are released unless someone else holds them.
+    `named`/`every` come from the `addresses` input and are released whoever owns or holds
+    them. An address of the action's own is released once no hold covers its family (a hold
+    covers what its run asked for); an unknown record (a copy that could not be read) releases
+    nothing that is not named.
     """
     wanted = set(families)
     public = [ip for ip in cluster.app.ips if ip.type in ("v4", "v6")]
@@ -88,15 +97,16 @@ def decide(
     kept: list[Kept] = []
     for ip in public:
         explicit = (every and ip.type in wanted) or ip.address in named
-        candidate = ip.type in wanted and (only is None or ip.address in only)
-        if not explicit and not candidate:
+        if not explicit and ip.type not in wanted:
             continue
         if explicit:
             release.append(ip)
-        elif not record.owns(ip) and only is None:
+        elif not record.known:
+            kept.append(Kept(ip, unknown_reason(record), foreign=True))
+        elif not record.owns(ip):
             kept.append(Kept(ip, FOREIGN, foreign=True))
-        elif record.holds:
-            reason = f"still held by {describe_holds(record.holds)}"
+        elif record.covered(ip.type):
+            reason = f"still held by {describe_holds(record.holders_of(ip.type))}"
             kept.append(Kept(ip, reason, foreign=False))
         else:
             release.append(ip)
@@ -110,7 +120,11 @@ class Holding:
     holder: str = PERSISTENT
     now: int = 0  # unix seconds, for the hold's time and the sweep's age
     gone: frozenset[str] = frozenset()  # holders a sweep found gone (closed pull requests)
-    only: tuple[str, ...] | None = None  # the post step: just the addresses the job allocated
+    families: tuple[IpFamily, ...] = IP_FAMILIES  # what the run asks for: what its hold covers
+    # The addresses the post step's state proves its job allocated: the action's own even if
+    # the record lost them (a record write that failed everywhere).
+    claims: tuple[str, ...] = ()
+    legacy: tuple[str, ...] = ()  # this run's holder as the previous record format named it
 
 
 # A hold taken longer ago than this is taken again (its time renewed), so a sweep's `max-age`
@@ -118,21 +132,22 @@ class Holding:
 HOLD_RENEWAL = 3600
 
 
-def expose_record(
-    owned: Ownership, reachable: list[Machine], holding: Holding, *, allocating: bool
-) -> Ownership | None:
-    """The record an expose writes (its allocations are added when they are made), or None."""
-    if not owned.addresses:
-        # A hold on addresses that are not the action's own would guard nothing: without an
-        # allocation nothing is written, and a first allocation starts with this hold alone.
-        return Ownership({}, {holding.holder: holding.now}) if allocating else None
-    since = owned.holds.get(holding.holder)
-    if since is not None and holding.now - since < HOLD_RENEWAL and not allocating:
-        # Held and fresh: write only to machines that lack the record (replaced ones).
-        text = ownership.encode(owned)
-        copies = [ownership.record_text(m.config) for m in reachable]
-        return None if all(c == text for c in copies) or owned.empty else owned
-    return owned.holding(holding.holder, holding.now)
+def expose_record(owned: Ownership, holding: Holding, *, allocating: bool) -> Ownership | None:
+    """The record an expose writes (its allocations are added when they are made), or None:
+    nothing to write, so the run needs no turn at the record (the cheap no-op)."""
+    if not owned.addresses and not allocating:
+        # A hold on addresses that are not the action's own would guard nothing.
+        return None
+    hold = owned.holds.get(holding.holder)
+    fresh = (
+        hold is not None
+        and holding.now - hold.since < HOLD_RENEWAL
+        and set(holding.families) <= set(hold.families)
+    )
+    if fresh and not allocating and owned.synced:
+        return None
+    families = set(holding.families) | (set(hold.families) if fresh and hold else set())
+    return owned.holding(holding.holder, holding.now, families)
 
 
 def plan_releases(
@@ -142,7 +157,15 @@ def plan_releases(
     if settings.mode == "sweep":
         dropped = stale_holds(owned, now=holding.now, max_age=settings.max_age, gone=holding.gone)
     else:
-        dropped = tuple(h for h in (holding.holder,) if h in owned.holds)
+        mine = (holding.holder, *holding.legacy)
+        dropped = tuple(h for h in mine if h in owned.holds)
+    claimed = [
+        ip
+        for ip in cluster.app.ips
+        if ip.address in holding.claims and ip.type in ("v4", "v6") and not owned.owns(ip)
+    ]
+    if claimed and owned.known:
+        owned = owned.with_addresses(claimed)
     after = owned.without_holds(dropped)
     decided = decide(
         cluster,
@@ -150,7 +173,7 @@ def plan_releases(
         families=settings.ip_versions,
         named=settings.addresses.named,
         every=settings.addresses.every,
-        only=holding.only,
     )
     owned_released = any(owned.owns(ip) for ip in decided.release)
-    return dropped, after if (dropped or owned_released) else None, decided
+    write = dropped or owned_released or (claimed and owned.known)
+    return dropped, after if write else None, decided

@@ -35,6 +35,7 @@ from .inputs import (
     clean_choice,
     clean_database_url,
     clean_fly_token,
+    clean_hold_name,
     clean_host,
     clean_ip_versions,
     clean_max_age,
@@ -88,6 +89,8 @@ class Settings:
     require_exposed: bool = False
     pr_number: int | None = None
     allow_forks: bool = False
+    # What a persistent run's hold is called (holders.py); empty: after the workflow's file.
+    hold_name: str = ""
 
     @property
     def read_only(self) -> bool:
@@ -196,6 +199,17 @@ class _Environment(NamedTuple):
         )
 
 
+def _hold_name(raw: str, lifetime: Lifetime) -> str:
+    name = clean_hold_name(raw)
+    if name and lifetime == "job":
+        raise InputError(
+            "hold-name",
+            "names a persistent hold, but lifetime is job: each job's hold is its own and ends "
+            "with the job. Leave hold-name empty, or use lifetime: persistent.",
+        )
+    return name
+
+
 def from_environ(env: Mapping[str, str], read_input: Callable[[str], str | None]) -> Settings:
     """Build Settings from the runner's environment. Raises InputError on the first bad value."""
 
@@ -239,5 +253,6 @@ def from_environ(env: Mapping[str, str], read_input: Callable[[str], str | None]
         require_exposed=require_exposed,
         pr_number=clean_pr_number(inp("pr-number")),
         allow_forks=clean_bool("allow-forks", inp("allow-forks", "false")),
+        hold_name=_hold_name(inp("hold-name"), lifetime),
         **_Environment.read(env)._asdict(),
     )

@@ -1,9 +1,11 @@
 """Reading the cluster, and carrying out a plan in the order that keeps it safe.
 
-Leases on every machine to update are taken first, so a run stopped by someone else's lease has
-changed nothing. IPs are allocated next, so a failed allocation stops the run before any
-machine restarts; then the rolling update. Leases are released on every path. What is done is
-recorded in the caller's `Progress` as it happens; failures are raised.
+The record's turn (the lease on the first machine by ID) and the leases on every machine to
+update are taken first, so a run stopped by someone else's lease has changed nothing; the run
+then reads the cluster again and decides from what it reads under the turn. IPs are allocated
+next, and recorded at once, so a failed allocation stops the run before any machine restarts;
+then the rolling update. Leases are released on every path. What is done is recorded in the
+caller's `Progress` as it happens; failures are raised.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 from ..describe import describe_plan
 from ..domain import ClusterState
-from ..errors import ActionError, FlyNotFound, RunError
+from ..errors import ActionError, FlyError, FlyNotFound, RunError
 from ..flyapi import FlyApi
 from ..ownership import Ownership
 from ..plan import Plan
@@ -65,28 +68,27 @@ def apply(
     replan: Callable[[ClusterState], Plan] | None = None,
 ) -> Plan:
     """Carry out `plan`, recording what is done in `progress`; raise `ActionError` when the run
-    has to stop. Returns the plan carried out: a releasing run plans again under the record's
-    lease with `replan`, since another run may have changed the holds meanwhile."""
+    has to stop. Returns the plan carried out.
+
+    Every run that writes the ownership record takes its turn first: the lease on the plan's
+    `turn_machine` (the first machine by ID, the same for every run), taken before any other.
+    Under it the run reads the cluster again and plans again with `replan`, so it decides from
+    the record as the previous writer left it, never from a copy read before that writer was
+    done (two exposes at once keep both holds; an expose after an unexpose allocates again)."""
     if plan.releasing:
         return _release(fly, plan, progress, lease_wait=lease_wait, clock=clock, replan=replan)
-    machines = [u.machine for u in plan.updates] + list(plan.untouched)
-    if plan.updates and plan.unreachable:
-        # Checked before anything changes: a restart now would be a second machine down.
-        names = ", ".join(f"{m.id} (host_status {m.host_status})" for m in plan.unreachable)
-        raise RunError(
-            f"Machine(s) {names} on a host Fly cannot reach count as down, and "
-            f"{len(plan.updates)} machine(s) need a restart: nothing was changed.",
-            hint="Re-run once every machine is reachable again (fly machine status <id>).",
-        )
-    with leased(
-        fly, plan.app, [u.machine for u in plan.updates], wait=lease_wait, clock=clock
-    ) as leases:
-        ambiguous = allocate_families(fly, plan, progress, clock=clock)
-        if plan.record is not None or progress.allocated:
-            # Recorded before any restart: the record outlives a run stopped mid-rollout.
-            record = (plan.record or plan.ownership).with_addresses(progress.allocated.values())
-            write_record(fly, plan.app, machines, record)
-            plan = carry_record(plan, record)
+    _refuse_restart_beside_unreachable(plan)
+    turn = [plan.turn_machine] if plan.turn_machine is not None else []
+    others = [u.machine for u in plan.updates if u.machine.id not in {m.id for m in turn}]
+    with leased(fly, plan.app, turn + others, wait=lease_wait, clock=clock) as leases:
+        plan = _plan_again(fly, plan, replan)
+        if not plan.changed and plan.record is None:
+            return plan  # another run did it meanwhile
+        _refuse_restart_beside_unreachable(plan)
+        more = [u.machine for u in plan.updates if not leases.holds(u.machine.id)]
+        if more:
+            leases.extend(more)
+        plan, ambiguous = _allocate_and_record(fly, plan, progress, clock)
         try:
             if plan.updates:
                 rolling_update(fly, plan, leases, progress, wait_timeout=wait_timeout, clock=clock)
@@ -99,6 +101,82 @@ def apply(
     return plan
 
 
+def _refuse_restart_beside_unreachable(plan: Plan) -> None:
+    if plan.updates and plan.unreachable:
+        # Checked before anything changes: a restart now would be a second machine down.
+        names = ", ".join(f"{m.id} (host_status {m.host_status})" for m in plan.unreachable)
+        raise RunError(
+            f"Machine(s) {names} on a host Fly cannot reach count as down, and "
+            f"{len(plan.updates)} machine(s) need a restart: nothing was changed.",
+            hint="Re-run once every machine is reachable again (fly machine status <id>).",
+        )
+
+
+def _plan_again(fly: FlyApi, plan: Plan, replan: Callable[[ClusterState], Plan] | None) -> Plan:
+    """The plan made again from the cluster as it is now that this run has its turn."""
+    if replan is None or plan.turn_machine is None:
+        return plan
+    fresh = replan(read_cluster(fly, plan.app))
+    if _decisions(fresh) != _decisions(plan):
+        log.info("The cluster or its record changed while this run waited its turn; planned again.")
+        describe_plan(fresh)
+    return fresh
+
+
+def _decisions(plan: Plan) -> tuple[object, ...]:
+    return (
+        plan.allocate,
+        plan.release,
+        plan.kept,
+        tuple(u.machine.id for u in plan.updates),
+        plan.dropped_holds,
+    )
+
+
+def _allocate_and_record(
+    fly: FlyApi, plan: Plan, progress: Progress, clock: Clock
+) -> tuple[Plan, bool]:
+    """Allocate what the plan asks for, then record it with this run's hold before anything
+    else happens, on every path: an address that lands is never left out of the record, and an
+    allocation whose outcome is unknown (a failure, a cancellation) is recorded as an attempt,
+    the evidence a later run needs to claim the address if it turns up."""
+    try:
+        ambiguous = allocate_families(fly, plan, progress, clock=clock)
+    except BaseException:
+        _record_after_failure(fly, plan, progress)
+        raise
+    if plan.record is None and not progress.allocated:
+        return plan, ambiguous
+    record = write_record(fly, plan.app, list(plan.machines), _exposed_record(plan, progress))
+    return carry_record(plan, record), ambiguous
+
+
+def _exposed_record(plan: Plan, progress: Progress, *, unresolved: bool = False) -> Ownership:
+    record = (plan.record or plan.ownership).with_addresses(progress.allocated.values())
+    if unresolved:
+        missing = [f for f in plan.allocate if f not in progress.allocated]
+        record = record.with_attempts(missing, plan.now)
+    return record
+
+
+def _record_after_failure(fly: FlyApi, plan: Plan, progress: Progress) -> None:
+    """Write what the run allocated, and the allocations it could not see the end of, while the
+    run's own failure (or cancellation) goes on up; a failed write is logged, not raised, so it
+    does not hide that failure."""
+    try:
+        write_record(
+            fly, plan.app, list(plan.machines), _exposed_record(plan, progress, unresolved=True)
+        )
+    except (ActionError, FlyError) as exc:
+        log.error(
+            f"The ownership record could not be written after the allocation failed ({exc}); "
+            f"addresses this run allocated ({', '.join(progress.allocated_addresses.values())}"
+            " or none) are not recorded as the action's own: release them with fly ips "
+            f"release <address> -a {plan.app}.",
+            extra={"title": "Ownership record not written"},
+        )
+
+
 def _release(
     fly: FlyApi,
     plan: Plan,
@@ -108,32 +186,34 @@ def _release(
     clock: Clock,
     replan: Callable[[ClusterState], Plan] | None,
 ) -> Plan:
-    """Release and rewrite the record, one releasing run at a time.
-
-    Dropping a hold is a read, a change and a write of the record: two pull requests closing
-    at once would each keep the addresses for the other and leave one hold behind. The lease on
-    the cluster's first machine (the same one for every run) makes them take turns, and the
-    second reads the record the first one wrote.
-    """
-    first = sorted(plan.untouched, key=lambda m: m.id)[:1]
-    with leased(fly, plan.app, first, wait=lease_wait, clock=clock):
-        if replan is not None and first:
-            fresh = replan(read_cluster(fly, plan.app))
-            if (fresh.release, fresh.kept) != (plan.release, plan.kept):
-                log.info("The record changed while this run waited its turn; planned again.")
-                describe_plan(fresh)
-            plan = fresh
-        machines = list(plan.untouched)
+    """Release and rewrite the record in this run's turn (see `apply`): dropping a hold is a
+    read, a change and a write of the record, and two pull requests closing at once would each
+    keep the addresses for the other."""
+    turn = [plan.turn_machine] if plan.turn_machine is not None else []
+    with leased(fly, plan.app, turn, wait=lease_wait, clock=clock):
+        plan = _plan_again(fly, plan, replan)
         try:
             release_ips(fly, plan, progress, clock=clock)
-        finally:
-            # Whatever was released is out of the record, even when a later release failed.
-            released = [a for addresses in progress.released.values() for a in addresses]
-            if plan.record is not None or released:
-                after = (plan.record or plan.ownership).without_addresses(released)
-                if not after.addresses:
-                    # Holds guard the action's own addresses; with none left they guard nothing,
-                    # and must not keep a later exposure open.
-                    after = Ownership()
-                write_record(fly, plan.app, machines, after)
+        except BaseException:
+            _record_releases(fly, plan, progress, raising=False)
+            raise
+        _record_releases(fly, plan, progress, raising=True)
     return plan
+
+
+def _record_releases(fly: FlyApi, plan: Plan, progress: Progress, *, raising: bool) -> None:
+    """Whatever was released is out of the record, even when a later release failed."""
+    released = [a for addresses in progress.released.values() for a in addresses]
+    if plan.record is None and not released:
+        return
+    after = (plan.record or plan.ownership).without_addresses(released)
+    if not after.addresses:
+        # Holds guard the action's own addresses; with none left they guard nothing, and must
+        # not keep a later exposure open.
+        after = replace(after, holds={})
+    try:
+        write_record(fly, plan.app, list(plan.machines), after)
+    except (ActionError, FlyError) as exc:
+        if raising:
+            raise
+        log.error(str(exc), extra={"title": "Ownership record not written"})

@@ -83,6 +83,18 @@ class LeaseSet:
             if isinstance(result, Exception):
                 raise result
 
+    def extend(self, machines: list[Machine]) -> None:
+        """Lease more machines (a plan made again under the first lease found more to update);
+        the keep-alive already running refreshes them too."""
+        results = concurrently(self._take, machines, workers=8, name="lease")
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+
+    def holds(self, machine_id: str) -> bool:
+        with self._lock:
+            return machine_id in self.leases
+
     def _start_keep_alive(self) -> None:
         thread = threading.Thread(target=self._keep_alive, name="lease-refresh", daemon=True)
         thread.start()

@@ -12,7 +12,7 @@ both have a pull request #5, and closing one must not drop the other's hold. The
 - a pull request event (or any run whose payload, or the `pr-number` input, names a pull
   request): `pr-<number>`;
 - anything else: `wf-<workflow file>`, so a deploy workflow closing its exposure does not close
-  the one a dashboard workflow keeps.
+  the one a dashboard workflow keeps (`persistent` outside a workflow).
 
 Records the previous format wrote name holders without a repository (`pr-5`, `persistent`,
 `run-<id>-<attempt>-<job>`). A run drops its own legacy name with its own hold (`legacy_names`),
@@ -59,10 +59,10 @@ def job_holder(env: Mapping[str, str], leg: str) -> str:
 
 def workflow_of(env: Mapping[str, str]) -> str:
     """The workflow's file name (from GITHUB_WORKFLOW_REF, `owner/repo/.github/workflows/
-    deploy.yml@refs/heads/main`), else its name, else `persistent`."""
+    deploy.yml@refs/heads/main`), else its name; empty outside GitHub."""
     match = _WORKFLOW_FILE.search(env.get("GITHUB_WORKFLOW_REF", ""))
     name = match.group(1) if match else env.get("GITHUB_WORKFLOW", "")
-    return _UNSAFE.sub("_", name)[:60] or PERSISTENT
+    return _UNSAFE.sub("_", name)[:60]
 
 
 def holder_of(settings: Settings, env: Mapping[str, str], ctx: RunContext) -> str:
@@ -73,7 +73,8 @@ def holder_of(settings: Settings, env: Mapping[str, str], ctx: RunContext) -> st
         return f"{repo}#{settings.hold_name}"
     if ctx.pr_number is not None:
         return f"{repo}#pr-{ctx.pr_number}"
-    return f"{repo}#wf-{workflow_of(env)}"
+    workflow = workflow_of(env)
+    return f"{repo}#wf-{workflow}" if workflow else f"{repo}#{PERSISTENT}"
 
 
 def legacy_names(settings: Settings, env: Mapping[str, str], ctx: RunContext) -> tuple[str, ...]:

@@ -70,8 +70,8 @@ class Ownership:
     generation: int = 0
     # What reading found (never written): copies that could not be read, and why; whether every
     # machine read carries the newest copy.
-    unreadable: tuple[str, ...] = ()
-    synced: bool = True
+    unreadable: tuple[str, ...] = field(default=(), compare=False)
+    synced: bool = field(default=True, compare=False)
 
     def owns(self, ip: IpAddress) -> bool:
         return self.addresses.get(ip.id) == ip.address

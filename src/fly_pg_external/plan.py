@@ -27,7 +27,7 @@ from .domain import (
 )
 from .errors import PlanError
 from .ownership import PERSISTENT, Ownership
-from .releases import Holding, Kept, expose_record, plan_releases
+from .releases import Holding, Kept, expose_record, plan_releases, record_warnings
 from .settings import Settings
 
 PG_INTERNAL_PORT = 5432
@@ -269,12 +269,7 @@ def make_plan(settings: Settings, cluster: ClusterState, holding: Holding | None
         updates, untouched = _machine_updates(settings, reachable)
         record = expose_record(owned, holding, allocating=bool(allocate))
 
-    # An unreachable machine's config is incomplete: it would make a wrong fly.toml.
-    new_by_id = {u.machine.id: u.new_config for u in updates}
-    before = flytoml.render_most_common(settings.app, [m.config for m in reachable])
-    after = flytoml.render_most_common(
-        settings.app, [new_by_id.get(m.id, m.config) for m in reachable]
-    )
+    before, after = _fly_tomls(settings.app, reachable, updates)
     external_url, redacted = _urls(settings)
     return Plan(
         app=settings.app,
@@ -296,7 +291,7 @@ def make_plan(settings: Settings, cluster: ClusterState, holding: Holding | None
         external_url=external_url,
         redacted_url=redacted,
         warnings=_warnings(settings, cluster, allocate, updates)
-        + _record_warnings(owned)
+        + record_warnings(owned)
         + tuple(k.warning(settings.app) for k in kept if k.foreign),
         holder=holding.holder,
         ownership=owned,
@@ -307,18 +302,13 @@ def make_plan(settings: Settings, cluster: ClusterState, holding: Holding | None
     )
 
 
-def _record_warnings(owned: Ownership) -> tuple[PlanWarning, ...]:
-    if owned.known:
-        return ()
-    return (
-        PlanWarning(
-            "record",
-            "The ownership record could not be read ("
-            + "; ".join(owned.unreadable)
-            + "). It counts as unknown: nothing is released unless the addresses input names "
-            "it, and the next run that writes the record replaces it with what is known.",
-        ),
-    )
+def _fly_tomls(app: str, reachable: list[Machine], updates: list[MachineUpdate]) -> tuple[str, str]:
+    """The app's fly.toml before and after. Only reachable machines: an unreachable machine's
+    config is incomplete, and would make a wrong fly.toml."""
+    new_by_id = {u.machine.id: u.new_config for u in updates}
+    before = flytoml.render_most_common(app, [m.config for m in reachable])
+    after = flytoml.render_most_common(app, [new_by_id.get(m.id, m.config) for m in reachable])
+    return before, after
 
 
 def _urls(settings: Settings) -> tuple[str | None, str | None]:

@@ -177,3 +177,17 @@ def plan_releases(
     owned_released = any(owned.owns(ip) for ip in decided.release)
     write = dropped or owned_released or (claimed and owned.known)
     return dropped, after if write else None, decided
+
+
+def record_warnings(owned: Ownership) -> tuple[PlanWarning, ...]:
+    if owned.known:
+        return ()
+    return (
+        PlanWarning(
+            "record",
+            "The ownership record could not be read ("
+            + "; ".join(owned.unreadable)
+            + "). It counts as unknown: nothing is released unless the addresses input names "
+            "it, and the next run that writes the record replaces it with what is known.",
+        ),
+    )

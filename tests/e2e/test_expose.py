@@ -78,21 +78,28 @@ def test_first_exposure_of_current_cluster_allocates_ips_and_restarts_nothing(
         "v4",
         "v6",
     ]
-    assert lease_and_update_paths(current_sim) == []  # no lease, no machine update
-    # The ownership record: one metadata write per machine, once both addresses exist.
+    # No machine update; only the record's turn: the first machine's lease, taken before the
+    # allocations and given back after the record is written.
     machines = sorted(m.id for m in current_sim.app("my-db").machines)
+    turn = lease_and_update_paths(current_sim)
+    assert [(kind, mid) for kind, mid in turn] == [
+        ("POST lease", machines[0]),
+        ("DELETE lease", machines[0]),
+    ], turn
+    # The ownership record: one metadata write per machine, once both addresses exist.
     writes = record_writes(current_sim)
     assert sorted(machine_id_of(r) or "" for r in writes) == machines
     last_alloc = max(r.ended or float("inf") for r in allocations(current_sim))
     assert all(r.started >= last_alloc and r.status == 204 for r in writes)
-    # the two reads, the two allocations, the record writes: nothing else
-    assert len(current_sim.requests) == 4 + len(machines)
+    # the two reads, the turn (lease, the two reads again, lease back), the two allocations,
+    # the record writes: nothing else
+    assert len(current_sim.requests) == 8 + len(machines)
     app = current_sim.app("my-db")
     assert {ip.type for ip in app.ips} == {"private_v6", "v4", "v6"}
     for mid in machines:
         record = recorded(current_sim, "my-db", mid)
         assert record is not None and dict(record.addresses) == public_ips(current_sim, "my-db")
-        assert set(record.holds) == {ownership.PERSISTENT}
+        assert set(record.holds) == {f"acme/infra#{ownership.PERSISTENT}"}
 
 
 def test_rerun_on_exposed_app_makes_no_change(current_sim: Simulator, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ TCP connections once the post step is done.
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +49,9 @@ from action_run import (
 )
 
 APP = "my-db"
-HOLDER = "run-4242-1-integration"
+REPO = "acme/infra"
+HOLDER = f"{REPO}#run-4242-1-integration-"  # then the leg, random per step
+PR7 = f"{REPO}#pr-7"
 FAST = {"FLY_PG_EXTERNAL_HTTP_TIMEOUT": "2"}
 
 
@@ -78,6 +81,11 @@ def current(flysim: Any) -> Simulator:
 
 def database_url(sim: Simulator) -> str:
     return sim.attach_database(APP, "job_user", "job-pass-123456", "job_db")
+
+
+def is_job_holder(name: str) -> bool:
+    """`<repository>#run-<run>-<attempt>-<job>-<leg>`, the leg 8 random hex digits."""
+    return re.fullmatch(re.escape(HOLDER) + "[0-9a-f]{8}", name) is not None
 
 
 def summary_rows(result: ActionResult) -> dict[str, str]:
@@ -119,11 +127,11 @@ def test_post_step_releases_exactly_what_the_job_allocated(
     v4, v6 = main.outputs["ipv4"], main.outputs["ipv6"]
     assert v4 and v6 and addresses(sim, APP, "v4") == [v4] and addresses(sim, APP, "v6") == [v6]
     state = step_state(main)
-    assert state["HOLDER"] == HOLDER
+    assert is_job_holder(state["HOLDER"])
     assert set(state["ALLOCATED"].split(",")) == {v4, v6}
     # The record names the job's addresses and its hold, on every machine.
     record = the_record(sim, APP)
-    assert set(record["ips"].values()) == {v4, v6} and set(record["holds"]) == {HOLDER}
+    assert set(record["ips"].values()) == {v4, v6} and set(record["holds"]) == {state["HOLDER"]}
     # During the job the URL works, as emitted.
     select_one(main.outputs["database-url"])
     assert accepts(v4)
@@ -142,7 +150,10 @@ def test_post_step_releases_exactly_what_the_job_allocated(
     assert len(leased) <= 1 and leased == {r.path for r in sim.requests if is_lease(r, "DELETE")}
     assert instance_ids(sim) == before  # nothing restarted
     assert public_ips(sim, APP) == {}
-    assert records(sim, APP) == dict.fromkeys(before)  # the record is gone with the addresses
+    # The record is emptied with the addresses (never deleted: its generation stays).
+    assert all(
+        r is not None and not r["ips"] and not r["holds"] for r in records(sim, APP).values()
+    )
     assert refused(v4) and refused(v6) and refused("127.0.0.1")
     with pytest.raises(psycopg.OperationalError):
         select_one(main.outputs["database-url"])
@@ -181,12 +192,12 @@ def test_post_step_releases_what_a_failed_main_step_allocated(flysim: Any, tmp_p
     allocated = {*addresses(sim, APP, "v4"), *addresses(sim, APP, "v6")}
     assert len(allocated) == 2
     state = step_state(main)
-    assert state["HOLDER"] == HOLDER
+    assert is_job_holder(state["HOLDER"])
     assert set(state["ALLOCATED"].split(",")) == allocated
     assert wait_cluster_healthy(sim, APP)
     # The record was written before the rollout, and the rolled-back machine still carries it.
     record = the_record(sim, APP)
-    assert set(record["ips"].values()) == allocated and set(record["holds"]) == {HOLDER}
+    assert set(record["ips"].values()) == allocated and set(record["holds"]) == {state["HOLDER"]}
     assert all(accepts(a) for a in allocated)  # the first replica serves pg_tls on them
 
     sim.clear_requests()
@@ -201,7 +212,9 @@ def test_post_step_releases_what_a_failed_main_step_allocated(flysim: Any, tmp_p
     assert public_ips(sim, APP) == {}
     assert all(refused(a) for a in allocated)
     assert set(summary_rows(post).values()) == {"released"}
-    assert all(r is None for r in records(sim, APP).values())
+    assert all(
+        r is not None and not r["ips"] and not r["holds"] for r in records(sim, APP).values()
+    )
     assert post.errors() == []
 
 
@@ -246,8 +259,8 @@ def test_job_on_an_app_the_action_already_exposed_releases_nothing(
     assert main.code == 0, main.log
     state = step_state(main)
     assert state.get("ALLOCATED", "") == ""
-    assert state["HOLDER"] == HOLDER
-    assert set(the_record(sim, APP)["holds"]) == {"persistent", HOLDER}
+    assert is_job_holder(state["HOLDER"])
+    assert set(the_record(sim, APP)["holds"]) == {f"{REPO}#persistent", state["HOLDER"]}
     select_one(main.outputs["database-url"])
 
     sim.clear_requests()
@@ -256,10 +269,10 @@ def test_job_on_an_app_the_action_already_exposed_releases_nothing(
     assert post.code == 0, post.log
     assert released(sim.requests) == []
     assert public_ips(sim, APP) == before
-    assert "This job allocated no address (the app was already exposed)" in post.stdout
+    assert "This job allocated no address" in post.stdout
     assert "This job allocated no address (the app was already exposed)" in post.summary
     # Its own hold is gone; the persistent one stays, and so does the access.
-    assert set(the_record(sim, APP)["holds"]) == {"persistent"}
+    assert set(the_record(sim, APP)["holds"]) == {f"{REPO}#persistent"}
     select_one(main.outputs["database-url"])
     assert post.errors() == []
 
@@ -323,7 +336,7 @@ def job_then_pr_hold(current: Simulator, tmp_path: Path) -> HeldJob:
     pr = run_subprocess(sim, tmp_path / "pr", {"app": APP}, pr_event(tmp_path / "pr-event", 7))
     assert pr.code == 0, pr.log
     assert pr.outputs["changed"] == "false"
-    assert set(the_record(sim, APP)["holds"]) == {HOLDER, "pr-7"}
+    assert set(the_record(sim, APP)["holds"]) == {state["HOLDER"], PR7}
 
     sim.clear_requests()
     post = run_post_step(sim, tmp_path / "post", inputs, state, extra_env=job_env())
@@ -342,9 +355,12 @@ def test_post_step_keeps_addresses_a_pull_request_took_a_hold_on_during_the_job(
     assert post.code == 0, post.log
     assert released(sim.requests) == []
     assert set(public_ips(sim, APP).values()) == {v4, v6}
-    assert summary_rows(post) == {v4: "kept: still held by pr-7", v6: "kept: still held by pr-7"}
+    assert summary_rows(post) == {
+        v4: f"kept: still held by {PR7}",
+        v6: f"kept: still held by {PR7}",
+    }
     record = the_record(sim, APP)
-    assert set(record["holds"]) == {"pr-7"} and set(record["ips"].values()) == {v4, v6}
+    assert set(record["holds"]) == {PR7} and set(record["ips"].values()) == {v4, v6}
     select_one(job_then_pr_hold.url)  # the pull request's access still works
     assert post.errors() == []
 
@@ -357,7 +373,7 @@ def test_post_step_log_says_which_addresses_it_kept_and_for_whom(
     post = job_then_pr_hold.post
     for address in (job_then_pr_hold.v4, job_then_pr_hold.v6):
         assert any(
-            address in line and "still held by pr-7" in line for line in post.stdout.splitlines()
+            address in line and f"still held by {PR7}" in line for line in post.stdout.splitlines()
         ), post.stdout
 
 
@@ -375,12 +391,12 @@ def test_job_while_a_pull_request_holds_the_exposure_leaves_it_open(
     assert main.code == 0, main.log
     state = step_state(main)
     assert state.get("ALLOCATED", "") == ""
-    assert set(the_record(sim, APP)["holds"]) == {"pr-7", HOLDER}
+    assert set(the_record(sim, APP)["holds"]) == {PR7, state["HOLDER"]}
 
     post = run_post_step(sim, tmp_path / "post", inputs, state, extra_env=job_env())
     assert post.code == 0, post.log
     assert public_ips(sim, APP) == before
-    assert set(the_record(sim, APP)["holds"]) == {"pr-7"}
+    assert set(the_record(sim, APP)["holds"]) == {PR7}
     assert "nothing to release" in post.summary or "allocated no address" in post.summary
     select_one(main.outputs["database-url"])
 

@@ -86,11 +86,15 @@ def unexpose(
 
 
 def holds(sim: Simulator) -> set[str]:
-    return set(the_record(sim, APP)["holds"])
+    """The holders on the record, without the repository every one of this file's names."""
+    names = set(the_record(sim, APP)["holds"])
+    assert all(n.startswith(f"{REPO}#") for n in names), names
+    return {n.removeprefix(f"{REPO}#") for n in names}
 
 
 def no_record(sim: Simulator) -> bool:
-    return all(r is None for r in records(sim, APP).values())
+    """Nothing recorded: every copy empty (a record is emptied, never deleted)."""
+    return all(not r or (not r["ips"] and not r["holds"]) for r in records(sim, APP).values())
 
 
 # -- addresses made without the action ---------------------------------------------------------
@@ -248,7 +252,7 @@ def test_two_pull_requests_share_the_exposure_until_the_last_one_closes(
     v4, v6 = pr1.outputs["ipv4"], pr1.outputs["ipv6"]
     assert v4 and v6
     record = the_record(sim, APP)
-    assert set(record["ips"].values()) == {v4, v6} and set(record["holds"]) == {"pr-1"}
+    assert set(record["ips"].values()) == {v4, v6} and set(record["holds"]) == {f"{REPO}#pr-1"}
     assert set(record["ips"]) == set(public_ips(sim, APP))  # by IP id
 
     # PR 2 exposes: nothing to allocate, it adds its hold.
@@ -267,9 +271,9 @@ def test_two_pull_requests_share_the_exposure_until_the_last_one_closes(
     assert closed1.code == 0, closed1.log
     assert released(sim.requests) == []
     assert set(public_ips(sim, APP).values()) == {v4, v6}
-    assert f"- will keep v4 {v4}: still held by pr-2" in closed1.stdout
-    assert f"- will keep v6 {v6}: still held by pr-2" in closed1.stdout
-    assert "kept: still held by pr-2" in closed1.summary
+    assert f"- will keep v4 {v4}: still held by acme/infra#pr-2" in closed1.stdout
+    assert f"- will keep v6 {v6}: still held by acme/infra#pr-2" in closed1.stdout
+    assert "kept: still held by acme/infra#pr-2" in closed1.summary
     assert warnings_of(closed1) == []
     assert holds(sim) == {"pr-2"}
     select_one(pr2.outputs["database-url"])
@@ -399,7 +403,7 @@ def test_sweep_releases_what_a_closed_pull_request_left_open(
 
     assert result.code == 0, result.log
     assert pull_lookups(github) == [f"/repos/{REPO}/pulls/1"]
-    assert "drop the hold of pr-1" in result.stdout
+    assert "drop the hold of acme/infra#pr-1" in result.stdout
     assert sorted(released(sim.requests)) == sorted([v4, v6])
     assert public_ips(sim, APP) == {}
     assert no_record(sim)
@@ -415,14 +419,16 @@ def test_sweep_drops_a_hold_older_than_max_age(
     assert exposed.code == 0, exposed.log
     v4, v6 = exposed.outputs["ipv4"], exposed.outputs["ipv6"]
     record = the_record(sim, APP)
-    record["holds"] = {"pr-3": int(time.time()) - 2 * 3600}  # taken two hours ago
+    # Taken two hours ago; written one generation up, as the action would.
+    record["holds"] = {f"{REPO}#pr-3": {"t": int(time.time()) - 2 * 3600, "f": ["v4", "v6"]}}
+    record["gen"] += 1
     write_record_everywhere(sim, APP, record)
 
     sim.clear_requests()
     result = sweep(sim, github, tmp_path / "sweep", **{"max-age": "1h"})
 
     assert result.code == 0, result.log
-    assert "drop the hold of pr-3" in result.stdout
+    assert "drop the hold of acme/infra#pr-3" in result.stdout
     assert sorted(released(sim.requests)) == sorted([v4, v6])
     assert public_ips(sim, APP) == {}
     assert refused(v4) and refused(v6)
@@ -444,7 +450,7 @@ def test_sweep_keeps_the_hold_of_an_open_pull_request_younger_than_max_age(
     assert pull_lookups(github) == [f"/repos/{REPO}/pulls/4"]
     assert sim.mutating_requests() == []
     assert set(public_ips(sim, APP).values()) == {v4, v6}
-    assert f"- will keep v4 {v4}: still held by pr-4" in result.stdout
+    assert f"- will keep v4 {v4}: still held by acme/infra#pr-4" in result.stdout
     assert the_record(sim, APP) == before
     select_one(exposed.outputs["database-url"])
 
@@ -552,7 +558,11 @@ def test_a_later_expose_writes_the_record_back_on_machines_that_lost_it(
     assert again.code == 0, again.log
     assert "allocateIpAddress" not in graphql_mutations(sim.requests)
     assert only_record_writes(sim.requests)
-    assert the_record(sim, APP) == record
+    again_record = the_record(sim, APP)
+    assert again_record["ips"] == record["ips"] and set(again_record["holds"]) == set(
+        record["holds"]
+    )
+    assert again_record["gen"] == record["gen"] + 1
 
 
 def test_without_the_record_on_any_machine_unexpose_keeps_the_addresses(

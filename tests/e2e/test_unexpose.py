@@ -43,15 +43,15 @@ def test_unexpose_releases_public_ips_but_never_flycast(exposed: Simulator, tmp_
     out = result.outputs
     assert (out["changed"], out["ipv4"], out["ipv6"], out["database-url"]) == ("true", "", "", "")
     assert "no longer accepts connections" in result.stdout
-    # The record of the addresses (written by the expose) goes with them: deleted on each
-    # machine through the metadata endpoint, which makes no new version.
-    deletes = [
-        r for r in exposed.requests if is_metadata_write(r, ownership.RECORD_KEY, method="DELETE")
-    ]
+    # The record of the addresses (written by the expose) goes with them: emptied on each
+    # machine, one generation up, through the metadata endpoint, which makes no new version.
+    deletes = [r for r in exposed.requests if is_metadata_write(r, ownership.RECORD_KEY)]
     machines = sorted(m.id for m in app.machines)
     assert sorted(machine_id_of(r) or "" for r in deletes) == machines
     for mid in machines:
-        assert ownership.RECORD_KEY not in exposed.machine_metadata("my-db", mid)
+        text = exposed.machine_metadata("my-db", mid)[ownership.RECORD_KEY]
+        emptied = ownership.decode(text)
+        assert emptied.empty and emptied.generation >= 1
     # Machines and their services are left alone otherwise: no update, and only the lease a
     # releasing run takes on one machine while it changes the record, given back.
     taken = [machine_id_of(r) for r in exposed.requests if is_lease(r, "POST")]

@@ -183,6 +183,13 @@ CASES = [
         {"require-exposed": "true", "mode": "unexpose"},
     ),
     Bad("pr-number-text", "pr-number", "not a pull request number", {"pr-number": "12; rm"}),
+    Bad("hold-name-space", "hold-name", "is not accepted", {"hold-name": "bi dashboard"}),
+    Bad(
+        "hold-name-job",
+        "hold-name",
+        "lifetime is job",
+        {"hold-name": "bi", "lifetime": "job"},
+    ),
     Bad("allow-forks-yes", "allow-forks", "is not a boolean", {"allow-forks": "yes"}),
     Bad(
         "github-token-newline",

@@ -22,6 +22,7 @@ from fly_pg_external.domain import AppInfo, ClusterState, IpAddress
 from fly_pg_external.fly.machines import machine_from_api
 from fly_pg_external.gha import Actions
 from fly_pg_external.log import to_workflow
+from fly_pg_external.ownership import RECORD_KEY
 from fly_pg_external.plan import Plan, make_plan
 from fly_pg_external.settings import Settings, from_environ
 
@@ -155,6 +156,8 @@ def plans() -> dict[str, Plan]:
     """Plans that between them make every kind of warning the plan has."""
     down = {**machine("m3"), "host_status": "unreachable"}
     legacy = [machine("m1", "primary", legacy=True), machine("m2", legacy=True), down]
+    bad_record = machine("m1", "primary")
+    bad_record["config"].setdefault("metadata", {})[RECORD_KEY] = "not json"
     return {
         "expose": make_plan(settings(**{"dry-run": "true"}), cluster(legacy, shared="66.241.1.1")),
         "v6 only": make_plan(
@@ -163,6 +166,7 @@ def plans() -> dict[str, Plan]:
         "unexpose": make_plan(
             settings(mode="unexpose"), cluster([machine("m1", "primary")], (V4,))
         ),
+        "bad record": make_plan(settings(mode="unexpose"), cluster([bad_record], (V4,))),
     }
 
 

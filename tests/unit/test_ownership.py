@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -9,8 +11,16 @@ import pytest
 from fly_pg_external.domain import AppInfo, ClusterState, IpAddress
 from fly_pg_external.errors import InputError, PlanError
 from fly_pg_external.fly.machines import machine_from_api
-from fly_pg_external.outcome import build_outcome
-from fly_pg_external.ownership import RECORD_KEY, Ownership, decode, encode, read
+from fly_pg_external.ownership import (
+    MAX_HOLDS,
+    RECORD_KEY,
+    Hold,
+    Ownership,
+    Unreadable,
+    decode,
+    encode,
+    read,
+)
 from fly_pg_external.plan import make_plan
 from fly_pg_external.releases import HOLD_RENEWAL, Holding, stale_holds
 from fly_pg_external.settings import Settings, from_environ
@@ -46,115 +56,195 @@ def cluster(
 
 
 OURS = Ownership({"ip1": V4.address, "ip2": V6.address}, {})
+A = "acme/infra#"
+
+
+def held(*holders: str, since: int = NOW, families: tuple[str, ...] = ("v4", "v6")) -> dict:
+    return {h: Hold(since, families) for h in holders}  # type: ignore[arg-type]
+
+
+def read_now(state: ClusterState) -> Ownership:
+    return read(state.machines, state.app.ips, now=NOW)
 
 
 # -- the record ----------------------------------------------------------------------------------
 
 
-def test_the_record_round_trips_and_refuses_what_it_cannot_read() -> None:
-    record = Ownership({"ip1": V4.address}, {"pr-7": NOW})
+def test_the_record_round_trips_and_says_why_it_cannot_read_a_copy() -> None:
+    record = Ownership({"ip1": V4.address}, held(A + "pr-7", families=("v4",)), generation=4)
     assert decode(encode(record)) == record
-    assert encode(record) == encode(Ownership({"ip1": V4.address}, {"pr-7": NOW}))
-    for bad in ("", "{", '{"v":2,"ips":{},"holds":{}}', '{"v":1,"ips":[],"holds":{}}', "[]"):
-        assert decode(bad) is None
+    assert json.loads(encode(record)) == {
+        "v": 2,
+        "gen": 4,
+        "ips": {"ip1": V4.address},
+        "holds": {A + "pr-7": {"t": NOW, "f": ["v4"]}},
+    }
+    for text, why in [
+        ("not json", "not JSON"),
+        ("[]", "no version"),
+        ('{"v": 3, "gen": 9}', "format version 3"),
+        ('{"v": 2, "gen": "9", "ips": {}, "holds": {}}', "generation"),
+        ('{"v": 2, "gen": 1, "ips": [], "holds": {}}', "addresses"),
+        ('{"v": 2, "gen": 1, "ips": {}, "holds": {"x": 5}}', "holds"),
+    ]:
+        with pytest.raises(Unreadable, match=why):
+            decode(text)
 
 
-def test_reading_takes_the_union_over_machines_and_the_latest_hold() -> None:
-    one = Ownership({"ip1": V4.address}, {"pr-1": NOW - 10})
-    two = Ownership({"ip2": V6.address}, {"pr-1": NOW, "pr-2": NOW - 5})
-    state = cluster((V4, V6), one, two)
-    assert read(state.machines, state.app.ips) == Ownership(
-        {"ip1": V4.address, "ip2": V6.address}, {"pr-1": NOW, "pr-2": NOW - 5}
+def test_the_newest_generation_wins_and_a_stale_copy_is_ignored() -> None:
+    newer = Ownership({"ip1": V4.address}, held(A + "pr-2"), generation=8)
+    stale = Ownership({"ip1": V4.address}, held(A + "pr-1", A + "pr-2"), generation=7)
+    state = cluster((V4,), newer, stale, None, machines=3)
+    record = read_now(state)
+    assert set(record.holds) == {A + "pr-2"} and record.generation == 8
+    assert record.known and not record.synced  # the next write repairs m2 and m3
+
+
+def test_legacy_copies_are_merged_and_outranked_by_any_new_one() -> None:
+    legacy = '{"v":1,"ips":{"ip1":"137.66.1.2"},"holds":{"pr-1":1799999000}}'
+    other = '{"v":1,"ips":{"ip2":"2a09:8280:1::1"},"holds":{"pr-2":1799999999}}'
+    raw = [machine("m1", "primary"), machine("m2")]
+    raw[0]["config"]["metadata"] = {RECORD_KEY: legacy}
+    raw[1]["config"]["metadata"] = {RECORD_KEY: other}
+    app = AppInfo("app1", "my-db", "postgres_cluster", (V4, V6), None)
+    record = read_now(ClusterState.of(app, [machine_from_api(m) for m in raw]))
+    assert set(record.addresses) == {"ip1", "ip2"} and set(record.holds) == {"pr-1", "pr-2"}
+    raw[1]["config"]["metadata"] = {RECORD_KEY: encode(Ownership(generation=1))}
+    record = read_now(ClusterState.of(app, [machine_from_api(m) for m in raw]))
+    assert record.empty and record.generation == 1
+
+
+def test_a_copy_that_cannot_be_read_makes_the_record_unknown() -> None:
+    raw = [machine("m1", "primary"), machine("m2")]
+    raw[0]["config"]["metadata"] = {RECORD_KEY: encode(Ownership(OURS.addresses, generation=3))}
+    raw[1]["config"]["metadata"] = {RECORD_KEY: '{"v": 3, "gen": 4}'}
+    app = AppInfo("app1", "my-db", "postgres_cluster", (V4, V6), None)
+    state = ClusterState.of(app, [machine_from_api(m) for m in raw])
+    assert read_now(state).unreadable == (
+        "machine m2: format version 3, this version of the action reads 1 and 2",
     )
+    plan = make_plan(settings(mode="unexpose"), state, Holding(A + "wf-x", NOW))
+    assert plan.release == () and {k.ip.address for k in plan.kept} == {V4.address, V6.address}
+    assert plan.warnings[0].kind == "record"
+    named = make_plan(settings(mode="unexpose", addresses=V4.address), state, Holding(now=NOW))
+    assert [ip.address for ip in named.release] == [V4.address]
 
 
-def test_a_record_on_one_machine_is_enough() -> None:
-    state = cluster((V4, V6), None, OURS, machines=3)
-    assert read(state.machines, state.app.ips).owns(V4)
+def test_hold_times_are_clamped_to_now_and_the_oldest_give_way_past_the_bound() -> None:
+    holds = {f"{A}pr-{n}": Hold(NOW - n) for n in range(MAX_HOLDS + 10)}
+    holds[A + "future"] = Hold(NOW + 365 * 86400)
+    state = cluster((V4,), Ownership({"ip1": V4.address}, holds, generation=1))
+    record = read_now(state)
+    assert len(record.holds) == MAX_HOLDS
+    assert record.holds[A + "future"].since == NOW
+    assert f"{A}pr-{MAX_HOLDS + 9}" not in record.holds and A + "pr-0" in record.holds
+    # The writer's own hold always stays.
+    mine = record.holding(A + "mine", NOW - 10**6, ("v4",))
+    assert A + "mine" in mine.holds and len(mine.holds) == MAX_HOLDS
 
 
 def test_an_address_recycled_under_another_id_is_not_ours() -> None:
-    recycled = IpAddress("ip77", V4.address, "v4", "global", "2026-02-01T00:00:00Z")
-    state = cluster((recycled,), OURS)
-    record = read(state.machines, state.app.ips)
-    assert not record.owns(recycled) and record.addresses == {}
+    recycled = IpAddress("ip7", V4.address, "v4", "global", "2026-02-01T00:00:00Z")
+    state = cluster((recycled,), Ownership({"ip1": V4.address}, {}, generation=1))
+    assert read_now(state).addresses == {}
+    plan = make_plan(settings(mode="unexpose"), state, Holding(now=NOW))
+    assert plan.release == () and plan.kept[0].foreign
+
+
+def test_a_recorded_attempt_claims_the_one_address_that_turned_up_in_its_window() -> None:
+    at = int(datetime(2027, 1, 15, 8, 0, tzinfo=UTC).timestamp())
+    late = IpAddress("ip5", "2a09:8280:5::1", "v6", "global", "2027-01-15T08:00:40Z")
+    old = IpAddress("ip6", "2a09:8280:6::1", "v6", "global", "2027-01-14T08:00:00Z")
+    attempt = Ownership({"ip1": V4.address}, held(A + "pr-1"), {"v6": at}, generation=2)
+    record = read(cluster((V4, late), attempt).machines, (V4, late), now=at + 60)
+    assert record.addresses == {"ip1": V4.address, "ip5": late.address}
+    assert record.attempts == {}
+    # An address made long before the attempt is no evidence; two candidates claim neither.
+    assert "ip6" not in read(cluster((V4, old), attempt).machines, (V4, old), now=at).addresses
+    twin = IpAddress("ip8", "2a09:8280:8::1", "v6", "global", "2027-01-15T08:01:00Z")
+    both = read(cluster((V4, late, twin), attempt).machines, (V4, late, twin), now=at + 60)
+    assert set(both.addresses) == {"ip1"} and both.attempts == {"v6": at}
+    # Past its window the attempt is forgotten.
+    assert read(cluster((V4,), attempt).machines, (V4,), now=at + 3600).attempts == {}
 
 
 # -- expose --------------------------------------------------------------------------------------
 
 
-def test_an_expose_that_allocates_holds_the_exposure() -> None:
-    plan = make_plan(settings(), cluster(()), Holding("pr-3", NOW))
-    assert plan.allocate == ("v4", "v6")
-    assert plan.record == Ownership({}, {"pr-3": NOW})
+def test_an_expose_that_allocates_holds_the_exposure_for_what_it_asked() -> None:
+    plan = make_plan(
+        settings(**{"ip-versions": "v4"}), cluster(()), Holding(A + "pr-3", NOW, families=("v4",))
+    )
+    assert plan.record == Ownership({}, held(A + "pr-3", families=("v4",)))
 
 
 def test_an_expose_of_addresses_that_are_not_ours_writes_nothing() -> None:
-    plan = make_plan(settings(), cluster((HAND_V4, V6)), Holding("pr-3", NOW))
-    assert not plan.changed and plan.record is None
+    plan = make_plan(settings(), cluster((V4, V6)), Holding(A + "pr-3", NOW))
+    assert plan.record is None and not plan.changed
 
 
 def test_a_second_pull_request_adds_its_hold_a_fresh_rerun_writes_nothing() -> None:
-    held = Ownership(OURS.addresses, {"pr-1": NOW})
-    second = make_plan(settings(), cluster((V4, V6), held, held), Holding("pr-2", NOW))
-    assert second.record == Ownership(OURS.addresses, {"pr-1": NOW, "pr-2": NOW})
-    rerun = make_plan(settings(), cluster((V4, V6), held, held), Holding("pr-1", NOW + 60))
+    one = Ownership(OURS.addresses, held(A + "pr-1"), generation=5)
+    second = make_plan(settings(), cluster((V4, V6), one, one), Holding(A + "pr-2", NOW))
+    assert second.record is not None and set(second.record.holds) == {A + "pr-1", A + "pr-2"}
+    rerun = make_plan(settings(), cluster((V4, V6), one, one), Holding(A + "pr-1", NOW + 60))
     assert rerun.record is None
 
 
 def test_an_old_hold_is_renewed_and_a_machine_without_the_record_gets_it() -> None:
-    held = Ownership(OURS.addresses, {"pr-1": NOW})
-    later = Holding("pr-1", NOW + HOLD_RENEWAL + 1)
-    assert make_plan(settings(), cluster((V4, V6), held, held), later).record == Ownership(
-        OURS.addresses, {"pr-1": later.now}
-    )
-    replaced = make_plan(settings(), cluster((V4, V6), held, None), Holding("pr-1", NOW + 60))
-    assert replaced.record == held
+    one = Ownership(OURS.addresses, held(A + "pr-1"), generation=5)
+    later = Holding(A + "pr-1", NOW + HOLD_RENEWAL + 1)
+    renewed = make_plan(settings(), cluster((V4, V6), one, one), later).record
+    assert renewed is not None and renewed.holds[A + "pr-1"].since == NOW + HOLD_RENEWAL + 1
+    repaired = make_plan(settings(), cluster((V4, V6), one, None), Holding(A + "pr-1", NOW + 5))
+    assert repaired.record is not None and repaired.record.generation == 5
 
 
 # -- unexpose ------------------------------------------------------------------------------------
 
 
 def test_unexpose_releases_our_addresses_when_the_last_hold_goes() -> None:
-    held = Ownership(OURS.addresses, {"pr-1": NOW})
-    plan = make_plan(settings(mode="unexpose"), cluster((V4, V6), held), Holding("pr-1", NOW))
-    assert [ip.address for ip in plan.release] == [V4.address, V6.address]
-    assert plan.dropped_holds == ("pr-1",) and plan.record == Ownership(OURS.addresses, {})
+    one = Ownership(OURS.addresses, held(A + "pr-1"))
+    plan = make_plan(settings(mode="unexpose"), cluster((V4, V6), one), Holding(A + "pr-1", NOW))
+    assert plan.dropped_holds == (A + "pr-1",) and len(plan.release) == 2
+    assert plan.record is not None and plan.record.holds == {}
 
 
-def test_unexpose_keeps_our_addresses_while_another_pull_request_holds_them() -> None:
-    held = Ownership(OURS.addresses, {"pr-1": NOW, "pr-2": NOW})
-    plan = make_plan(settings(mode="unexpose"), cluster((V4, V6), held), Holding("pr-1", NOW))
-    assert plan.release == ()
-    assert [(k.ip.address, k.reason, k.foreign) for k in plan.kept] == [
-        (V4.address, "still held by pr-2", False),
-        (V6.address, "still held by pr-2", False),
-    ]
-    assert plan.record == Ownership(OURS.addresses, {"pr-2": NOW})
-    assert not any(w.kind == "kept" for w in plan.warnings)
+def test_unexpose_keeps_our_addresses_while_another_holder_covers_their_family() -> None:
+    two = Ownership(OURS.addresses, {**held(A + "pr-1"), **held(A + "pr-2", families=("v4",))})
+    plan = make_plan(settings(mode="unexpose"), cluster((V4, V6), two), Holding(A + "pr-1", NOW))
+    # pr-2 asked for v4 only: it keeps the v4, not the v6 nobody relies on any more.
+    assert [ip.address for ip in plan.release] == [V6.address]
+    assert [(k.ip.address, k.reason) for k in plan.kept] == [(V4.address, f"still held by {A}pr-2")]
+
+
+def test_same_pull_request_number_in_another_repository_is_another_holder() -> None:
+    two = Ownership(OURS.addresses, {**held(A + "pr-5"), **held("acme/web#pr-5")})
+    plan = make_plan(settings(mode="unexpose"), cluster((V4, V6), two), Holding(A + "pr-5", NOW))
+    assert plan.release == () and plan.dropped_holds == (A + "pr-5",)
+
+
+def test_a_legacy_hold_is_dropped_by_the_run_it_belonged_to() -> None:
+    legacy = Ownership(OURS.addresses, {"pr-1": Hold(NOW)})
+    holding = Holding(A + "pr-1", NOW, legacy=("pr-1",))
+    plan = make_plan(settings(mode="unexpose"), cluster((V4, V6), legacy), holding)
+    assert plan.dropped_holds == ("pr-1",) and len(plan.release) == 2
 
 
 def test_unexpose_keeps_addresses_that_are_not_ours_and_warns_how_to_release_them() -> None:
-    plan = make_plan(settings(mode="unexpose"), cluster((HAND_V4, V6), OURS))
-    assert [ip.address for ip in plan.release] == [V6.address]
-    [warning] = [w.text for w in plan.warnings if w.kind == "kept"]
-    assert HAND_V4.address in warning and "addresses: all" in warning
-    assert f"fly ips release {HAND_V4.address} -a my-db" in warning
-    out = build_outcome(plan)
-    assert [(i.action, i.addresses, bool(i.note)) for i in out.ips] == [
-        ("release", (V6.address,), False),
-        ("keep", (HAND_V4.address,), True),
-    ]
+    plan = make_plan(settings(mode="unexpose"), cluster((HAND_V4,)), Holding(now=NOW))
+    assert plan.release == ()
+    [kept] = plan.kept
+    assert kept.foreign and kept.ip == HAND_V4
+    assert "addresses: 137.66.9.9" in str(plan.warnings[-1])
 
 
 def test_named_addresses_are_released_whoever_owns_or_holds_them() -> None:
-    held = Ownership({"ip2": V6.address}, {"pr-2": NOW})
-    one = make_plan(
-        settings(mode="unexpose", addresses=HAND_V4.address), cluster((HAND_V4, V6), held)
+    two = Ownership({"ip2": V6.address}, held(A + "pr-2"))
+    plan = make_plan(
+        settings(mode="unexpose", addresses="all"), cluster((HAND_V4, V6), two), Holding(now=NOW)
     )
-    assert [ip.address for ip in one.release] == [HAND_V4.address]
-    every = make_plan(settings(mode="unexpose", addresses="all"), cluster((HAND_V4, V6), held))
-    assert [ip.address for ip in every.release] == [HAND_V4.address, V6.address]
+    assert {ip.address for ip in plan.release} == {HAND_V4.address, V6.address}
 
 
 def test_a_named_address_the_app_does_not_have_changes_nothing() -> None:
@@ -163,29 +253,43 @@ def test_a_named_address_the_app_does_not_have_changes_nothing() -> None:
     assert err.value.input_name == "addresses" and "192.0.2.1" in str(err.value)
 
 
-def test_the_post_step_releases_only_what_its_job_allocated() -> None:
-    held = Ownership({"ip1": V4.address, "ip2": V6.address}, {"run-1-1-migrate": NOW})
-    only_v4 = Holding("run-1-1-migrate", NOW, only=(V4.address,))
-    plan = make_plan(settings(mode="unexpose"), cluster((V4, V6), held), only_v4)
-    assert [ip.address for ip in plan.release] == [V4.address]
+def test_the_post_step_releases_every_address_no_hold_covers_and_claims_its_own() -> None:
+    job = A + "run-1-1-migrate-0a1b2c3d"
+    # The job allocated only the v4; the v6 is the action's own from an earlier run that left
+    # no hold: the last holder closes both.
+    record = Ownership(OURS.addresses, held(job))
+    post = Holding(job, NOW, claims=(V4.address,))
+    plan = make_plan(settings(mode="unexpose"), cluster((V4, V6), record), post)
+    assert {ip.address for ip in plan.release} == {V4.address, V6.address}
     # Its own by the step state, even when the record never got written.
-    unrecorded = make_plan(settings(mode="unexpose"), cluster((V4, V6)), only_v4)
+    unrecorded = make_plan(settings(mode="unexpose"), cluster((V4, V6)), post)
     assert [ip.address for ip in unrecorded.release] == [V4.address]
+    assert unrecorded.record is not None
 
 
 # -- sweep ---------------------------------------------------------------------------------------
 
 
 def test_a_sweep_drops_old_holds_and_those_of_closed_pull_requests() -> None:
-    record = Ownership({}, {"pr-1": NOW - 100, "pr-2": NOW - 10 * 86400, "pr-3": NOW - 100})
-    assert stale_holds(record, now=NOW, max_age=7 * 86400, gone={"pr-3"}) == ("pr-2", "pr-3")
+    record = Ownership(
+        {},
+        {
+            **held(A + "pr-1", since=NOW - 100),
+            **held(A + "pr-2", since=NOW - 10 * 86400),
+            **held(A + "pr-3", since=NOW - 100),
+        },
+    )
+    assert stale_holds(record, now=NOW, max_age=7 * 86400, gone={A + "pr-3"}) == (
+        A + "pr-2",
+        A + "pr-3",
+    )
 
 
 def test_a_sweep_releases_what_nobody_holds_any_more() -> None:
-    held = Ownership(OURS.addresses, {"pr-1": NOW - 10 * 86400})
-    plan = make_plan(settings(mode="sweep"), cluster((V4, V6), held), Holding(now=NOW))
-    assert plan.dropped_holds == ("pr-1",) and len(plan.release) == 2
-    fresh = Ownership(OURS.addresses, {"pr-1": NOW - 60})
+    old = Ownership(OURS.addresses, held(A + "pr-1", since=NOW - 10 * 86400))
+    plan = make_plan(settings(mode="sweep"), cluster((V4, V6), old), Holding(now=NOW))
+    assert plan.dropped_holds == (A + "pr-1",) and len(plan.release) == 2
+    fresh = Ownership(OURS.addresses, held(A + "pr-1", since=NOW - 60))
     kept = make_plan(settings(mode="sweep"), cluster((V4, V6), fresh), Holding(now=NOW))
     assert kept.release == () and kept.record is None
 
@@ -203,6 +307,9 @@ def test_a_sweep_releases_what_nobody_holds_any_more() -> None:
         ({"max-age": "0"}, "max-age"),
         ({"max-age": "7 weeks"}, "max-age"),
         ({"max-age": "400d"}, "max-age"),
+        ({"hold-name": "bi dashboard"}, "hold-name"),
+        ({"hold-name": "-x"}, "hold-name"),
+        ({"hold-name": "bi", "lifetime": "job"}, "hold-name"),
     ],
 )
 def test_bad_lifetime_inputs_name_the_input(inputs: dict[str, str], name: str) -> None:

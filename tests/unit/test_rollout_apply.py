@@ -3,6 +3,8 @@ before it changes anything, and that Progress keeps whatever was done however th
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from fake_clock import FakeClock
 from fake_fly import Boot, FakeFly, plan_of
@@ -92,7 +94,8 @@ def test_an_unreachable_machine_does_not_stop_a_run_that_restarts_nothing(
     progress = Progress()
     run(fly, plan, clock, progress)
     assert progress.allocated_addresses == {"v4": fly.ip_addresses("v4")[0]}
-    assert "acquire_lease" not in fly.names()
+    # Only the record's turn, on the first machine Fly can reach; never the unreachable one.
+    assert fly.targets("acquire_lease") == ["m1"] and fly.targets("release_lease") == ["m1"]
     assert "update_machine" not in fly.names()
 
 
@@ -118,11 +121,19 @@ def test_unexpose_releases_the_addresses_and_touches_no_machine(clock: FakeClock
     # from before the first release until the record is rewritten, then given back.
     assert fly.targets("acquire_lease") == ["m1"] and fly.targets("release_lease") == ["m1"]
     assert last(fly, "acquire_lease") < first(fly, "release_ip")
-    assert last(fly, "delete_metadata") < first(fly, "release_lease")
+    assert last(fly, "set_metadata") < first(fly, "release_lease")
     assert fly.leases == {}
-    # Only the record changes: removed from each machine, which keeps its version.
-    assert sorted(fly.targets("delete_metadata")) == ["m1", "m2"]
-    assert all(RECORD_KEY not in fly.metadata(mid) for mid in ("m1", "m2"))
+    # Only the record changes: emptied on each machine, one generation up (never deleted, so
+    # no stale copy can outrank it), and each machine keeps its version.
+    assert sorted(fly.targets("set_metadata")) == ["m1", "m2"]
+    assert "delete_metadata" not in fly.names()
+    for mid in ("m1", "m2"):
+        assert json.loads(fly.metadata(mid)[RECORD_KEY]) == {
+            "v": 2,
+            "gen": 1,
+            "ips": {},
+            "holds": {},
+        }
     assert {mid: fly.machine(mid).instance_id for mid in ("m1", "m2")} == versions
 
 

@@ -135,8 +135,9 @@ HOLD_RENEWAL = 3600
 def expose_record(owned: Ownership, holding: Holding, *, allocating: bool) -> Ownership | None:
     """The record an expose writes (its allocations are added when they are made), or None:
     nothing to write, so the run needs no turn at the record (the cheap no-op)."""
-    if not owned.addresses and not allocating:
-        # A hold on addresses that are not the action's own would guard nothing.
+    if not owned.addresses and not allocating and owned.known:
+        # A hold on addresses that are not the action's own would guard nothing. (An unknown
+        # record is written anyway: the next writer repairs it, and this run may be the next.)
         return None
     hold = owned.holds.get(holding.holder)
     fresh = (
@@ -144,7 +145,7 @@ def expose_record(owned: Ownership, holding: Holding, *, allocating: bool) -> Ow
         and holding.now - hold.since < HOLD_RENEWAL
         and set(holding.families) <= set(hold.families)
     )
-    if fresh and not allocating and owned.synced:
+    if fresh and not allocating and owned.synced and owned.known:
         return None
     families = set(holding.families) | (set(hold.families) if fresh and hold else set())
     return owned.holding(holding.holder, holding.now, families)

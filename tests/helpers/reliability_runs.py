@@ -95,6 +95,8 @@ class Background:
         tmp_path: Path,
         inputs: dict[str, str],
         extra_env: dict[str, str] | None = None,
+        *,
+        script: Path = ENTRYPOINT,
     ) -> None:
         self.tmp_path = tmp_path
         self.env = action_env(sim, tmp_path, inputs)
@@ -106,7 +108,7 @@ class Background:
         workspace = tmp_path / "workspace"
         workspace.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [sys.executable, str(ENTRYPOINT)],
+            [sys.executable, str(script)],
             env=full,
             cwd=workspace,
             stdout=subprocess.PIPE,

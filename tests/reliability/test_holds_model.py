@@ -298,8 +298,8 @@ def test_holds_stay_true_under_random_interleavings(
     HoldsModel.workdir = tmp_path
     runner = HoldsModel.TestCase()
     runner.settings = settings(
-        max_examples=10,
-        stateful_step_count=10,
+        max_examples=20,
+        stateful_step_count=12,
         deadline=None,
         database=None,
         suppress_health_check=list(HealthCheck),

@@ -304,7 +304,8 @@ def test_lifetime_job_post_step_releases_what_the_main_step_allocated(
     assert main.returncode == 0, main.log
     allocated = sorted(main.state["ALLOCATED"].split(","))
     assert allocated == sorted([main.outputs["ipv4"], main.outputs["ipv6"]])
-    assert main.state["HOLDER"].startswith("run-1-")
+    # The repository, the run, attempt and job, and the step's own leg.
+    assert re.fullmatch(r"acme/infra#run-1-1-[A-Za-z0-9_.-]+-[0-9a-f]{8}", main.state["HOLDER"])
 
     post = run_like_the_runner(action_image, sim, tmp_path / "post", inputs, post=main.state)
     assert post.returncode == 0, post.log

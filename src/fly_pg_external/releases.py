@@ -134,11 +134,14 @@ HOLD_RENEWAL = 3600
 
 def expose_record(owned: Ownership, holding: Holding, *, allocating: bool) -> Ownership | None:
     """The record an expose writes (its allocations are added when they are made), or None:
-    nothing to write, so the run needs no turn at the record (the cheap no-op)."""
-    if not owned.addresses and not allocating and owned.known:
-        # A hold on addresses that are not the action's own would guard nothing. (An unknown
-        # record is written anyway: the next writer repairs it, and this run may be the next.)
-        return None
+    nothing to write, so the run needs no turn at the record (the cheap no-op).
+
+    A run writes its hold even when the record owns none of the public addresses it finds:
+    they may still be the action's. Another run allocates in its turn and records right after,
+    so an address can be seen before its record; this run's write comes in its own turn, after
+    that record (a matrix leg that read in between would otherwise hold nothing, and the other
+    leg's post step would close its database). On a cluster opened by hand, that costs one
+    write per new holder; a hold on addresses no record owns releases nothing."""
     hold = owned.holds.get(holding.holder)
     fresh = (
         hold is not None

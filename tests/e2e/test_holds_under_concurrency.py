@@ -32,6 +32,7 @@ from exposure import (
     select_one,
     set_metadata,
     the_record,
+    write_record_everywhere,
 )
 from reliability_runs import Background
 
@@ -130,6 +131,51 @@ def test_matrix_legs_each_hold_their_own_and_the_last_leg_closes(
     last = run_post_step(sim, tmp_path / "post-b", job_inputs(url), b, extra_env=env)
     assert last.code == 0, last.log
     assert public_ips(sim, APP) == {} and closed(addresses)
+
+
+def test_a_leg_that_sees_the_addresses_before_their_record_still_holds(
+    sim: Simulator, url: str, tmp_path: Path
+) -> None:
+    """The window the parallel legs above hit only now and then, made certain: leg A has its
+    turn, its addresses have landed and its record is not written yet when leg B reads. B must
+    not take them for addresses made by hand (and hold nothing): it writes its hold in its own
+    turn, after A's record."""
+    turn = min(m.id for m in sim.app(APP).machines)
+    sim.hold_lease(APP, turn, owner="leg-a", ttl=30)
+    landed = {
+        ip.id: ip.address
+        for family in ("v4", "v6")
+        if (ip := sim.allocate_ip(sim.app(APP), family, "")) is not None
+    }
+    leg_a = "acme/infra#run-777-1-test-aaaaaaaa"
+
+    def leg_a_records_and_ends_its_turn() -> None:
+        record = {
+            "v": 2,
+            "gen": 1,
+            "ips": landed,
+            "holds": {leg_a: {"t": int(time.time()), "f": ["v4", "v6"]}},
+            "attempts": {},
+        }
+        write_record_everywhere(sim, APP, record)
+        sim.clear_lease(APP, turn)
+
+    timer = threading.Timer(3.0, leg_a_records_and_ends_its_turn)
+    timer.start()
+    try:
+        leg_b = run_main_step(sim, tmp_path / "leg-b", job_inputs(url), job_env("777", "1", "test"))
+    finally:
+        timer.join()
+    assert leg_b.code == 0, leg_b.log
+    assert holders(sim) == {leg_a, step_state(leg_b)["HOLDER"]}
+
+    env = job_env("777", "1", "test")
+    post_b = run_post_step(
+        sim, tmp_path / "post-b", job_inputs(url), step_state(leg_b), extra_env=env
+    )
+    assert post_b.code == 0, post_b.log
+    assert public_ips(sim, APP) == landed and holders(sim) == {leg_a}  # A still holds
+    select_one(leg_b.outputs["database-url"])
 
 
 # -- 2. two lifetime: job jobs that overlap ------------------------------------------------------

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from exposure import accepts, allocate_by_hand, pr_event
+from exposure import accepts, pr_event
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -69,6 +69,13 @@ class CancelAt:
             return value(*args, **kwargs)
 
         return call
+
+
+def handed(outputs: dict[str, str], inputs: dict[str, str]) -> set[str]:
+    """The addresses a run's holder relies on: those of the families it asked for (the outputs
+    name every public address; one of a family it did not ask for is held by others or none)."""
+    families = inputs.get("ip-versions", "v4,v6").split(",")
+    return {outputs[f"ip{f}"] for f in families if outputs.get(f"ip{f}")}
 
 
 class HoldsModel(RuleBasedStateMachine):
@@ -139,8 +146,7 @@ class HoldsModel(RuleBasedStateMachine):
     def _expose(self, holder: str, inputs: dict[str, str], extra: dict[str, str]) -> None:
         code, out = self._run(action_main, self._env(inputs, extra))
         if code == 0 and out.get("exposed") == "true":
-            handed = {a for a in (out["ipv4"], out["ipv6"]) if a}
-            self.live[holder] = handed
+            self.live[holder] = handed(out, inputs)
             self.unknown.discard(holder)
         else:
             self.live.pop(holder, None)
@@ -174,8 +180,10 @@ class HoldsModel(RuleBasedStateMachine):
     @precondition(lambda self: not self.foreign and not self._public_of("v4"))
     @rule()
     def someone_allocates_an_address_by_hand(self) -> None:
-        _, address = allocate_by_hand(self.sim, APP, "v4")
-        self.foreign.add(address)
+        # Straight through the simulator, past any fault armed for the next run's calls.
+        ip = self.sim.allocate_ip(self.sim.app(APP), "v4", "")
+        assert ip is not None
+        self.foreign.add(ip.address)
 
     # -- holders ------------------------------------------------------------------------------
 
@@ -192,18 +200,21 @@ class HoldsModel(RuleBasedStateMachine):
         code, _ = self._run(action_main, self._env({"app": APP, "mode": "unexpose"}, extra))
         self._released(f"{repo}#pr-{n}", code)
 
-    @rule(repo=st.sampled_from(REPOS), job=st.sampled_from(["a", "b"]))
-    def a_job_starts(self, repo: str, job: str) -> None:
-        key = f"{repo}/{job}"
+    @rule(repo=st.sampled_from(REPOS), job=st.sampled_from(["a", "b"]), leg=st.integers(1, 2))
+    def a_job_starts(self, repo: str, job: str, leg: int) -> None:
+        """`leg`: a matrix leg (or a reusable workflow's call): the runner gives every leg of a
+        job the same run id, attempt and job name."""
+        key = f"{repo}/{job}/{leg}"
         if key in self.jobs:
             return
         inputs = {"app": APP, "lifetime": "job", "database-url": self.url, "host": "localhost"}
-        env = self._env(inputs, {"GITHUB_REPOSITORY": repo, "GITHUB_JOB": job})
+        names = {"GITHUB_REPOSITORY": repo, "GITHUB_JOB": job, "GITHUB_RUN_ID": "7"}
+        env = self._env(inputs, {**names, "GITHUB_RUN_ATTEMPT": "1"})
         code, out = self._run(action_main, env)
         state = parse_file_command(Path(env["GITHUB_STATE"]).read_text())
         self.jobs[key] = {**state, "repo": repo, "job": job}
         if code == 0 and out.get("exposed") == "true":
-            self.live[key] = {a for a in (out["ipv4"], out["ipv6"]) if a}
+            self.live[key] = handed(out, inputs)
         else:
             self.unknown.add(key)
 
@@ -214,7 +225,8 @@ class HoldsModel(RuleBasedStateMachine):
         job = self.jobs.pop(key)
         inputs = {"app": APP, "lifetime": "job", "database-url": self.url, "host": "localhost"}
         state = {f"STATE_{k}": v for k, v in job.items() if k in ("HOLDER", "ALLOCATED")}
-        env = self._env(inputs, {"GITHUB_REPOSITORY": job["repo"], **state})
+        names = {"GITHUB_REPOSITORY": job["repo"], "GITHUB_JOB": job["job"], "GITHUB_RUN_ID": "7"}
+        env = self._env(inputs, {**names, "GITHUB_RUN_ATTEMPT": "1", **state})
         code, _ = self._run(action_post, env)
         self._released(key, code)
 

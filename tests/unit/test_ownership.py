@@ -178,9 +178,15 @@ def test_an_expose_that_allocates_holds_the_exposure_for_what_it_asked() -> None
     assert plan.record == Ownership({}, held(A + "pr-3", families=("v4",)))
 
 
-def test_an_expose_of_addresses_that_are_not_ours_writes_nothing() -> None:
+def test_an_expose_of_addresses_no_record_names_writes_its_hold_and_nothing_else() -> None:
+    """They may be another run's, landed and not recorded yet: the hold goes in, in this run's
+    turn; no address is claimed, so a release later keeps them."""
     plan = make_plan(settings(), cluster((V4, V6)), Holding(A + "pr-3", NOW))
-    assert plan.record is None and not plan.changed
+    assert not plan.changed and plan.record is not None
+    assert set(plan.record.holds) == {A + "pr-3"} and plan.record.addresses == {}
+    again = Ownership({}, plan.record.holds, generation=1)
+    rerun = make_plan(settings(), cluster((V4, V6), again, again), Holding(A + "pr-3", NOW + 60))
+    assert rerun.record is None  # the next run of the same holder is the cheap no-op again
 
 
 def test_a_second_pull_request_adds_its_hold_a_fresh_rerun_writes_nothing() -> None:

@@ -1,11 +1,12 @@
 """Holds and ownership under random interleavings: a model-based test (Hypothesis stateful).
 
 Several holders in two repositories (pull requests that expose and close, `lifetime: job` jobs
-with their main and post steps, two matrix legs of one job among them) act on one app in a random order, with injected faults: a
-record write that fails on one machine (a stale copy), a 503 on an allocation or a release, a
-cancellation (the `Cancelled` a SIGTERM raises) before any one of a run's Fly calls, a nightly
-sweep, an address made by hand. Every run is the action's own entry point against the simulator
-(real HTTP, real pg_tls proxy, real PostgreSQL). After every step:
+with their main and post steps, two matrix legs of one job among them) act on one app in a
+random order, with injected faults: a record write that fails on one machine (a stale copy), a
+503 on an allocation or a release, a cancellation (the `Cancelled` a SIGTERM raises) before any
+one of a run's Fly calls, a nightly sweep, an address made by hand. Every run is the action's
+own entry point against the simulator (real HTTP, real pg_tls proxy, real PostgreSQL). After
+every step:
 
 - an address the action did not allocate is never released (nobody named it);
 - every address handed out to a live holder (its run succeeded, it has not closed) is still
@@ -312,9 +313,9 @@ def test_holds_stay_true_under_random_interleavings(
         "Holds",
         "random interleavings (model-based)",
         injected="expose, close, job main and post steps (matrix legs of one job among them), "
-        "sweeps from holders in two repositories; stale copies (a record write failing on one machine), 503s on "
-        "allocations and releases, a cancellation before any Fly call of a run, an address "
-        "made by hand",
+        "sweeps from holders in two repositories; stale copies (a record write failing on one "
+        "machine), 503s on allocations and releases, a cancellation before any Fly call of a "
+        "run, an address made by hand",
         checked="after every step: a hand-made address is never released; every address handed "
         "to a live holder is there and takes a login; once a releasing run succeeds with no "
         "holder left, nothing of the action's own is open",

@@ -33,6 +33,7 @@ GROUPS = [
     "Fault matrix",
     "Interrupted runs",
     "Races",
+    "Holds",
     "Serving during a rollout",
     "Bad input",
     "Untrusted text",

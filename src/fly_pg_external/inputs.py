@@ -206,20 +206,22 @@ def clean_database_url(raw: str, *, app: str, host: str) -> ConnString | None:
 
 
 def clean_fly_token(raw_token: str, env: Mapping[str, str]) -> FlyAuth:
-    """The input, else FLY_API_TOKEN or FLY_ACCESS_TOKEN (flyctl's names); errors name the
-    one the token came from, never the token."""
+    """The input, else FLY_ACCESS_TOKEN, then FLY_API_TOKEN: flyctl's names, in flyctl's
+    order (internal/config/config.go, applyEnv: env.First(AccessTokenEnvKey, APITokenEnvKey)),
+    so a job that sets both gets the token `fly` would use. Errors name the one the token came
+    from, never the token."""
     token_name = "fly-api-token"
     if not raw_token.strip():
-        for var in ("FLY_API_TOKEN", "FLY_ACCESS_TOKEN"):
+        for var in ("FLY_ACCESS_TOKEN", "FLY_API_TOKEN"):
             if env.get(var, "").strip():
                 raw_token, token_name = env[var], var
                 break
     if not raw_token.strip():
         raise InputError(
             "fly-api-token",
-            "no Fly API token: set the fly-api-token input (or the FLY_API_TOKEN environment "
-            "variable) from a secret holding a deploy token for the Postgres app "
-            "(fly tokens create deploy -a <app>).",
+            "no Fly API token: set the fly-api-token input (or the FLY_ACCESS_TOKEN or "
+            "FLY_API_TOKEN environment variable) from a secret holding a deploy token for the "
+            "Postgres app (fly tokens create deploy -a <app>).",
         )
     if len(raw_token) > _MAX_TOKEN_LEN:
         # Checked here: sent as a header, an oversized token only earns an HTTP 431 page.

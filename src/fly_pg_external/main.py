@@ -329,7 +329,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
         # Mask whatever token-looking input we got before printing anything at all.
         for name in ("fly-api-token", "github-token", "database-url"):
             gha.add_mask((gha.input(name) or "").strip())
-        for var in ("FLY_API_TOKEN", "FLY_ACCESS_TOKEN"):
+        for var in ("FLY_ACCESS_TOKEN", "FLY_API_TOKEN"):
             gha.add_mask(env.get(var, "").strip())
         gha.error(exc.explained, title=exc.title)
         return 1

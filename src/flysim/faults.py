@@ -120,6 +120,7 @@ class Faults:
         self._rules: list[FaultRule] = []
         self._latency = 0.0
         self._never_healthy: set[str] = set()
+        self._fail_start: set[str] = set()
 
     # -- latency ---------------------------------------------------------------------------------
     @property
@@ -297,6 +298,18 @@ class Faults:
         with self._lock:
             self._never_healthy.add(machine_id)
 
+    def fails_to_start(self, machine_id: str) -> None:
+        """This machine's next update ends in `failed` (its new version's process exits at
+        start) instead of `started`; the update after that starts it again."""
+        with self._lock:
+            self._fail_start.add(machine_id)
+
+    def take_fail_start(self, machine_id: str) -> bool:
+        with self._lock:
+            armed = machine_id in self._fail_start
+            self._fail_start.discard(machine_id)
+            return armed
+
     def healthy_again(self, machine_id: str) -> None:
         with self._lock:
             self._never_healthy.discard(machine_id)
@@ -320,6 +333,7 @@ class Faults:
             self._rules.clear()
             self._latency = 0.0
             self._never_healthy.clear()
+            self._fail_start.clear()
 
     @property
     def pending(self) -> list[FaultRule]:

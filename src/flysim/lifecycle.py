@@ -184,6 +184,8 @@ def _finish_restart(
         # never launched, so it neither starts nor becomes `stopped` by itself (docs
         # `machines/machine-states`).
         state = "created" if skip_launch else "started"
+        if state == "started" and sim.faults.take_fail_start(machine.id):
+            state = "failed"
         machine.updated_at = now
         machine.add_event("start" if state == "started" else "update", state)
         _set_state(sim, app, machine, state, "restarted")

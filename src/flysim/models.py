@@ -33,7 +33,11 @@ TRANSIENT_STATES = frozenset(
         "replacing",
     }
 )
-WAITABLE_STATES = frozenset({"started", "stopped", "suspended", "destroyed", "failed", "settled"})
+# The wait endpoint's `state`: the published spec's enum (Machines_wait: started, stopped,
+# suspended, destroyed) plus `settled`, which flyctl waits for (internal/machine/update.go).
+# Nothing documents `failed` as a wait state, and Fly may answer 400 to a value outside the
+# enum: so does the simulator, so that a client relying on it fails here first.
+WAITABLE_STATES = frozenset({"started", "stopped", "suspended", "destroyed", "settled"})
 # `host_status` values (fly-go `machine_types.go`); anything but `ok` means flyd cannot be asked.
 HOST_STATUSES = frozenset({"ok", "unknown", "unreachable"})
 

@@ -368,6 +368,46 @@ def test_machine_never_healthy_is_rolled_back(
     scenario.add("faults_stopped_safely")
 
 
+def test_machine_that_fails_to_start_is_seen_within_a_wait_slice_and_rolled_back(
+    sim: Simulator, tmp_path: Path, scenario: Any
+) -> None:
+    """The action waits only for `started` (a state the spec documents), one slice at a time,
+    and reads the machine after each slice: a machine that ends `failed` is seen long before
+    the wait's own deadline, and rolled back."""
+    scenario.describe(
+        GROUP,
+        "fails-to-start",
+        injected="the second machine's update ends in `failed` (its new version exits at start)",
+        checked="exit 1 naming the failed machine, within a wait slice (not the wait-timeout); "
+        "its previous config restored and started; the primary untouched; cluster serving; a "
+        "re-run completes; no wait request names an undocumented state",
+    )
+    order = rollout_order(sim, APP)
+    broken = order[1]
+    before = {m.id: m.config for m in sim.app(APP).machines}
+    sim.faults.fails_to_start(broken)
+    started = time.monotonic()
+    result = checked(sim, tmp_path, {"app": APP, "wait-timeout": "120"}, FAST)
+    took = time.monotonic() - started
+
+    assert result.code == 1
+    assert any(f"machine {broken} failed to start" in e for e in result.errors()), result.log
+    assert took < 60, f"{took:.0f} s: the failure was not seen within a wait slice"
+    after = {m.id: m.config for m in sim.app(APP).machines}
+    assert after[broken] == before[broken] and after[order[2]] == before[order[2]]
+    assert has_pg_tls(sim, APP, order[0])
+    waits = [r for r in sim.requests if r.path.endswith("/wait")]
+    assert waits and all(r.status != 400 for r in waits)
+    assert wait_cluster_healthy(sim, APP)
+    assert_cluster_serving(sim, APP)
+
+    again = checked(sim, tmp_path / "rerun", {"app": APP}, FAST)
+    assert_completed(sim, again)
+    scenario.outcome = f"failure seen and rolled back in {took:.0f} s; re-run completed"
+    scenario.add("faults_injected")
+    scenario.add("faults_stopped_safely")
+
+
 def test_primary_failover_mid_rollout_keeps_current_primary_last(
     sim: Simulator, tmp_path: Path, scenario: Any
 ) -> None:

@@ -13,7 +13,7 @@ from fly_pg_external.errors import FlyConflict, FlyError, FlyTimeout, FlyTransie
 from fly_pg_external.fly.machines import machine_from_api
 from fly_pg_external.rollout.machine import (
     POLL_DENSE,
-    SETTLED_SLICE,
+    WAIT_SLICE,
     HealthWait,
     Settled,
     down,
@@ -183,7 +183,7 @@ def test_a_skip_launch_wait_goes_in_short_slices_reading_the_machine_after_each(
     settled = wait(fly, clock, new, within=100.0, want_started=False)
     assert settled.machine.state == "created"
     waits = fly.calls_to("wait_machine")
-    assert [c.args["timeout"] for c in waits] == [SETTLED_SLICE] * 3
+    assert [c.args["timeout"] for c in waits] == [WAIT_SLICE] * 3
     assert all(c.args["states"] == ("settled",) for c in waits)
     kinds = [n for n in fly.names() if n in ("wait_machine", "get_machine")]
     assert kinds == ["wait_machine", "get_machine"] * 3

@@ -120,12 +120,15 @@ def test_missing_token_names_the_input() -> None:
     assert 'Input "fly-api-token"' in str(err.value)
 
 
-def test_token_falls_back_to_env_in_documented_order() -> None:
+def test_token_falls_back_to_env_in_flyctls_order() -> None:
+    """flyctl reads FLY_ACCESS_TOKEN first (internal/config/config.go, applyEnv)."""
+
     def read(name: str) -> str | None:
         return {"app": "my-db"}.get(name)
 
-    s = from_environ({"FLY_API_TOKEN": "fo1_first", "FLY_ACCESS_TOKEN": "fo1_second"}, read)
-    assert s.fly_auth.oauth == ("fo1_first",)
+    both = {"FLY_API_TOKEN": "fo1_api", "FLY_ACCESS_TOKEN": "fo1_access"}
+    assert from_environ(both, read).fly_auth.oauth == ("fo1_access",)
+    assert from_environ({"FLY_API_TOKEN": "fo1_api"}, read).fly_auth.oauth == ("fo1_api",)
 
 
 def test_secrets_are_not_in_repr() -> None:

@@ -18,9 +18,11 @@ from ..poll import Backoff, Clock, poll, write_once
 # Persistent states of a machine that does not run: not serving now, and not serving before the
 # run either (scale to zero, or a skip_launch update, which leaves the new version `created`).
 RESTING_STATES = frozenset({"created", "stopped", "suspended"})
-# Each wait call is one slice (the endpoint caps it at 60 s). Waiting for `settled` gets short
-# slices: what it means server-side is UNCONFIRMED, so the machine itself is read after each.
-SETTLED_SLICE = 10
+# Each wait call is one slice (the endpoint caps it at 60 s), and the machine itself is read
+# after each: it tells `failed` (which no source documents as a wait state, so it is never
+# waited for) from a start still under way, and what `settled` settled in (its server-side
+# meaning is UNCONFIRMED). A machine that failed is seen within one slice.
+WAIT_SLICE = 10
 # Health polls read the one machine (Get Machine), quickly at first: checks usually pass within
 # a second or two of the start. The HTTP layer keeps them under Get Machine's rate limit.
 POLL_MIN = 0.1
@@ -116,11 +118,12 @@ def _wait_for_state(
     """The machine once started (None when the wait's answer said so and it was not read) or,
     for a skip_launch update, once at rest.
 
-    The state comes from the wait endpoint (flyctl waits for `settled` after a skip_launch
-    update: the new version may stay `created`, which `stopped` would never match); the machine
-    is read to see what it settled in unless the answer says it started.
+    Only states with a source are waited for: `started` (the published spec's enum) and, after
+    a skip_launch update, `settled` (flyctl's `mach.Update` waits for it: the new version may
+    stay `created`, which `stopped` would never match). The machine is read after each slice
+    to see where it is, `failed` included, unless the answer says it started.
     """
-    states = ("started", "failed") if how.want_started else ("settled",)
+    states = ("started",) if how.want_started else ("settled",)
     retries = iter(WAIT_RETRY)
     pause = 0.0
 
@@ -128,7 +131,7 @@ def _wait_for_state(
         nonlocal pause
         pause = 0.0
         remaining = how.deadline - clock.now()
-        slice_ = remaining if how.want_started else min(remaining, SETTLED_SLICE)
+        slice_ = min(remaining, WAIT_SLICE)
         answer: str | None = None
         try:
             answer = fly.wait_machine(

@@ -196,7 +196,10 @@ def test_bad_input_fails_before_any_request(current_sim: Simulator, tmp_path: Pa
     ("inputs", "extra_env", "expected"),
     [
         ({"app": "nope-db"}, {}, "was not found"),
+        # A Managed Postgres cluster's name is not an app: the error says what to do instead.
+        ({"app": "nope-db"}, {}, "cannot be opened to the internet, by this action or otherwise"),
         ({"app": "web"}, {}, "is not a Fly Postgres app"),
+        ({"app": "web"}, {}, "fly mpg proxy"),
         ({"app": "my-db", "fly-api-token": "fo1_wrong_token"}, {}, "refused the API token"),
     ],
 )

@@ -230,11 +230,14 @@ def test_read_cluster_of_an_unknown_app_says_which(clock: FakeClock) -> None:
     with pytest.raises(RunError, match='Fly app "other" was not found, or the token cannot see'):
         read_cluster(fly, "other")
     fly.fail("get_app", FlyNotFound("Could not find App"))
-    with pytest.raises(RunError, match='"my-db" was not found'):
+    with pytest.raises(RunError, match='"my-db" was not found') as err:
         read_cluster(fly, "my-db")
+    # A Managed Postgres cluster is not an app: its name is never found. Say what to do.
+    assert "Managed Postgres" in err.value.explained and "fly mpg proxy" in err.value.explained
 
 
 def test_read_cluster_refuses_an_app_that_is_not_fly_postgres(clock: FakeClock) -> None:
     fly = FakeFly(clock, [machine("m1")], role=None)
-    with pytest.raises(RunError, match="is not a Fly Postgres app \\(its role is none"):
+    with pytest.raises(RunError, match="is not a Fly Postgres app \\(its role is none") as err:
         read_cluster(fly, "my-db")
+    assert "fly mpg proxy" in err.value.explained

@@ -30,6 +30,14 @@ from .rolling import rolling_update
 
 log = logging.getLogger(__name__)
 
+# Fly Managed Postgres (`fly mpg`, what `fly launch` now creates) is not a Fly app of the
+# organization: its name is never found here, and it cannot be opened to the internet at all.
+MANAGED_POSTGRES = (
+    "A Fly Managed Postgres cluster (fly mpg list) cannot be opened to the internet, by this "
+    "action or otherwise: reach it with fly mpg proxy (a local port through WireGuard), or run "
+    "what needs the database on Fly (a release_command)."
+)
+
 
 def read_cluster(fly: FlyApi, app: str) -> ClusterState:
     """The app (role, IPs) and its machines, read concurrently: one round trip."""
@@ -42,13 +50,14 @@ def read_cluster(fly: FlyApi, app: str) -> ClusterState:
             raise RunError(
                 f'Fly app "{app}" was not found, or the token cannot see it.',
                 hint="Check the app input and that the token is a deploy token of that app "
-                f"(fly tokens create deploy -a {app}).",
+                f"(fly tokens create deploy -a {app}). " + MANAGED_POSTGRES,
             ) from None
         if not info.is_postgres:
             raise RunError(
                 f'Fly app "{app}" is not a Fly Postgres app (its role is '
                 f"{info.role or 'none'}, expected postgres_cluster).",
-                hint="This action only exposes clusters made by fly pg create.",
+                hint="This action only exposes clusters made by fly pg create (postgres-flex). "
+                + MANAGED_POSTGRES,
             )
         try:
             machines = machines_f.result()

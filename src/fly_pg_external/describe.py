@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from . import ports
 from .domain import ClusterState, WarningKind
 from .plan import Plan
 
@@ -40,6 +41,11 @@ def describe_plan(plan: Plan) -> None:
         if u.image_after != u.machine.image:
             what.append(f"image → {u.image_after}")
         log.info(f"- {verb} update machine {u.machine.id} ({u.machine.role}): {', '.join(what)}")
+    if plan.opens:
+        open_ports = plan.open_ports
+        log.info(f"- every public address opens port(s) {ports.describe(open_ports)}")
+        if note := ports.node_port_note(open_ports):
+            log.info(f"  {note}")
     if plan.record is not None and not plan.releasing:
         log.info(f"- {verb} record the hold of {plan.holder} on the exposure")
     if not plan.changed:

@@ -11,6 +11,7 @@ from typing import Literal
 
 from .domain import IP_FAMILIES, ImagePolicy, IpFamily, Mode, PlanWarning
 from .plan import Plan
+from .ports import OpenPort
 from .progress import MachineResult, Progress
 from .redact import Redactor
 
@@ -69,6 +70,8 @@ class Outcome:
     ips: list[IpChange] = field(default_factory=list)
     machines: list[MachineChange] = field(default_factory=list)  # rollout order, primary last
     service_port: int = 5432
+    # What a public address opens (expose only): 5433 of `fly pg create` too, not only the URL's.
+    open_ports: tuple[OpenPort, ...] = ()
     image_policy: ImagePolicy = "keep"
     fly_toml_before: str = ""
     fly_toml_after: str = ""
@@ -128,6 +131,7 @@ def build_outcome(
         ips=_ips(plan, done, applied=applied),
         machines=_machines(plan, done, applied=applied),
         service_port=plan.port,
+        open_ports=plan.open_ports if plan.opens else (),
         image_policy=plan.image_policy,
         fly_toml_before=plan.fly_toml_before,
         fly_toml_after=plan.fly_toml_after,

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import flytoml, ownership
+from . import flytoml, ownership, ports
 from .domain import (
     IP_FAMILIES,
     ClusterState,
@@ -102,6 +102,18 @@ class Plan:
         """The machine whose lease is the record's mutex: the first by ID, the same for every
         run that reads the same cluster."""
         return self.machines[0] if self.machines else None
+
+    @property
+    def open_ports(self) -> tuple[ports.OpenPort, ...]:
+        """The ports a public address of the app opens once the plan is carried out: every
+        service of the machines, 5433 of `fly pg create` included, not only `port`."""
+        configs = [*(u.new_config for u in self.updates), *(m.config for m in self.untouched)]
+        return ports.open_ports(configs)
+
+    @property
+    def opens(self) -> bool:
+        """Does the app have (or get) a public address once this expose is carried out?"""
+        return not self.releasing and bool(self.existing or self.allocate)
 
     @property
     def changed(self) -> bool:

@@ -18,6 +18,7 @@ import html
 import re
 from urllib.parse import urlsplit, urlunsplit
 
+from . import ports
 from .domain import PlanWarning, WarningKind
 from .outcome import IpChange, MachineChange, Outcome, VerifyResult
 
@@ -390,6 +391,7 @@ def render(outcome: Outcome, diff_section: str) -> str:
         _endpoint(outcome),
         _verify_section(outcome),
         _summary_table(outcome),
+        ports.markdown(outcome.open_ports),
         _warnings(outcome),
         _restart_section(outcome),
         diff_section,

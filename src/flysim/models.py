@@ -239,12 +239,13 @@ class Machine:
             # On an unreachable host only the platform's copy of the config is known, and it comes
             # as `incomplete_config` with `config` null (fly-go `machine_types.go` GetConfig).
             "config": copy.deepcopy(self.config) if reachable else None,
-            "incomplete_config": None if reachable else copy.deepcopy(self.config),
             "image_ref": copy.deepcopy(self.image_ref),
             "events": copy.deepcopy(self.events),
             "checks": [check.to_json() for check in self.checks],
             "host_status": self.host_status,
         }
+        if not reachable:  # omitted otherwise (fly-go: `json:"incomplete_config,omitempty"`)
+            body["incomplete_config"] = copy.deepcopy(self.config)
         if include_lease:
             lease = self.active_lease()
             if lease is not None:

@@ -38,6 +38,7 @@ class RequestRecord:
     user_agent: str | None
     started: float  # time.monotonic()
     json: Any = None  # parsed JSON body of a REST request (None if there was none)
+    response: Any = None  # the JSON body the simulator answered with (None: no body)
     operation_name: str | None = None
     operation_type: str | None = None  # "query" / "mutation" for GraphQL
     graphql_fields: list[str] = field(default_factory=list)  # top-level field names, not aliases

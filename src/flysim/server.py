@@ -265,6 +265,7 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         record.status = status
+        record.response = payload
         # Logged before the client can see the answer, so a test that reads the log right after
         # its request returns always finds it there.
         self._finish_record(record)

@@ -146,9 +146,39 @@ def deviations(method: str, path: str, query: dict[str, str], body: Any) -> list
     validator = jsonschema.Draft202012Validator(
         {**_resolve(schema), "components": spec()["components"]}
     )
-    errors = [e.message for e in validator.iter_errors(body)]
+    errors = [f"{e.json_path}: {e.message}" for e in validator.iter_errors(body)]
     assert not errors, f"{key}: the body breaks the spec: {errors[:3]}"
     return [*found, *(f"{key} body{p}" for p in sorted(set(_unknown_fields(body, schema, ""))))]
+
+
+def _response_schema(operation: dict[str, Any], status: int) -> dict[str, Any] | None:
+    answer = operation.get("responses", {}).get(str(status))
+    if answer is None:
+        return None
+    content = answer.get("content", {})
+    media = content.get("application/json") or next(iter(content.values()), None)
+    return None if media is None else media.get("schema")
+
+
+def response_deviations(method: str, path: str, status: int, body: Any) -> list[str]:
+    """What a successful answer of the simulator has that the spec's response does not: an
+    undocumented status, or fields its schema does not name. Raises on a field of the wrong
+    type (the simulator must not teach the action a shape Fly does not send)."""
+    template = template_of(path)
+    operation = spec()["paths"].get(template or "", {}).get(method.lower())
+    if operation is None or not 200 <= status < 300:
+        return []
+    key = f"{method} {template} -> {status}"
+    schema = _response_schema(operation, status)
+    if schema is None:
+        return [] if body is None else [f"{key} body"]
+    document = {**_resolve(schema), "components": spec()["components"]}
+    errors = [
+        f"{e.json_path}: {e.message}"
+        for e in jsonschema.Draft202012Validator(document).iter_errors(body)
+    ]
+    assert not errors, f"{key}: the simulator's answer breaks the spec: {errors[:3]}"
+    return [f"{key} body{p}" for p in sorted(set(_unknown_fields(body, schema, "")))]
 
 
 def documented() -> dict[str, str]:
@@ -170,6 +200,9 @@ def all_deviations(records: Iterable[Any]) -> dict[str, int]:
     for r in records:
         if r.api != "rest":
             continue
-        for d in deviations(r.method, r.path, dict(r.query), r.json):
+        found = deviations(r.method, r.path, dict(r.query), r.json)
+        if r.status is not None:
+            found += response_deviations(r.method, r.path, r.status, r.response)
+        for d in found:
             seen[d] = seen.get(d, 0) + 1
     return seen

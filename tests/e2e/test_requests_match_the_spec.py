@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from exposure import job_env
-from openapi_check import all_deviations, deviations, documented
+from openapi_check import all_deviations, deviations, documented, documented_endpoints, endpoints
 
 from flysim import Simulator
 
@@ -68,6 +68,13 @@ def _scenarios(flysim: Any, tmp_path: Path) -> list[Any]:
 def test_every_request_is_in_the_spec_or_has_a_named_source(flysim: Any, tmp_path: Path) -> None:
     records = _scenarios(flysim, tmp_path)
     assert sum(1 for r in records if r.api == "rest") > 20
+    sent = endpoints(records)
+    table = documented_endpoints()
+    assert sorted(sent) == sorted(table), "docs/fly-behaviour.md: Requests the action sends"
+    for endpoint, operation in sent.items():
+        source = table[endpoint]
+        # A request in the spec names its operation; one that is not names another source.
+        assert (f"`{operation}`" in source) if operation else "spec" not in source, endpoint
     seen = all_deviations(records)
     sources = documented()
     missing = sorted(d for d in seen if d not in sources)

@@ -269,14 +269,6 @@ class FakeFly:
         with self._call("set_metadata", app, machine_id, write=write, key=key):
             self._set_metadata(machine_id, key, value)
 
-    def delete_metadata(self, app: str, machine_id: str, key: str) -> None:
-        with self._call("delete_metadata", app, machine_id, key=key):
-            config = self._machine(machine_id).setdefault("config", {})
-            metadata = config.setdefault("metadata", {})
-            if key not in metadata:
-                raise FlyNotFound(f"metadata key {key} not found")
-            del metadata[key]
-
     def metadata(self, machine_id: str) -> dict[str, str]:
         with self._lock:
             return dict(self.machines[machine_id].get("config", {}).get("metadata") or {})

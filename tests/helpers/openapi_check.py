@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SPEC_PATH = ROOT / "src" / "flysim" / "fly-machines-openapi.json"
 DOC_PATH = ROOT / "docs" / "fly-behaviour.md"
 DOC_TABLE = "## Request shapes the spec lacks"
+ENDPOINTS_TABLE = "## Requests the action sends"
 
 
 # Where the spec's schema is wrong about what Fly reads, with the source that says so (also in
@@ -183,15 +184,37 @@ def response_deviations(method: str, path: str, status: int, body: Any) -> list[
 
 def documented() -> dict[str, str]:
     """The doc's table: deviation key → its source."""
+    return _table_rows(DOC_TABLE)
+
+
+def _table_rows(heading: str) -> dict[str, str]:
     text = DOC_PATH.read_text(encoding="utf-8")
-    assert DOC_TABLE in text, f"{DOC_PATH.name} has no table {DOC_TABLE!r}"
-    table = text.split(DOC_TABLE, 1)[1].split("\n## ", 1)[0]
+    assert heading in text, f"{DOC_PATH.name} has no table {heading!r}"
+    table = text.split(heading, 1)[1].split("\n## ", 1)[0]
     rows: dict[str, str] = {}
     for line in table.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) >= 2 and cells[0].startswith("`") and cells[0].endswith("`"):
             rows[cells[0].strip("`")] = cells[1]
     return rows
+
+
+def endpoints(records: Iterable[Any]) -> dict[str, str]:
+    """Every `METHOD template` the REST requests among `records` use → its operationId in the
+    spec ("" when the spec has no such operation)."""
+    found: dict[str, str] = {}
+    for r in records:
+        if r.api != "rest":
+            continue
+        template = template_of(r.path) or r.path.removeprefix("/v1")
+        operation = spec()["paths"].get(template, {}).get(r.method.lower()) or {}
+        found[f"{r.method} {template}"] = operation.get("operationId", "")
+    return found
+
+
+def documented_endpoints() -> dict[str, str]:
+    """The doc's table "Requests the action sends": `METHOD template` → its source."""
+    return _table_rows(ENDPOINTS_TABLE)
 
 
 def all_deviations(records: Iterable[Any]) -> dict[str, int]:

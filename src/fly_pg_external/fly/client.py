@@ -70,8 +70,5 @@ class FlyClient:
     def set_metadata(self, app: str, machine_id: str, key: str, value: str) -> None:
         self.machines.set_metadata(app, machine_id, key, value)
 
-    def delete_metadata(self, app: str, machine_id: str, key: str) -> None:
-        self.machines.delete_metadata(app, machine_id, key)
-
     def close(self) -> None:
         self.http.close()

@@ -168,14 +168,6 @@ class Machines:
             json={"value": value},
         )
 
-    def delete_metadata(self, app: str, machine_id: str, key: str) -> None:
-        self._send(
-            "DELETE",
-            f"{self._app(app)}/machines/{machine_id}/metadata/{key}",
-            idempotent=True,
-            limit=("metadata", machine_id),
-        )
-
     def update(
         self, app: str, machine_id: str, request: UpdateRequest, *, nonce: str | None
     ) -> Machine:

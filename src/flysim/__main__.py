@@ -118,6 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="INDEX",
         help="machine index (of the first app) whose checks stay critical after an update",
     )
+    faults.add_argument(
+        "--fails-to-start",
+        type=int,
+        action="append",
+        default=[],
+        metavar="INDEX",
+        help="machine index (of the first app) whose next update ends in `failed`",
+    )
     faults.add_argument("--failover-after-updates", type=int, metavar="K")
     faults.add_argument(
         "--hold-lease",
@@ -241,6 +249,8 @@ def _arm_faults(sim: Simulator, args: argparse.Namespace, first_app: str) -> Non
     machines = sim.app(first_app).machines
     for index in args.never_healthy:
         faults.never_healthy(machines[index].id)
+    for index in args.fails_to_start:
+        faults.fails_to_start(machines[index].id)
     if args.failover_after_updates:
         faults.failover_after_updates(first_app, args.failover_after_updates)
     for index in args.unreachable:

@@ -74,7 +74,7 @@ def node_port_note(ports: Iterable[OpenPort]) -> str:
     if not any(p.port == NODE_PORT for p in ports):
         return ""
     return (
-        f"Port {NODE_PORT} is open as fly pg create made it: it reaches every node directly, "
-        "replicas included, with the same logins. Closing it takes a new config, so a restart "
-        f"of every machine, and Flycast clients of {NODE_PORT} would lose it too."
+        f"Port {NODE_PORT} is open as `fly pg create` made it, and takes the same logins. "
+        "Closing it takes a new config, so a restart of every machine, and Flycast clients of "
+        f"{NODE_PORT} would lose it too."
     )

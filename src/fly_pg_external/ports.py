@@ -33,7 +33,7 @@ class OpenPort:
         if self.internal_port == PRIMARY_PORT:
             return "the primary, read-write, through HAProxy"
         if self.internal_port == NODE_PORT:
-            return "each node directly, replicas included (read-only there)"
+            return "each node directly, replicas too (read-only)"
         handlers = "+".join(self.handlers) or "raw TCP"
         return f"internal port {self.internal_port} ({handlers})"
 

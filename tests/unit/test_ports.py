@@ -36,7 +36,7 @@ def test_a_fly_pg_create_cluster_opens_5432_and_5433() -> None:
     plan = make_plan(settings(), cluster(legacy=False))
     assert [p.port for p in plan.open_ports] == [5432, 5433]
     assert "primary, read-write, through HAProxy" in plan.open_ports[0].what
-    assert "replicas included" in plan.open_ports[1].what
+    assert "each node directly, replicas too" in plan.open_ports[1].what
 
 
 def test_a_legacy_cluster_opens_only_the_service_the_action_adds() -> None:

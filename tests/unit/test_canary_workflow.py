@@ -8,15 +8,13 @@ zizmor find nothing (docs/canary.md).
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from linters import run_tool, tool
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW = ROOT / ".github" / "workflows" / "live-fly.yml"
@@ -424,32 +422,16 @@ def test_every_job_writes_its_result_to_the_job_summary(wf: dict[Any, Any]) -> N
         assert any("$GITHUB_STEP_SUMMARY" in script(s) for s in steps(job)), name
 
 
-def linter(name: str) -> str:
-    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
-    if found is None:
-        pytest.skip(f"{name} is not installed (the dev extra brings it: pip install -e '.[dev]')")
-    return found
-
-
-def run_linter(*args: str | Path) -> None:
-    proc = subprocess.run(
-        [str(a) for a in args], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
-    )
-    if proc.returncode != 0:
-        report = (proc.stdout + proc.stderr).strip()
-        pytest.fail(f"{Path(str(args[0])).name} reported findings:\n{report}", pytrace=False)
-
-
 def test_actionlint_finds_nothing() -> None:
     """actionlint checks the expressions, the needs graph, the inputs `uses: ./` passes against
     action.yml, and the scripts with shellcheck when it is installed."""
-    run_linter(linter("actionlint"), "-no-color", WORKFLOW)
+    run_tool(tool("actionlint"), "-no-color", WORKFLOW)
 
 
 def test_zizmor_finds_nothing() -> None:
     """zizmor offline, with the project's configuration and its pedantic persona."""
-    run_linter(
-        linter("zizmor"),
+    run_tool(
+        tool("zizmor"),
         "--offline",
         "--no-progress",
         "--strict-collection",

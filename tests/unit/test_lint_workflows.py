@@ -9,14 +9,12 @@ Any finding fails the test, with the tool's own report in the message.
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from linters import run_tool, tool
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
@@ -24,25 +22,6 @@ DEPENDABOT = ROOT / ".github" / "dependabot.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 ACTION_YML = ROOT / "action.yml"
 SHA_PIN = re.compile(r"^[^@\s]+@[0-9a-f]{40}$")
-
-
-def tool(name: str) -> str:
-    """The linter installed next to this interpreter (the dev extra), else one on PATH."""
-    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
-    if found is None:
-        pytest.fail(
-            f"{name} is not installed; it comes with the dev extra: pip install -e '.[dev]'"
-        )
-    return found
-
-
-def run_tool(*args: str | Path) -> None:
-    proc = subprocess.run(
-        [str(a) for a in args], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
-    )
-    if proc.returncode != 0:
-        report = (proc.stdout + proc.stderr).strip()
-        pytest.fail(f"{Path(str(args[0])).name} reported findings:\n{report}", pytrace=False)
 
 
 def load_yaml(path: Path) -> dict[Any, Any]:

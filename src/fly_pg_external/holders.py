@@ -35,7 +35,7 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
-_LEGACY_PR = re.compile(r"^pr-(\d+)$")
+_LEGACY_PR = re.compile(r"^pr-([0-9]+)$")
 _WORKFLOW_FILE = re.compile(r"/\.github/workflows/([^@/]+)@")
 
 

@@ -99,9 +99,25 @@ def clean_host(raw: str, app: str) -> str:
     return value
 
 
+# ASCII digits only: str.isdigit() and int() also take "²" or "٣", which no user means and
+# which crash int() or pass a lookalike through to Fly.
+_INTEGER_RE = re.compile(r"[0-9]{1,10}")
+_NUMBER_RE = re.compile(r"[0-9]{1,10}(?:\.[0-9]{1,6})?")
+
+
+def _integer(value: str) -> int:
+    """`value` as an int when it is 1-10 ASCII digits, else -1 (never a valid count here)."""
+    return int(value) if _INTEGER_RE.fullmatch(value) else -1
+
+
+def _number(value: str) -> float:
+    """`value` as a float when it is ASCII digits with an optional fraction, else -1."""
+    return float(value) if _NUMBER_RE.fullmatch(value) else -1.0
+
+
 def clean_port(raw: str) -> int:
     value = clean_text("port", raw)
-    if not value.isdigit() or not 1 <= int(value) <= 65535:
+    if not 1 <= _integer(value) <= 65535:
         raise InputError(
             "port", f"{value[:40]!r} is not a port number; use 1-65535 (default 5432)."
         )
@@ -145,7 +161,7 @@ def clean_addresses(raw: str) -> Addresses:
     return Addresses(named=tuple(dict.fromkeys(named)))
 
 
-_AGE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd]?)$")
+_AGE_RE = re.compile(r"^([0-9]{1,10}(?:\.[0-9]{1,6})?)[ \t]*([smhd]?)$")
 _AGE_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -163,10 +179,7 @@ def clean_max_age(raw: str) -> float:
 
 def clean_wait_timeout(raw: str) -> float:
     value = clean_text("wait-timeout", raw)
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
+    seconds = _number(value)
     if not 1 <= seconds <= 3600:
         raise InputError(
             "wait-timeout", f"{value[:40]!r} is not accepted; use a number of seconds, 1-3600."
@@ -186,10 +199,7 @@ def env_seconds(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name, "").strip()
     if not raw:
         return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
+    value = _number(raw)
     if not 0 < value <= 3600:
         raise InputError(name, f"{raw[:20]!r} is not accepted; use a number of seconds, 0-3600.")
     return value
@@ -277,7 +287,7 @@ def clean_pr_number(raw: str) -> int | None:
     value = clean_text("pr-number", raw)
     if not value:
         return None
-    if not value.isdigit() or not 0 < int(value) < 2**31:
+    if not 0 < _integer(value) < 2**31:
         raise InputError(
             "pr-number",
             f"{value[:40]!r} is not a pull request number; use a positive integer (the pull "

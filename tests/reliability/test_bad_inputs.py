@@ -111,6 +111,8 @@ CASES = [
     Bad("port-zero", "port", "is not a port number", {"port": "0"}),
     Bad("port-too-big", "port", "is not a port number", {"port": "65536"}),
     Bad("port-proto", "port", "is not a port number", {"port": "5432/tcp"}),
+    Bad("port-superscript", "port", "is not a port number", {"port": "\u00b2"}),
+    Bad("port-arabic-digits", "port", "is not a port number", {"port": "\u0665\u0664\u0663\u0662"}),
     Bad("sslmode-disable", "sslmode", "is not accepted", {"sslmode": "disable"}),
     Bad("mode-unknown", "mode", "is not accepted", {"mode": "deploy"}),
     # lifetime, addresses, max-age: the row's first input is the value under test
@@ -183,6 +185,7 @@ CASES = [
         {"require-exposed": "true", "mode": "unexpose"},
     ),
     Bad("pr-number-text", "pr-number", "not a pull request number", {"pr-number": "12; rm"}),
+    Bad("pr-number-superscript", "pr-number", "not a pull request number", {"pr-number": "\u00b2"}),
     Bad("hold-name-space", "hold-name", "is not accepted", {"hold-name": "bi dashboard"}),
     Bad(
         "hold-name-job",

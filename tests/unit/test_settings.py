@@ -66,6 +66,10 @@ def test_shared_v4_is_refused_with_the_reason() -> None:
         ("port", "0", "1-65535"),
         ("port", "70000", "1-65535"),
         ("port", "54a", "1-65535"),
+        # Digits other than ASCII ones: str.isdigit() takes them, int() crashes on the first.
+        ("port", "\u00b2", "1-65535"),
+        ("port", "\u0665\u0664\u0663\u0662", "1-65535"),
+        ("port", "\uff15\uff14\uff13\uff12", "1-65535"),
         ("sslmode", "disable", "require, verify-ca, verify-full"),
         ("sslmode", "prefer", "require"),
         ("mode", "apply", "expose, unexpose, sweep"),
@@ -76,6 +80,11 @@ def test_shared_v4_is_refused_with_the_reason() -> None:
         ("allow-forks", "1", "true or false"),
         ("pr-number", "#12", "positive integer"),
         ("pr-number", "0", "positive integer"),
+        ("pr-number", "\u00b2", "positive integer"),
+        ("pr-number", "\u0661\u0662", "positive integer"),
+        ("wait-timeout", "\u0663\u0660", "1-3600"),
+        ("wait-timeout", "1e3", "1-3600"),
+        ("max-age", "\u0667d", "1m to 366d"),
         ("wait-timeout", "0", "1-3600"),
         ("wait-timeout", "ten", "1-3600"),
         ("verify", "yes", "true or false"),
@@ -176,3 +185,19 @@ def test_every_url_form_is_a_secret_known_before_any_request() -> None:
     assert urls is not None
     assert urls.libpq in s.secrets and urls.node in s.secrets and "pw-x1" in s.secrets
     assert "pw-x1" not in urls.jdbc  # the JDBC URL carries no credentials
+
+
+@pytest.mark.parametrize(("name", "value"), [("port", "\u00b2"), ("pr-number", "\u00b2")])
+def test_the_post_step_refuses_what_the_main_step_refused_without_a_traceback(
+    name: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fly_pg_external import post
+
+    env = {
+        "INPUT_APP": "my-db",
+        "INPUT_FLY-API-TOKEN": TOKEN,
+        "INPUT_LIFETIME": "job",
+        f"INPUT_{name.upper()}": value,
+    }
+    assert post.main(env) == 0
+    assert "inputs were refused" in capsys.readouterr().out

@@ -77,7 +77,11 @@ def _trigger(event_name: str, payload: dict[str, Any], repository: str) -> _Trig
         return _Trigger(
             pr_number=_number(number) if pr else None,
             commit=_text(head.get("sha")),
-            fork=_fork(_full_name(head.get("repo")), base_repo) if pr else None,
+            # A pull_request_target payload that names no pull request (or cannot be read)
+            # says nothing of where the code comes from: unknown, so a fork's for the guard.
+            fork=_fork(_full_name(head.get("repo")), base_repo)
+            if pr or event_name == "pull_request"
+            else _fork(None, base_repo),
         )
     if event_name == "workflow_run":
         run = _obj(payload.get("workflow_run"))

@@ -4,13 +4,14 @@
 write token even when a fork's pull request triggered them. A workflow that then builds or runs
 the fork's code hands that code the database URL this action makes; so, as actions/checkout
 refuses to fetch fork code into such runs unless told to, this action refuses to change
-anything on them. A dry run still works: it reads and reports, and hands out nothing new.
+anything on them. A dry run still works: it reads and reports, but hands out no URL (the
+database may already be open, and a URL that logs in is what the guard keeps from the fork).
 
 The payload says where the code comes from for `pull_request_target` (the head repository) and
 `workflow_run` (the head repository of the run it follows); a head repository missing from it
-(a deleted fork) counts as a fork. An `issue_comment` payload does not say: GitHub is asked about
-the commented pull request (or the one `pr-number` names), and one that cannot be looked up is
-treated as a fork's.
+(a deleted fork, a payload that names no pull request or cannot be read) counts as a fork. An
+`issue_comment` payload does not say: GitHub is asked about the commented pull request (or the
+one `pr-number` names), and one that cannot be looked up is treated as a fork's.
 """
 
 from __future__ import annotations
@@ -56,11 +57,16 @@ def _head_of_commented_pull(ctx: RunContext, number: int, token: str) -> str | N
     return full_name or f"a deleted fork (pull request #{number})"
 
 
-def refuse_fork_runs(settings: Settings, ctx: RunContext) -> None:
-    """Raise before any request to Fly when a fork's pull request triggered this run."""
+def guard_fork_runs(settings: Settings, ctx: RunContext) -> str | None:
+    """Before any request to Fly: raise when a fork's pull request triggered a run that would
+    change something; for a read-only run, return that fork (its URL outputs are withheld: a dry
+    run that hands out a working URL gives the fork what a change would). None when the run is
+    the repository's own or `allow-forks` is set."""
+    if settings.allow_forks:
+        return None
     fork = fork_behind(ctx, settings.github_token)
-    if fork is None:
-        return
+    if fork is None or settings.read_only:
+        return fork
     raise ForkRunRefused(
         f"This {ctx.event_name} run was triggered from {fork}, and such runs get the "
         f"repository's secrets: if the workflow runs that code, it could take the database "
@@ -69,4 +75,13 @@ def refuse_fork_runs(settings: Settings, ctx: RunContext) -> None:
             "Set dry-run: true to report what would change, or allow-forks: true if this "
             "workflow never runs the fork's code (see the README's fork-safe recipe)."
         ),
+    )
+
+
+def withheld_notice(fork: str, ctx: RunContext) -> str:
+    return (
+        f"This {ctx.event_name} run was triggered from {fork}: it reports, but its connection "
+        "outputs (database-url, node-database-url, jdbc-url, password) stay empty, since a "
+        "workflow that runs the fork's code could take a URL that logs in from outside Fly. "
+        "Set allow-forks: true if this workflow never runs the fork's code."
     )

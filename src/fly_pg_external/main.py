@@ -22,7 +22,7 @@ from .event import RunContext
 from .exposure import Exposure, exposure_of
 from .fly.client import FlyClient
 from .flyapi import FlyApi
-from .forks import refuse_fork_runs
+from .forks import guard_fork_runs, withheld_notice
 from .gha import Actions
 from .holders import holding_for
 from .outcome import Outcome, build_outcome, redacted
@@ -80,12 +80,15 @@ def set_outputs(
     outcome: Outcome | None = None,
     plan: Plan | None = None,
     exposure: Exposure | None = None,
+    *,
+    withheld: bool = False,
 ) -> None:
     """Every output but `comment-url`, on every exit: without an outcome (the run stopped before
     it read the app) as "nothing known, nothing changed", so `if: steps.db.outputs.exposed ==
     'false'` means what it says. The connection outputs only when the run exposes and did not
-    fail (with `require-exposed`, only when the database is reachable)."""
-    urls = settings.urls if _hands_out(outcome, plan) else None
+    fail (with `require-exposed`, only when the database is reachable), and never when they are
+    `withheld` (a read-only run a fork triggered)."""
+    urls = settings.urls if _hands_out(outcome, plan) and not withheld else None
     db = settings.database_url
     gha.set_output("database-url", urls.libpq if urls else "")
     gha.set_output("node-database-url", urls.node if urls else "")
@@ -188,9 +191,11 @@ def _run(
     plan: Plan | None = None
     progress: Progress | None = None
     error: str | None = None
+    fork: str | None = None
     try:
-        if not settings.read_only and not settings.allow_forks:
-            refuse_fork_runs(settings, ctx)
+        fork = guard_fork_runs(settings, ctx)
+        if fork is not None:
+            gha.notice(withheld_notice(fork, ctx), title="Connection outputs withheld")
         plan, holding = _read_and_plan(settings, fly, gha, env, ctx)
         if settings.lifetime == "job":
             # Saved whatever follows: the post step then always knows whose hold to drop, and
@@ -221,7 +226,7 @@ def _run(
         _after_change(outcome, plan, settings, gha, env)
     exposure = _check_exposed(outcome, plan, settings)
     outcome = redacted(outcome, gha.redactor)
-    set_outputs(settings, gha, outcome, plan, exposure)
+    set_outputs(settings, gha, outcome, plan, exposure, withheld=fork is not None)
     comment_url = ""
     if publish is not None:
         with gha.group("Report"):

@@ -259,6 +259,71 @@ def test_a_fork_triggered_dry_run_still_reports(sim: Simulator, tmp_path: Path) 
     assert sim.mutating_requests() == []
 
 
+@pytest.mark.parametrize("make_event", [pull_request_target, workflow_run])
+def test_a_fork_triggered_dry_run_hands_out_no_url(
+    sim: Simulator, tmp_path: Path, make_event: Any
+) -> None:
+    # The database is open; a later job's hand-off (dry run + require-exposed) would get a URL
+    # that logs in from outside Fly, which is what the fork guard exists to keep from a fork.
+    first = run_inprocess(sim, tmp_path / "expose", {"app": APP, "host": "localhost"})
+    assert first.code == 0, first.log
+    writes = len(sim.mutating_requests())
+    env = make_event(tmp_path, "mallory/infra")
+    inputs = {
+        "app": APP,
+        "host": "localhost",
+        "dry-run": "true",
+        "require-exposed": "true",
+        "database-url": internal_url(sim),
+    }
+    result = run_inprocess(sim, tmp_path / "fork", inputs, env)
+    assert result.code == 0, result.log
+    for name in ("database-url", "node-database-url", "jdbc-url", "password"):
+        assert result.outputs[name] == "", name
+    assert result.outputs["exposed"] == "true"  # what is true of the database stays readable
+    notices = [line for line in result.log.splitlines() if line.startswith("::notice")]
+    assert any("mallory/infra" in n and "allow-forks: true" in n for n in notices), notices
+    assert PASSWORD not in unmasked(result)
+    assert len(sim.mutating_requests()) == writes
+    # The same run allowed hands the URL out.
+    allowed = run_inprocess(sim, tmp_path / "allowed", {**inputs, "allow-forks": "true"}, env)
+    assert allowed.code == 0, allowed.log
+    assert allowed.outputs["database-url"].endswith("@localhost:5432/app_db?sslmode=require")
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param({}, id="empty-payload"),
+        pytest.param({"number": 7}, id="no-pull-request"),
+        pytest.param({"pull_request": {"number": 7}}, id="no-head"),
+        pytest.param({"pull_request": "7"}, id="pull-request-not-an-object"),
+    ],
+)
+def test_a_privileged_run_whose_payload_names_no_head_repository_is_refused(
+    sim: Simulator, tmp_path: Path, payload: dict[str, Any]
+) -> None:
+    env = event(tmp_path, "pull_request_target", payload)
+    result = run_inprocess(sim, tmp_path, {"app": APP}, env)
+    assert result.code == 1, result.log
+    assert result.error_titles() == ["Fork run refused"]
+    assert sim.requests == []
+
+
+def test_an_unreadable_event_payload_of_a_privileged_run_is_refused(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    env = {
+        "GITHUB_EVENT_NAME": "pull_request_target",
+        "GITHUB_EVENT_PATH": str(tmp_path / "missing.json"),
+        "GITHUB_REPOSITORY": REPO,
+    }
+    result = run_inprocess(sim, tmp_path, {"app": APP}, env)
+    assert result.code == 1, result.log
+    assert result.error_titles() == ["Fork run refused"]
+    assert sim.requests == []
+
+
 def test_allow_forks_lets_the_run_change_things(sim: Simulator, tmp_path: Path) -> None:
     env = workflow_run(tmp_path, "mallory/infra")
     result = run_inprocess(sim, tmp_path, {"app": APP, "allow-forks": "true"}, env)

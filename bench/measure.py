@@ -234,6 +234,8 @@ def action_env(sim: Simulator, workdir: Path) -> dict[str, str]:
         "INPUT_VERIFY": "false",
         "INPUT_PR-COMMENT": "false",
         "INPUT_GITHUB-TOKEN": "",
+        # The flyctl steps it is compared with leave the database open: so does this run.
+        "INPUT_LIFETIME": "persistent",
         "FLY_API_BASE_URL": sim.api_base_url,
         "FLY_FLAPS_BASE_URL": sim.flaps_base_url,
         "GITHUB_OUTPUT": str(output),

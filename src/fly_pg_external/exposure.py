@@ -1,6 +1,6 @@
 """Can a client outside Fly reach the database once the run is over (in a dry run: now)?
 
-The `exposed` output, and what `require-exposed: true` fails on. Reachable means: every requested
+The `exposed` output, and what `mode: connect` fails on. Reachable means: every requested
 IP family has a public address (a dedicated IPv4 for v4), and every machine whose config Fly could
 read serves pg_tls on the port, at least one of them. A machine on a host Fly cannot reach is not
 counted either way: its config is unknown, and the cluster answers through the others.

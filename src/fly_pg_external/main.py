@@ -86,9 +86,9 @@ def set_outputs(
     """Every output but `comment-url`, on every exit: without an outcome (the run stopped before
     it read the app) as "nothing known, nothing changed", so `if: steps.db.outputs.exposed ==
     'false'` means what it says. The connection outputs only when the run exposes and did not
-    fail (with `require-exposed`, only when the database is reachable), and never when they are
+    fail (in `mode: connect`, only when the database is reachable), and never when they are
     `withheld` (a read-only run a fork triggered)."""
-    urls = settings.urls if _hands_out(outcome, plan) and not withheld else None
+    urls = settings.urls if _hands_out(outcome, plan, settings) and not withheld else None
     db = settings.database_url
     gha.set_output("database-url", urls.libpq if urls else "")
     gha.set_output("node-database-url", urls.node if urls else "")
@@ -105,43 +105,33 @@ def set_outputs(
     gha.set_output("config-diff", outcome.config_diff if outcome else "")
 
 
-def _hands_out(outcome: Outcome | None, plan: Plan | None) -> bool:
+def _hands_out(outcome: Outcome | None, plan: Plan | None, settings: Settings) -> bool:
+    """An expose that did not fail hands out its URLs; of the read-only runs, only `connect`:
+    a dry run reports what would change, and a URL from it may not connect yet."""
     return (
         outcome is not None
         and plan is not None
         and plan.external_url is not None
         and outcome.mode == "expose"
         and outcome.status != "failed"
+        and (settings.connect or not settings.read_only)
     )
 
 
 def _check_exposed(outcome: Outcome, plan: Plan, settings: Settings) -> Exposure:
     """Whether the database is reachable as the run leaves it (after unexpose too: addresses
-    someone else holds stay open). With `require-exposed`, a run that would hand out a URL that
-    cannot connect fails here, saying what is missing."""
+    someone else holds stay open). A `connect` run, which would hand out a URL that cannot
+    connect, fails here, saying what is missing."""
     exposure = exposure_of(plan, outcome)
-    if exposure.exposed or outcome.mode != "expose" or outcome.status == "failed":
+    if exposure.exposed or not settings.connect or outcome.status == "failed":
         return exposure
     gaps = "; ".join(exposure.gaps(settings.port))
-    if settings.require_exposed:
-        fix = (
-            "Run this action with mode: expose and without dry-run first (e.g. in the job "
-            "that provisions the database)."
-            if settings.read_only
-            else "See the errors above."
-        )
-        outcome.status = "failed"
-        outcome.error = (
-            f"require-exposed: {settings.app} is not reachable from outside Fly: {gaps}. {fix}"
-        )
-        log.error(outcome.error, extra={"title": "Database not exposed"})
-    elif plan.external_url is not None and settings.read_only:
-        log.warning(
-            f"{settings.app} is not reachable from outside Fly yet ({gaps}): the URL outputs "
-            "cannot connect until a run without dry-run exposes it. Set require-exposed: true "
-            "to fail here instead.",
-            extra={"title": "Database not exposed yet"},
-        )
+    outcome.status = "failed"
+    outcome.error = (
+        f"mode connect: {settings.app} is not reachable from outside Fly: {gaps}. Run this "
+        "action with mode: expose first (e.g. in the job that provisions the database)."
+    )
+    log.error(outcome.error, extra={"title": "Database not exposed"})
     return exposure
 
 
@@ -254,12 +244,11 @@ def _after_change(
     outcome: Outcome, plan: Plan, settings: Settings, gha: Actions, env: Mapping[str, str]
 ) -> None:
     """Write the fly.toml for the reader, then check the endpoint as the change left it. A
-    dry run changes nothing to check, unless it hands out a URL under `require-exposed`: then
-    the URL is proven to connect (when the app looks exposed), so a later job never gets a
-    dead one."""
+    dry run changes nothing to check; a `connect` run proves the URL it hands out connects
+    (when the app looks exposed), so a later job never gets a dead one."""
     if not settings.releasing:
         outcome.fly_toml_path = _write_fly_toml(plan, env, gha)
-    handing_out = settings.require_exposed and exposure_of(plan, outcome).exposed
+    handing_out = settings.connect and exposure_of(plan, outcome).exposed
     if not settings.verify or (settings.read_only and not handing_out):
         return
     with gha.group("Verify"):
@@ -293,7 +282,14 @@ def _read_and_plan(
     record = ownership.read(reachable, cluster.app.ips, now=int(time.time()))
     holding = holding_for(settings, env, record, ctx=ctx)
     plan = make_plan(settings, cluster, holding)
-    if settings.database_url is None and not settings.releasing:
+    hands_out = not settings.releasing and (settings.connect or not settings.read_only)
+    if settings.database_url is not None and not hands_out and not settings.releasing:
+        gha.notice(
+            "A dry run reports what would change and hands out no URL. To get the connection "
+            "outputs of a database an earlier run exposed, use mode: connect.",
+            title="No URL from a dry run",
+        )
+    if settings.database_url is None and hands_out:
         gha.notice(
             "No database-url input: the database-url output stays empty. Pass the app's "
             "internal DATABASE_URL (from fly pg attach) to get the external one.",

@@ -57,7 +57,10 @@ def main(env: Mapping[str, str] | None = None) -> int:
     for secret in settings.secrets:
         gha.add_mask(secret)
     if settings.lifetime != "job":
-        gha.info("fly-pg-external: lifetime is persistent; the exposure stays after the job.")
+        gha.info(
+            "fly-pg-external: nothing to close (a read-only run, or lifetime: persistent, whose "
+            "exposure stays after the job)."
+        )
         return 0
     holder = env.get(f"STATE_{STATE_HOLDER}", "")
     allocated = tuple(a for a in env.get(f"STATE_{STATE_ALLOCATED}", "").split(",") if a)

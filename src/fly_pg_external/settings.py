@@ -79,14 +79,15 @@ class Settings:
     # Who exposes for how long (ownership.py): `job` releases at the end of the job what the
     # run allocated; `addresses` names addresses unexpose may release although they are not the
     # action's own ("all" for every one); sweep drops holds older than `max_age` seconds.
-    lifetime: Lifetime = "persistent"
+    lifetime: Lifetime = "persistent"  # resolved: empty means job
     addresses: Addresses = field(default_factory=Addresses)
     max_age: float = 7 * 86400.0
-    # Where clients find the CA roots (urls.py); fail a run that leaves the database unreachable
-    # (exposure.py); the pull request a run belongs to when its event names none; and whether a
-    # privileged run triggered from a fork may change anything (forks.py).
+    # Where clients find the CA roots (urls.py); `mode: connect`, a read-only expose that hands
+    # out the URLs and fails when the database is unreachable (exposure.py); the pull request a
+    # run belongs to when its event names none; and whether a privileged run triggered from a
+    # fork may change anything (forks.py).
     sslrootcert: str = SYSTEM
-    require_exposed: bool = False
+    connect: bool = False
     pr_number: int | None = None
     allow_forks: bool = False
     # What a persistent run's hold is called (holders.py); empty: after the workflow's file.
@@ -128,15 +129,35 @@ class Settings:
 
 
 def clean_lifetime_inputs(
-    inp: Callable[[str, str], str], mode: Mode
+    inp: Callable[[str, str], str],
+    mode: Mode,
+    *,
+    read_only: bool,
+    hold_name: str,
+    connect: bool = False,
 ) -> tuple[Lifetime, Addresses, float]:
-    """`lifetime`, `addresses` and `max-age`, each refused where its mode cannot use it."""
-    lifetime = clean_choice("lifetime", inp("lifetime", "persistent"), LIFETIMES)
-    if lifetime == "job" and mode != "expose":
+    """`lifetime`, `addresses` and `max-age`, each refused where its mode cannot use it.
+
+    Empty `lifetime` (the default) is `job` for a run that exposes, so a forgotten input closes
+    the database at the end of the job instead of leaving it open; a named hold (`hold-name`)
+    is persistent by nature. A read-only run allocates nothing, so it has nothing to close."""
+    raw = clean_text("lifetime", inp("lifetime", "")).strip()
+    if raw:
+        lifetime = clean_choice("lifetime", raw, LIFETIMES, " Empty means job when exposing.")
+    else:
+        exposing = mode == "expose" and not read_only
+        lifetime = "job" if exposing and not hold_name else "persistent"
+    if lifetime == "job" and (mode != "expose" or connect):
         raise InputError(
             "lifetime",
             f"job applies to mode expose (the post step releases what it allocated); mode "
-            f"{mode} allocates nothing. Leave lifetime at persistent.",
+            f"{'connect' if connect else mode} allocates nothing. Leave lifetime empty.",
+        )
+    if lifetime == "job" and hold_name:
+        raise InputError(
+            "hold-name",
+            "names a persistent hold, but lifetime is job: each job's hold is its own and ends "
+            "with the job. Leave hold-name empty, or use lifetime: persistent.",
         )
     addresses = clean_addresses(inp("addresses", ""))
     if (addresses.named or addresses.every) and mode != "unexpose":
@@ -144,7 +165,7 @@ def clean_lifetime_inputs(
             "addresses",
             f"names addresses to release, which only mode unexpose does (mode is {mode}).",
         )
-    return lifetime, addresses, clean_max_age(inp("max-age", "7d"))
+    return ("persistent" if read_only else lifetime), addresses, clean_max_age(inp("max-age", "7d"))
 
 
 def clean_tls_inputs(inp: Callable[[str, str], str]) -> tuple[SslMode, str]:
@@ -158,23 +179,35 @@ def clean_tls_inputs(inp: Callable[[str, str], str]) -> tuple[SslMode, str]:
     return sslmode, clean_sslrootcert(inp("sslrootcert", SYSTEM), sslmode)
 
 
-def clean_mode_inputs(inp: Callable[[str, str], str]) -> tuple[Mode, bool, bool]:
-    """`mode`, `dry-run` and `require-exposed` (only a run that hands out a URL can)."""
-    mode = clean_choice(
+# Inputs renamed before v1: given, they are refused with the new spelling, not ignored.
+RENAMED_INPUTS = {
+    "require-exposed": (
+        "was replaced by mode: connect, a read-only run that hands out the connection outputs "
+        "and fails, saying what is missing, when the database is not reachable from outside Fly."
+    ),
+}
+
+
+def clean_mode_inputs(
+    inp: Callable[[str, str], str], read_input: Callable[[str], str | None]
+) -> tuple[Mode, bool, bool]:
+    """`mode` and `dry-run`: the planning mode, whether the run is read only, and whether it
+    is `connect` (read only, hands out the URLs, fails when the database is not reachable)."""
+    for name, why in RENAMED_INPUTS.items():
+        if read_input(name) is not None:
+            raise InputError(name, why)
+    raw_mode = clean_choice(
         "mode",
         inp("mode", "expose"),
-        MODES,
-        " For a read-only run that reports what would change, set dry-run: true.",
+        (*MODES, "connect"),
+        " For a read-only run that reports what would change, set dry-run: true; for one that "
+        "hands out the URLs of an exposed database, mode: connect.",
     )
     dry_run = clean_bool("dry-run", inp("dry-run", "false"))
-    require_exposed = clean_bool("require-exposed", inp("require-exposed", "false"))
-    if require_exposed and mode != "expose":
-        raise InputError(
-            "require-exposed",
-            f"applies to mode expose (a run that hands out a URL); mode {mode} hands out none. "
-            "Leave require-exposed at false.",
-        )
-    return mode, dry_run, require_exposed
+    if raw_mode == "connect":
+        return "expose", True, True
+    mode: Mode = raw_mode  # type: ignore[assignment]  # "connect" is handled above
+    return mode, dry_run, False
 
 
 class _Environment(NamedTuple):
@@ -199,17 +232,6 @@ class _Environment(NamedTuple):
         )
 
 
-def _hold_name(raw: str, lifetime: Lifetime) -> str:
-    name = clean_hold_name(raw)
-    if name and lifetime == "job":
-        raise InputError(
-            "hold-name",
-            "names a persistent hold, but lifetime is job: each job's hold is its own and ends "
-            "with the job. Leave hold-name empty, or use lifetime: persistent.",
-        )
-    return name
-
-
 def from_environ(env: Mapping[str, str], read_input: Callable[[str], str | None]) -> Settings:
     """Build Settings from the runner's environment. Raises InputError on the first bad value."""
 
@@ -222,7 +244,7 @@ def from_environ(env: Mapping[str, str], read_input: Callable[[str], str | None]
     host = clean_host(inp("host"), app)
     port = clean_port(inp("port", "5432"))
     sslmode, sslrootcert = clean_tls_inputs(inp)
-    mode, dry_run, require_exposed = clean_mode_inputs(inp)
+    mode, dry_run, connect = clean_mode_inputs(inp, read_input)
     postgres_image = clean_choice("postgres-image", inp("postgres-image", "keep"), IMAGE_POLICIES)
     wait_timeout = clean_wait_timeout(inp("wait-timeout", "300"))
     verify = clean_bool("verify", inp("verify", "true"))
@@ -230,7 +252,10 @@ def from_environ(env: Mapping[str, str], read_input: Callable[[str], str | None]
     github_token = clean_text("github-token", inp("github-token"))
     database_url = clean_database_url(inp("database-url"), app=app, host=host)
     fly_auth = clean_fly_token(inp("fly-api-token"), env)
-    lifetime, addresses, max_age = clean_lifetime_inputs(inp, mode)
+    hold_name = clean_hold_name(inp("hold-name"))
+    lifetime, addresses, max_age = clean_lifetime_inputs(
+        inp, mode, read_only=dry_run, hold_name=hold_name, connect=connect
+    )
     return Settings(
         app=app,
         ip_versions=ip_versions,
@@ -250,9 +275,9 @@ def from_environ(env: Mapping[str, str], read_input: Callable[[str], str | None]
         addresses=addresses,
         max_age=max_age,
         sslrootcert=sslrootcert,
-        require_exposed=require_exposed,
+        connect=connect,
         pr_number=clean_pr_number(inp("pr-number")),
         allow_forks=clean_bool("allow-forks", inp("allow-forks", "false")),
-        hold_name=_hold_name(inp("hold-name"), lifetime),
+        hold_name=hold_name,
         **_Environment.read(env)._asdict(),
     )

@@ -1,4 +1,4 @@
-"""A later job's hand-off (`dry-run` + `require-exposed`, the `exposed` and client outputs),
+"""A later job's hand-off (`mode: connect`, the `exposed` and client outputs), a dry run's,
 privileged runs triggered from forks, and `pr-number`, end to end against the simulator and the
 fake GitHub API."""
 
@@ -44,8 +44,7 @@ def later_job(sim: Simulator, tmp_path: Path, **extra: str) -> ActionResult:
     inputs = {
         "app": APP,
         "host": "localhost",
-        "dry-run": "true",
-        "require-exposed": "true",
+        "mode": "connect",
         **extra,
     }
     if "database-url" not in inputs:
@@ -68,7 +67,7 @@ def test_later_job_fails_at_once_on_an_app_never_exposed(sim: Simulator, tmp_pat
     assert result.error_titles() == ["Database not exposed"]
     [error] = result.errors()
     assert "no dedicated IPv4 (v4)" in error and "no public IPv6 (v6)" in error
-    assert "mode: expose and without dry-run" in error
+    assert "with mode: expose first" in error
     assert result.outputs["exposed"] == "false"
     for name in ("database-url", "node-database-url", "jdbc-url", "password"):
         assert result.outputs[name] == "", name
@@ -133,14 +132,28 @@ def test_later_job_proves_its_url_logs_in_and_fails_when_it_does_not(
     assert result.outputs["exposed"] == "false" and result.outputs["database-url"] == ""
 
 
-def test_a_dry_run_without_require_exposed_warns_that_its_url_cannot_connect(
+def test_a_dry_run_hands_out_no_url_and_points_at_connect(sim: Simulator, tmp_path: Path) -> None:
+    first = run_inprocess(sim, tmp_path / "expose", {"app": APP, "host": "localhost"})
+    assert first.code == 0, first.log
+    inputs = {"app": APP, "host": "localhost", "dry-run": "true"}
+    result = run_inprocess(sim, tmp_path / "dry", {**inputs, "database-url": internal_url(sim)})
+    assert result.code == 0, result.log
+    assert result.outputs["exposed"] == "true"
+    for name in ("database-url", "node-database-url", "jdbc-url", "password"):
+        assert result.outputs[name] == "", name
+    notices = [line for line in result.log.splitlines() if line.startswith("::notice")]
+    assert any("use mode: connect" in n for n in notices), notices
+
+
+def test_the_renamed_require_exposed_input_is_refused_with_its_new_name(
     sim: Simulator, tmp_path: Path
 ) -> None:
-    result = later_job(sim, tmp_path, **{"require-exposed": "false"})
-    assert result.code == 0, result.log
-    assert result.outputs["exposed"] == "false"
-    warnings = [line for line in result.log.splitlines() if line.startswith("::warning")]
-    assert any("cannot connect until a run without dry-run" in w for w in warnings), warnings
+    inputs = {"app": APP, "dry-run": "true", "require-exposed": "true"}
+    result = run_inprocess(sim, tmp_path, inputs)
+    assert result.code == 1
+    [error] = result.errors()
+    assert '"require-exposed"' in error and "mode: connect" in error
+    assert sim.requests == []
 
 
 # -- privileged runs triggered from forks ----------------------------------------------------
@@ -263,7 +276,7 @@ def test_a_fork_triggered_dry_run_still_reports(sim: Simulator, tmp_path: Path) 
 def test_a_fork_triggered_dry_run_hands_out_no_url(
     sim: Simulator, tmp_path: Path, make_event: Any
 ) -> None:
-    # The database is open; a later job's hand-off (dry run + require-exposed) would get a URL
+    # The database is open; a later job's hand-off (mode: connect) would get a URL
     # that logs in from outside Fly, which is what the fork guard exists to keep from a fork.
     first = run_inprocess(sim, tmp_path / "expose", {"app": APP, "host": "localhost"})
     assert first.code == 0, first.log
@@ -272,8 +285,7 @@ def test_a_fork_triggered_dry_run_hands_out_no_url(
     inputs = {
         "app": APP,
         "host": "localhost",
-        "dry-run": "true",
-        "require-exposed": "true",
+        "mode": "connect",
         "database-url": internal_url(sim),
     }
     result = run_inprocess(sim, tmp_path / "fork", inputs, env)

@@ -462,16 +462,31 @@ def test_a_release_that_fails_does_not_stop_the_post_step_releasing_the_other_ad
 # -- the post step in the cases where it has nothing to do --------------------------------------
 
 
+def test_by_default_the_job_closes_what_it_opened(current: Simulator, tmp_path: Path) -> None:
+    # No lifetime input: the runner passes action.yml's default, empty, which means job when
+    # the run exposes, so a forgotten input never leaves the database open after the job.
+    sim = current
+    inputs = {"app": APP, "lifetime": ""}
+    main = run_main_step(sim, tmp_path / "main", inputs, job_env())
+    assert main.code == 0, main.log
+    state = step_state(main)
+    assert is_job_holder(state["HOLDER"])
+    assert len(public_ips(sim, APP)) == 2
+    post = run_post_step(sim, tmp_path / "post", inputs, state, extra_env=job_env())
+    assert post.code == 0, post.log
+    assert public_ips(sim, APP) == {}
+
+
 def test_post_step_of_a_persistent_run_does_nothing(current: Simulator, tmp_path: Path) -> None:
     sim = current
-    inputs = {"app": APP}
+    inputs = {"app": APP, "lifetime": "persistent"}
     main = run_main_step(sim, tmp_path / "main", inputs, job_env())
     assert main.code == 0, main.log
     assert step_state(main) == {}
     sim.clear_requests()
     post = run_post_step(sim, tmp_path / "post", inputs, step_state(main), extra_env=job_env())
     assert post.code == 0, post.log
-    assert "lifetime is persistent" in post.stdout
+    assert "lifetime: persistent" in post.stdout and "nothing to close" in post.stdout
     assert sim.requests == []
     assert len(public_ips(sim, APP)) == 2
 

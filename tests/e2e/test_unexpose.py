@@ -88,12 +88,12 @@ def test_unexpose_only_the_requested_family_and_dry_run(exposed: Simulator, tmp_
     assert {ip.type for ip in exposed.app("my-db").ips} == {"private_v6", "v6"}
 
 
-def test_plan_on_exposed_app_is_a_cheap_read_that_sets_the_url(
+def test_connect_on_exposed_app_is_a_cheap_read_that_sets_the_url(
     exposed: Simulator, tmp_path: Path
 ) -> None:
     url = "postgres://u:pw-123456@my-db.flycast:5432/db?sslmode=disable"
     result = run_subprocess(
-        exposed, tmp_path, {"app": "my-db", "dry-run": "true", "database-url": url}
+        exposed, tmp_path, {"app": "my-db", "mode": "connect", "database-url": url}
     )
     assert result.code == 0
     assert (

@@ -77,6 +77,9 @@ def action_env(sim: Any, tmp_path: Path, inputs: dict[str, str]) -> dict[str, st
         "INPUT_VERIFY": "false",
         "INPUT_PR-COMMENT": "false",
         "INPUT_GITHUB-TOKEN": "",
+        # Most tests follow holds across runs, so their runs hold until an unexpose; the tests
+        # of `lifetime: job` and of the action's defaults say so in their inputs.
+        "INPUT_LIFETIME": "persistent",
     }
     for key, value in inputs.items():
         env["INPUT_" + key.upper()] = value

@@ -179,10 +179,10 @@ CASES = [
         {"sslmode": "verify-full", "sslrootcert": "/ca.pem&sslmode=disable"},
     ),
     Bad(
-        "require-exposed-unexpose",
+        "require-exposed-renamed",
         "require-exposed",
-        "applies to mode expose",
-        {"require-exposed": "true", "mode": "unexpose"},
+        "replaced by mode: connect",
+        {"require-exposed": "true", "mode": "expose"},
     ),
     Bad("pr-number-text", "pr-number", "not a pull request number", {"pr-number": "12; rm"}),
     Bad("pr-number-superscript", "pr-number", "not a pull request number", {"pr-number": "\u00b2"}),

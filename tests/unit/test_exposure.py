@@ -1,4 +1,4 @@
-"""`exposed` and `require-exposed` (exposure.py): reachable once every requested family has a
+"""`exposed` and `mode: connect` (exposure.py): reachable once every requested family has a
 public address and every machine Fly can read serves pg_tls on the port."""
 
 from __future__ import annotations

@@ -29,7 +29,8 @@ def test_defaults_match_action_yml() -> None:
         "expose",
         "keep",
     )
-    assert (s.require_exposed, s.pr_number, s.allow_forks) == (False, None, False)
+    assert (s.connect, s.pr_number, s.allow_forks) == (False, None, False)
+    assert s.lifetime == "job"  # a forgotten input closes the database at the end of the job
     assert s.verify and s.pr_comment and not s.dry_run and not s.read_only
     assert s.wait_timeout == 300
     assert s.api_base_url == "https://api.fly.io"
@@ -76,7 +77,10 @@ def test_shared_v4_is_refused_with_the_reason() -> None:
         ("mode", "plan", "dry-run: true"),
         ("postgres-image", "latest", "keep, major"),
         ("sslrootcert", "ca pem", "relative to the workspace"),
-        ("require-exposed", "yes", "true or false"),
+        ("require-exposed", "true", "replaced by mode: connect"),
+        ("require-exposed", "false", "replaced by mode: connect"),
+        ("mode", "plan", "mode: connect"),
+        ("lifetime", "forever", "persistent, job"),
         ("allow-forks", "1", "true or false"),
         ("pr-number", "#12", "positive integer"),
         ("pr-number", "0", "positive integer"),
@@ -146,6 +150,33 @@ def test_secrets_are_not_in_repr() -> None:
     assert TOKEN not in text and "pw-x1" not in text
 
 
+@pytest.mark.parametrize(
+    ("inputs", "lifetime"),
+    [
+        ({}, "job"),
+        ({"lifetime": "persistent"}, "persistent"),
+        ({"lifetime": " JOB "}, "job"),
+        ({"hold-name": "bi"}, "persistent"),  # a named hold outlives the job by nature
+        ({"mode": "unexpose"}, "persistent"),
+        ({"mode": "sweep"}, "persistent"),
+        ({"mode": "connect"}, "persistent"),
+        # Read only: nothing allocated, so the post step has nothing to close.
+        ({"dry-run": "true"}, "persistent"),
+        ({"dry-run": "true", "lifetime": "job"}, "persistent"),
+    ],
+)
+def test_lifetime_resolves_to_job_only_for_a_run_that_exposes(
+    inputs: dict[str, str], lifetime: str
+) -> None:
+    assert settings(**inputs).lifetime == lifetime
+
+
+def test_connect_is_a_read_only_expose_that_hands_out() -> None:
+    s = settings(mode="connect")
+    assert (s.mode, s.read_only, s.connect) == ("expose", True, True)
+    assert not settings(**{"dry-run": "true"}).connect
+
+
 def test_dry_run_is_read_only() -> None:
     assert settings(**{"dry-run": "true"}).read_only
     assert not settings().read_only
@@ -161,7 +192,9 @@ def test_dry_run_is_read_only() -> None:
         ({"sslmode": "verify-full", "sslrootcert": "/tmp/a b.pem"}, "absolute"),
         ({"sslmode": "verify-full", "sslrootcert": "../ca.pem"}, "relative to the workspace"),
         ({"sslmode": "verify-full", "sslrootcert": "-ca.pem"}, "relative to the workspace"),
-        ({"mode": "unexpose", "require-exposed": "true"}, "applies to mode expose"),
+        ({"mode": "unexpose", "lifetime": "job"}, "applies to mode expose"),
+        ({"mode": "connect", "lifetime": "job"}, "applies to mode expose"),
+        ({"hold-name": "bi", "lifetime": "job"}, "lifetime is job"),
     ],
 )
 def test_inputs_that_cannot_work_together_are_refused(inputs: dict[str, str], message: str) -> None:

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .log import silence
 from .report import marker_digest, parse_marker
 
 if TYPE_CHECKING:
@@ -102,6 +103,8 @@ _RETRY_METHODS = frozenset({"GET", "HEAD", "PATCH", "PUT", "DELETE"})
 
 def client(token: str, api_url: str, tuning: ClientTuning) -> Github:
     from github import Auth, Github, GithubRetry
+
+    silence("github")  # its failures reach the log as our explanations, not as its own lines
 
     retry: GithubRetry | None = None
     if tuning.retry_total > 0:

@@ -57,3 +57,15 @@ def to_workflow(gha: CommandWriter) -> Iterator[None]:
         logger.removeHandler(handler)
         logger.setLevel(previous[0])
         logger.propagate = previous[1]
+
+
+def silence(library: str) -> None:
+    """Keep a library's own log lines out of the step's log. PyGithub, on import, gives its
+    `github` logger a stderr handler at INFO, so every refused request it retries or reports
+    (an Actions token's 403 on GET /user) would print as a line the user can do nothing about,
+    unredacted; the action explains every GitHub failure itself, from the exception."""
+    logger = logging.getLogger(library)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    logger.addHandler(logging.NullHandler())
+    logger.propagate = False

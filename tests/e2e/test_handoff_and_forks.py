@@ -475,3 +475,27 @@ def test_a_ca_file_of_the_workspace_is_named_relative_to_it(
     assert result.code == 0, result.log
     assert result.outputs["database-url"].endswith("sslmode=verify-full&sslrootcert=certs%2Fca.pem")
     select_one(result.outputs["database-url"])  # psycopg, from the workspace as well
+
+
+def test_a_comment_found_without_graphql_logs_no_refused_request(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    # The Actions token may not read GET /user (403); where GraphQL is not there the action
+    # falls back to it. PyGithub reports the 403 on its own logger: none of that may reach the
+    # step's log as a line the user can do nothing about.
+    from action_run import run_subprocess
+
+    with FakeGitHub(login="github-actions[bot]", user_endpoint_forbidden=True) as github:
+        github.add_pr(REPO, 7, head_sha="7" * 40)
+        github.fail_next("POST", "/graphql", status=403, times=None)
+        env = pull_request_target(tmp_path, REPO)
+        env["GITHUB_API_URL"] = github.base_url
+        inputs = {"app": APP, "pr-comment": "true", "github-token": GH_TOKEN}
+        first = run_subprocess(sim, tmp_path / "first", {**inputs, "dry-run": "true"}, env)
+        second = run_subprocess(sim, tmp_path / "second", inputs, env)
+        requests = [(r.method, r.path) for r in github.requests]
+    assert first.code == 0 and second.code == 0, second.log
+    assert ("GET", "/user") in requests
+    for result in (first, second):
+        both = result.stdout + result.stderr
+        assert "failed with 403" not in both and "Forbidden" not in both, both[-2000:]

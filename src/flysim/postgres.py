@@ -5,9 +5,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
-import glob
 import os
-import pwd
 import secrets
 import shutil
 import signal
@@ -20,29 +18,12 @@ from pathlib import Path
 from types import TracebackType
 from urllib.parse import quote
 
+from flysim.pgbin import PostgresNotInstalledError, find_bindir, reachable_bindir, server_user
+
+# The package and its callers import these from here, where they were first defined.
+__all__ = ["PostgresNotInstalledError", "PostgresServer", "find_bindir"]
+
 _PR_SET_PDEATHSIG = 1
-
-
-class PostgresNotInstalledError(RuntimeError):
-    pass
-
-
-def find_bindir() -> str:
-    """The newest ``/usr/lib/postgresql/<major>/bin`` that has initdb and postgres."""
-    override = os.environ.get("FLYSIM_PG_BINDIR")
-    candidates = [override] if override else []
-    candidates += sorted(
-        glob.glob("/usr/lib/postgresql/*/bin"),
-        key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0,
-        reverse=True,
-    )
-    for bindir in candidates:
-        if all(os.access(os.path.join(bindir, b), os.X_OK) for b in ("initdb", "postgres", "psql")):
-            return bindir
-    raise PostgresNotInstalledError(
-        "PostgreSQL server binaries were not found in /usr/lib/postgresql/*/bin. "
-        "Install them with `apt-get install postgresql` (or set FLYSIM_PG_BINDIR)."
-    )
 
 
 def _free_port(host: str) -> int:
@@ -71,7 +52,8 @@ class PostgresServer:
 
     TCP connections use scram-sha-256 passwords; the unix socket (inside the temporary directory)
     trusts local users so the server can be administered without a password. When running as root
-    the server runs as the ``postgres`` user, because initdb and postgres refuse to run as root.
+    the server runs as the ``postgres`` user (``nobody`` where there is none), because initdb and
+    postgres refuse to run as root; see ``flysim.pgbin`` for where the binaries come from.
     """
 
     host = "127.0.0.1"
@@ -118,16 +100,7 @@ class PostgresServer:
     def _run_as(self) -> tuple[int, int] | None:
         """(uid, gid) to drop root to, as ``runuser -u postgres`` would, but without a wrapper
         process between us and the server (so signals reach postgres itself); None if not root."""
-        if os.geteuid() != 0:
-            return None
-        try:
-            entry = pwd.getpwnam("postgres")
-        except KeyError as exc:
-            raise PostgresNotInstalledError(
-                "running as root, but there is no `postgres` user to run PostgreSQL as; "
-                "`apt-get install postgresql` creates it"
-            ) from exc
-        return entry.pw_uid, entry.pw_gid
+        return server_user()
 
     def _env(self) -> dict[str, str]:
         return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8", "TZ": "UTC"}
@@ -136,6 +109,9 @@ class PostgresServer:
         as_user = self._run_as()
         if as_user:
             os.chown(self.directory, *as_user)
+            self.bindir = reachable_bindir(
+                self.bindir, as_user, os.path.join(self.directory, "pginstall")
+            )
         pwfile = os.path.join(self.directory, "pwfile")
         fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 # The step state a `lifetime: job` run leaves for its post step (read back as STATE_<name>).
 STATE_HOLDER = "HOLDER"
 STATE_ALLOCATED = "ALLOCATED"
+STATE_COMMENT_URL = "COMMENT_URL"  # the PR comment the post step updates at the end of the job
 
 Publisher = Callable[[Outcome, Settings, Actions, RunContext], str]
 
@@ -211,7 +212,7 @@ def _run(
             return 1
     except Cancelled as exc:
         return _cancelled(exc, settings, plan, progress, gha)
-    outcome = build_outcome(plan, progress, error)
+    outcome = build_outcome(plan, progress, error, closes_at_job_end=settings.lifetime == "job")
     if error is None:
         _after_change(outcome, plan, settings, gha, env)
     exposure = _check_exposed(outcome, plan, settings)
@@ -221,6 +222,8 @@ def _run(
     if publish is not None:
         with gha.group("Report"):
             comment_url = publish(outcome, settings, gha, ctx)
+        if comment_url and settings.lifetime == "job":
+            gha.save_state(STATE_COMMENT_URL, comment_url)
     gha.set_output("comment-url", comment_url)
     _final_summary(outcome)
     return 1 if outcome.status == "failed" else 0

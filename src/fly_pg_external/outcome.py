@@ -82,6 +82,8 @@ class Outcome:
     warnings: list[PlanWarning] = field(default_factory=list)
     error: str | None = None
     verify: list[VerifyResult] = field(default_factory=list)
+    # `lifetime: job`: the post step closes what this run opened when the job ends.
+    closes_at_job_end: bool = False
 
     @property
     def machines_to_restart(self) -> list[MachineChange]:
@@ -105,7 +107,11 @@ class Outcome:
 
 
 def build_outcome(
-    plan: Plan, progress: Progress | None = None, error: str | None = None
+    plan: Plan,
+    progress: Progress | None = None,
+    error: str | None = None,
+    *,
+    closes_at_job_end: bool = False,
 ) -> Outcome:
     """What is true after the run, from the plan and what the run recorded doing.
 
@@ -127,6 +133,7 @@ def build_outcome(
         app=plan.app,
         mode=plan.mode,
         status=status,
+        closes_at_job_end=closes_at_job_end,
         changed=done.changed if applied else plan.changed,
         ips=_ips(plan, done, applied=applied),
         machines=_machines(plan, done, applied=applied),

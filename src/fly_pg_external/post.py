@@ -17,7 +17,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from types import FrameType
 
@@ -28,7 +28,7 @@ from .errors import ActionError
 from .flyapi import FlyApi
 from .gha import Actions
 from .inputs import Addresses
-from .main import STATE_ALLOCATED, STATE_HOLDER, Cancelled, make_fly
+from .main import STATE_ALLOCATED, STATE_COMMENT_URL, STATE_HOLDER, Cancelled, make_fly
 from .outcome import Outcome, build_outcome
 from .plan import Plan, make_plan
 from .progress import Progress
@@ -77,11 +77,37 @@ def main(env: Mapping[str, str] | None = None) -> int:
             logchannel.to_workflow(gha),
             gha.group(f"Close what this job opened on {settings.app}"),
         ):
-            return close(settings, fly, gha, holder=holder, allocated=allocated)
+            return close(
+                settings,
+                fly,
+                gha,
+                holder=holder,
+                allocated=allocated,
+                on_report=_comment_updater(settings, env),
+            )
     finally:
         fly.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def _comment_updater(settings: Settings, env: Mapping[str, str]) -> Callable[[str], object] | None:
+    """Where the end of the job is reported besides the summary: the PR comment the main step
+    wrote (its URL in the step state), which would otherwise go on saying "open"."""
+    comment_url = env.get(f"STATE_{STATE_COMMENT_URL}", "")
+    if not comment_url or not settings.pr_comment:
+        return None
+    from . import publish  # PyGithub only when there is a comment to update
+    from .event import RunContext
+
+    ctx = RunContext.from_env(env)
+    return lambda report: publish.close_comment(
+        comment_url=comment_url,
+        job_end=report,
+        app=settings.app,
+        token=settings.github_token,
+        ctx=ctx,
+    )
 
 
 @dataclass
@@ -97,10 +123,16 @@ class _Closing:
 
 
 def close(
-    settings: Settings, fly: FlyApi, gha: Actions, *, holder: str, allocated: tuple[str, ...]
+    settings: Settings,
+    fly: FlyApi,
+    gha: Actions,
+    *,
+    holder: str,
+    allocated: tuple[str, ...],
+    on_report: Callable[[str], object] | None = None,
 ) -> int:
     """Drop `holder`'s hold, release what no hold covers any more, check it closed; the exit
-    code."""
+    code. The report goes to the job summary, and to `on_report` (the PR comment's update)."""
     # Every family: the last holder closes every address of the action's own, whichever run
     # asked for it.
     releasing = replace(
@@ -143,7 +175,10 @@ def close(
     if closing.outcome is not None and closing.error is None and settings.verify:
         verify_unexpose(closing.outcome, releasing)
     still_open = _still_open(closing)
-    gha.append_summary(_summary(closing, still_open))
+    report = _summary(closing, still_open)
+    gha.append_summary(report)
+    if on_report is not None:
+        on_report(report)
     return 1 if still_open or closing.cancelled or (closing.error and allocated) else 0
 
 

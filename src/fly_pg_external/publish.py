@@ -11,13 +11,14 @@ redacts again. Nothing here can fail the step: a report that cannot be posted is
 from __future__ import annotations
 
 import logging
+import re
 from typing import Protocol
 
 from . import github
 from .event import PR_EVENTS, RunContext
 from .github import ClientTuning
 from .outcome import Outcome
-from .report import comment_body, summary_markdown
+from .report import comment_body, job_end_comment, parse_marker, summary_markdown
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,51 @@ def publish(
         keep_existing=outcome.status == "no-change",
         tuning=tuning,
     )
+
+
+# A comment's html_url: https://github.com/<owner>/<repo>/pull/<number>#issuecomment-<id>.
+_COMMENT_URL_RE = re.compile(r"/(?:pull|issues)/([0-9]{1,10})#issuecomment-([0-9]{1,20})$")
+
+
+def close_comment(
+    *,
+    comment_url: str,
+    job_end: str,
+    app: str,
+    token: str,
+    ctx: RunContext,
+    tuning: ClientTuning | None = None,
+) -> str:
+    """After the post step of `lifetime: job`: put what it did (`job_end`) at the top of the
+    comment the main step wrote (`comment_url`, from its step state), the main step's report
+    folded below, so the comment does not go on saying "open" once the job closed the database.
+    Only a comment of ours for `app`; never raises (a warning). Returns the comment's URL or ''.
+    """
+    match = _COMMENT_URL_RE.search(comment_url)
+    if match is None or not token or not ctx.repository:
+        log.info("PR comment: not updated (no comment of the main step, or no github-token).")
+        return ""
+    try:
+        gh = github.client(token, ctx.api_url, tuning or ClientTuning())
+        try:
+            issue = gh.get_repo(ctx.repository).get_issue(int(match.group(1)))
+            comment = issue.get_comment(int(match.group(2)))
+            marker = parse_marker(comment.body)
+            if marker is None or marker.app != app:
+                log.info("PR comment: not updated (the comment is no report of this app).")
+                return ""
+            comment.edit(job_end_comment(comment.body, job_end, app=app))
+            log.info(f"PR comment updated with the end of the job: {comment.html_url}")
+            return str(comment.html_url)
+        finally:
+            gh.close()
+    except Exception as e:  # a report must never fail the step
+        log.warning(
+            f"Could not update the pull request comment {comment_url} with what the end of the "
+            f"job closed: {type(e).__name__}: {e}",
+            extra={"title": github.NOT_WRITTEN},
+        )
+        return ""
 
 
 def write_summary(outcome: Outcome, *, ctx: RunContext, summary: SummaryWriter) -> None:

@@ -258,3 +258,45 @@ def parse_marker(body: str | None) -> Marker | None:
 def marker_digest(body: str) -> str | None:
     marker = parse_marker(body)
     return marker.digest if marker else None
+
+
+# -- the comment once a `lifetime: job` post step has run -----------------------------------
+
+# Where the main step's report starts in a comment the post step rewrote: found again if the
+# post step runs a second time (a re-run), so its part is replaced, never nested.
+MAIN_REPORT_START = "<!-- fly-pg-external: main step -->"
+_FOLD_OPEN = "<details><summary>What the main step reported</summary>\n\n"
+_FOLD_CLOSE = "\n\n</details>\n"
+
+
+def job_end_comment(
+    old_body: str,
+    job_end: str,
+    *,
+    app: str,
+    max_chars: int = GITHUB_COMMENT_LIMIT - COMMENT_SAFETY_MARGIN,
+) -> str:
+    """The comment after the post step of `lifetime: job`: what it did at the end of the job
+    (`job_end`, its own Markdown) first, the main step's report folded below, so the first thing
+    a reader sees is true once the job is over ("open" no longer is). Within `max_chars`: the
+    main step's report gives way, whole, to a pointer at the job summary."""
+    head = job_end.rstrip("\n") + "\n\n"
+    folded = f"{MAIN_REPORT_START}\n{_FOLD_OPEN}{main_step_report(old_body)}{_FOLD_CLOSE}"
+    marker_len = len(render_marker(app, content_digest(""))) + 1
+    content = head + folded
+    if marker_len + len(content) > max_chars:
+        content = head + "The main step's report is in the job summary of its workflow run.\n"
+    return render_marker(app, content_digest(content)) + "\n" + content
+
+
+def main_step_report(body: str) -> str:
+    """The main step's report in one of our comments: all of it after the marker line, or, once
+    a post step rewrote the comment, what it folded."""
+    _, _, rest = body.partition("\n") if parse_marker(body) else ("", "", body)
+    start = rest.find(MAIN_REPORT_START)
+    if start < 0:
+        return rest.strip("\n")
+    inner = rest[start + len(MAIN_REPORT_START) :].lstrip("\n")
+    inner = inner.removeprefix(_FOLD_OPEN)
+    end = inner.rfind(_FOLD_CLOSE.rstrip("\n"))
+    return (inner[:end] if end >= 0 else inner).strip("\n")

@@ -575,3 +575,45 @@ def test_step_state_names_every_address_even_when_the_allocations_finish_togethe
     left = public_ips(sim, APP)
     assert left == {}, f"the post step left {left} open; ALLOCATED saved in order: {saves}"
     assert set(state["ALLOCATED"].split(",")) == {v4, v6}
+
+
+def test_post_step_makes_the_pull_request_comment_say_the_job_closed_it(
+    current: Simulator, tmp_path: Path
+) -> None:
+    from fakegithub import FakeGitHub
+
+    sim = current
+    token = "ghs_lifetimecomment0123456789"
+    with FakeGitHub(login="github-actions[bot]") as github:
+        github.add_pr(REPO, 7, head_sha=f"{7:040x}")
+        env = {**pr_event(tmp_path, 7), **job_env(), "GITHUB_API_URL": github.base_url}
+        inputs = job_inputs(
+            database_url(sim), **{"pr-comment": "true", "github-token": token, "verify": "false"}
+        )
+        main = run_main_step(sim, tmp_path / "main", inputs, env)
+        assert main.code == 0, main.log
+        [comment] = github.comments(REPO, 7)
+        assert "Applied:" in comment.body and "Open for this job only" in comment.body
+        state = step_state(main)
+        assert state["COMMENT_URL"] == main.outputs["comment-url"]
+
+        post = run_post_step(sim, tmp_path / "post", inputs, state, extra_env=env)
+        assert post.code == 0, post.log
+        [after] = github.comments(REPO, 7)
+        # The first thing a reader sees is what is true now; the main step's report is folded.
+        lines = after.body.splitlines()
+        assert lines[0].startswith("<!-- fly-pg-external: ")
+        assert lines[1] == "### fly-pg-external: end of the job on `my-db`"
+        assert "released" in after.body
+        assert after.body.index("What the main step reported") > after.body.index("released")
+        assert "Applied:" in after.body  # kept, folded
+
+        # The post step run again (a re-run of the job's last attempt) replaces its own part.
+        again = run_post_step(sim, tmp_path / "again", inputs, state, extra_env=env)
+        assert again.code == 0, again.log
+        [final] = github.comments(REPO, 7)
+        assert final.body.count("What the main step reported") == 1
+        assert final.body.count("Applied:") == 1
+    for result in (main, post, again):
+        shown = [line for line in result.stdout.splitlines() if not line.startswith("::add-mask::")]
+        assert token not in "\n".join(shown) + result.summary

@@ -118,3 +118,19 @@ class FlyTimeout(FlyError):
 
 class FlyTransient(FlyError):
     """429, 5xx or a transport error that survived every retry."""
+
+
+class FlyBadAnswer(FlyError):
+    """A 2xx answer the action cannot read: not JSON, or a field of another type than Fly's API
+    gives it. Nothing of it is used: acting on a guess could change the wrong thing."""
+
+    title = "Unreadable answer from Fly"
+
+    def __init__(
+        self, message: str, *, status: int | None = None, request_id: str | None = None
+    ) -> None:
+        super().__init__(message, status=status, request_id=request_id)
+        self.hint = (
+            "Fly, or something between the runner and Fly, answered in a shape the action does "
+            "not know. Re-run the job; if it happens again, see https://status.flyio.net."
+        )

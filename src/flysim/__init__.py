@@ -15,6 +15,7 @@ a stale ``current_version`` is refused.
 from __future__ import annotations
 
 from flysim.faults import FaultRule, Faults
+from flysim.malformed import ABSENT, NOT_JSON
 from flysim.models import App, Check, IPAddress, Lease, Machine
 from flysim.postgres import PostgresNotInstalledError, PostgresServer
 from flysim.ratelimit import Rate, RateLimits
@@ -22,6 +23,8 @@ from flysim.requestlog import RequestRecord
 from flysim.simulator import Simulator, StateChange
 
 __all__ = [
+    "ABSENT",
+    "NOT_JSON",
     "App",
     "Check",
     "FaultRule",

@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
+from flysim import malformed
 from flysim.postgres import PostgresServer
 from flysim.ratelimit import RateLimits
 from flysim.simulator import Simulator
@@ -110,6 +111,26 @@ def build_parser() -> argparse.ArgumentParser:
     faults.add_argument("--slow-next", type=int, default=0, metavar="N")
     faults.add_argument("--slow-seconds", type=float, default=5.0)
     faults.add_argument("--lose-allocation-response", type=int, default=0, metavar="N")
+    faults.add_argument(
+        "--malformed-next",
+        type=int,
+        default=0,
+        metavar="N",
+        help="carry out the next N matching requests, then answer 200 with a malformed body",
+    )
+    faults.add_argument("--malformed-path", metavar="SUBSTRING")
+    faults.add_argument("--malformed-method", metavar="METHOD")
+    faults.add_argument(
+        "--malformed-at", default="", metavar="DOTTED", help="where in the answer, e.g. 0.config"
+    )
+    faults.add_argument(
+        "--malformed-value",
+        type=malformed.parse_value,
+        default=malformed.NOT_JSON,
+        metavar="JSON",
+        help="the value put there: JSON text, `absent`, or `not-json` (default: the whole body "
+        "is JSON cut short)",
+    )
     faults.add_argument(
         "--never-healthy",
         type=int,
@@ -246,6 +267,14 @@ def _arm_faults(sim: Simulator, args: argparse.Namespace, first_app: str) -> Non
         faults.slow_next(args.slow_next, seconds=args.slow_seconds)
     if args.lose_allocation_response:
         faults.lose_allocation_response(args.lose_allocation_response)
+    if args.malformed_next:
+        faults.malformed_next(
+            args.malformed_next,
+            at=args.malformed_at,
+            value=args.malformed_value,
+            path_contains=args.malformed_path,
+            method=args.malformed_method,
+        )
     machines = sim.app(first_app).machines
     for index in args.never_healthy:
         faults.never_healthy(machines[index].id)

@@ -1,5 +1,5 @@
 """Programmable failures: latency, error statuses, 408 timeouts (before or after the change
-landed), resets, slow answers, unhealthy machines, failover.
+landed), resets, slow answers, malformed answers, unhealthy machines, failover.
 
 Unreachable hosts are state, not a one-shot fault: see :meth:`Simulator.set_host_status`. Fly's
 rate limits are always on (see :mod:`flysim.ratelimit`); ``rate_limit_next`` adds 429s on top.
@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from flysim import lifecycle
+from flysim.malformed import NOT_JSON
 from flysim.requestlog import RequestRecord
 
 if TYPE_CHECKING:
     from flysim.simulator import Simulator
 
 FaultKind = Literal[
-    "fail", "rate_limit", "reset", "slow", "timeout", "wait_timeout", "lose_allocation"
+    "fail", "rate_limit", "reset", "slow", "timeout", "wait_timeout", "lose_allocation", "malformed"
 ]
 
 # Fly's answer when flaps gives up on flyd: flyctl calls a 408 from any endpoint "typically a
@@ -46,6 +47,9 @@ class FaultRule:
     ip_type: str | None = None
     # Only this exact path: `/v1/apps/a/machines` without `/v1/apps/a/machines/<id>/...`.
     path: str | None = None
+    # A malformed answer: where in it, and what goes there (see flysim.malformed).
+    at: str = ""
+    value: Any = NOT_JSON
 
     def matches(self, record: RequestRecord) -> bool:
         if self.ip_type is not None and not (
@@ -81,7 +85,7 @@ class FaultRule:
     @property
     def answers_after_commit(self) -> bool:
         """Whether the request is processed first and only its answer is shaped."""
-        return self.kind == "lose_allocation" or (
+        return self.kind in {"lose_allocation", "malformed"} or (
             self.kind in {"reset", "timeout"} and self.after_commit
         )
 
@@ -291,6 +295,14 @@ class Faults:
         then the connection is reset: the client must list the IPs to learn what happened."""
         self._arm(FaultRule("lose_allocation", count, ip_type=ip_type))
 
+    def malformed_next(
+        self, count: int = 1, *, at: str = "", value: Any = NOT_JSON, **match: Any
+    ) -> None:
+        """The next ``count`` matching requests that succeed are carried out, then answered 200
+        with ``value`` at ``at`` in the answer (see :mod:`flysim.malformed`); ``match`` takes
+        the other rules' ``method``, ``path_contains``, ``path`` and ``operation``."""
+        self._arm(FaultRule("malformed", count, at=at, value=value, **match))
+
     # -- platform faults -------------------------------------------------------------------------
     def never_healthy(self, machine_id: str) -> None:
         """After its next update(s) this machine starts but its checks, once they run, are
@@ -367,10 +379,11 @@ class Faults:
 
     def take_after(self, record: RequestRecord, *, succeeded: bool) -> FaultRule | None:
         # A lost or timed-out answer does not care whether the change was accepted; a "lost
-        # allocation" only means something when there was one.
+        # allocation" only means something when there was one, a malformed answer in place of
+        # a success.
         kinds: set[FaultKind] = {"reset", "timeout"}
         if succeeded:
-            kinds.add("lose_allocation")
+            kinds |= {"lose_allocation", "malformed"}
         return self._take(record, kinds, after=True)
 
     def take_wait_timeout(self, record: RequestRecord) -> FaultRule | None:

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-from flysim import _ids, graphql_api, leases, rest_api
+from flysim import _ids, graphql_api, leases, malformed, rest_api
 from flysim.faults import DEADLINE_EXCEEDED
 from flysim.requestlog import Api, RequestRecord
 
@@ -240,6 +240,10 @@ class _Handler(BaseHTTPRequestHandler):
         after = sim.faults.take_after(record, succeeded=succeeded)
         if after is not None:
             record.fault = after.label
+            if after.kind == "malformed":
+                data, record.response = malformed.body(payload, after.at, after.value)
+                self._send(record, status, data, headers)
+                return
             if after.kind == "timeout":
                 # The change landed, the client is told it timed out: the ambiguous 408.
                 time.sleep(after.seconds)
@@ -256,16 +260,21 @@ class _Handler(BaseHTTPRequestHandler):
         payload: Any,
         headers: dict[str, str] | None = None,
     ) -> None:
+        record.response = payload
         data = b"" if payload is None else json.dumps(payload).encode()
+        self._send(record, status, data, headers)
+
+    def _send(
+        self, record: RequestRecord, status: int, data: bytes, headers: dict[str, str] | None
+    ) -> None:
         self.send_response(status)
         self.send_header("fly-request-id", record.request_id)
-        if payload is not None:
+        if data:
             self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         record.status = status
-        record.response = payload
         # Logged before the client can see the answer, so a test that reads the log right after
         # its request returns always finds it there.
         self._finish_record(record)

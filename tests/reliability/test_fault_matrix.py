@@ -174,6 +174,19 @@ SURVIVABLE = [
         after_first_update=True,
     ),
     Survivable(
+        "malformed-update-answer",
+        "machine update carried out, then answered 200 with its config a list",
+        _second_update("malformed_next", at="config", value=[]),
+        after_first_update=True,
+    ),
+    Survivable(
+        "malformed-allocation-answer",
+        "IPv4 allocation carried out, then answered 200 with its address null",
+        lambda s, _: s.faults.malformed_next(
+            1, at="data.allocateIpAddress.ipAddress", value=None, operation="allocateIpAddress"
+        ),
+    ),
+    Survivable(
         "latency",
         "100 ms added to every API request",
         lambda s, _: setattr(s.faults, "latency", 0.1),
@@ -464,6 +477,28 @@ FATAL = [
         "503 on the GraphQL app query, 5 times (the retry budget)",
         lambda s, _: s.faults.fail_next(5, status=503, operation="app"),
         "Fly API error",
+    ),
+    Fatal(
+        "malformed-machine-list",
+        "the machine list answered 200 with a machine's config a list",
+        lambda s, _: s.faults.malformed_next(
+            1, at="1.config", value=[], method="GET", path=f"/v1/apps/{APP}/machines"
+        ),
+        f"GET /v1/apps/{APP}/machines: machines[1].config is a list, expected an object",
+    ),
+    Fatal(
+        "malformed-ip-list",
+        "the GraphQL app query answered 200 with its IP list null",
+        lambda s, _: s.faults.malformed_next(
+            1, at="data.app.ipAddresses.nodes", value=None, operation="app"
+        ),
+        "GraphQL query app (POST /graphql): data.app.ipAddresses.nodes is null",
+    ),
+    Fatal(
+        "app-query-not-json",
+        "the GraphQL app query answered 200 with JSON cut short",
+        lambda s, _: s.faults.malformed_next(1, operation="app"),
+        "GraphQL query app (POST /graphql) answered with a body that is not JSON",
     ),
     Fatal(
         "lease-503-twice",

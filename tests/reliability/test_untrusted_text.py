@@ -163,6 +163,8 @@ ERRORS = {
     "graphql-error": lambda p: ((200, {"errors": [{"message": "boom" + p}]}), (200, [])),
     "graphql-401": lambda p: ((401, {"errors": [{"message": "token expired" + p}]}), (200, [])),
     "machines-500": lambda p: ((200, app_data()), (500, {"error": "flaps broke" + p})),
+    # A value of the wrong type is quoted (short) in the error that names it.
+    "wrong-type": lambda p: ((200, app_data()), (200, [{"id": "m1", "config": "x" + p}])),
 }
 
 

@@ -86,6 +86,21 @@ def test_cli_switches_rate_limits_off_and_arms_timeouts_and_unreachable_hosts() 
         assert stop_cli(proc) == 0
 
 
+def test_cli_arms_a_malformed_answer() -> None:
+    proc, values, _ = start_cli(
+        "--no-postgres", "--machines", "2", "--public-port-map", "5432:0",
+        "--malformed-next", "1", "--malformed-path", "/machines", "--malformed-method", "GET",
+        "--malformed-at", "0.id", "--malformed-value", "42",
+    )  # fmt: skip
+    try:
+        auth = {"Authorization": "Bearer fo1_testtoken"}
+        machines = f"{values['FLY_FLAPS_BASE_URL']}/v1/apps/my-db/machines"
+        assert httpx.get(machines, headers=auth).json()[0]["id"] == 42
+        assert isinstance(httpx.get(machines, headers=auth).json()[0]["id"], str)
+    finally:
+        assert stop_cli(proc) == 0
+
+
 def test_cli_with_postgres_prints_an_internal_url_and_leaves_no_server_behind() -> None:
     proc, values, lines = start_cli(
         "--app", "my-db", "--machines", "1", "--public-port-map", "5432:0"

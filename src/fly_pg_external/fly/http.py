@@ -61,7 +61,7 @@ def _error_text(response: httpx.Response) -> str:
         return f"HTTP {response.status_code} {response.reason_phrase}".strip()
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         text = response.text.strip()
         return text[:300] or f"HTTP {response.status_code}"
     if isinstance(body, dict):

@@ -9,46 +9,147 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from ..domain import Lease, Machine, UpdateRequest
 from ..errors import FlyAuthError, FlyError
 from ..flytoken import FlyAuth
 from .http import FlyHttp
 from .ratelimit import DEFAULT, GET_MACHINE, Limit
+from .shape import (
+    MISSING,
+    Where,
+    as_list,
+    as_object,
+    check_depth,
+    check_table,
+    clip,
+    json_body,
+    objects,
+    string_values,
+    strings,
+    want_int,
+    want_list,
+    want_object,
+    want_opt_str,
+    want_str,
+)
 
 NONCE_HEADER = "fly-machine-lease-nonce"
 # The wait endpoint caps `timeout` at 60 s (a proxy limit; fly-go clamps to [1, 60]).
 WAIT_SLICE_MAX = 60
 
 
-def machine_from_api(data: dict[str, Any]) -> Machine:
-    """A machine as the Machines API sends it (list, get, update answers)."""
+# Where a machine comes from when the caller does not say (a machine read from a fixture).
+A_MACHINE = Where("a machine", "machine")
+# Where a machine's config is: on an unreachable host, Fly sends only `incomplete_config`.
+CONFIG_KEYS = ("config", "incomplete_config")
+# The keys of a service that fly.toml shows as they are.
+SERVICE_KEYS = ("protocol", "internal_port", "autostop", "autostart", "min_machines_running")
+
+
+def machine_from_api(data: dict[str, Any], where: Where = A_MACHINE) -> Machine:
+    """A machine as the Machines API sends it (list, get, update answers), every field the
+    action reads checked for its type (`where` names the answer it came in)."""
     return Machine(
-        id=str(data.get("id", "")),
-        region=str(data.get("region", "")),
-        state=str(data.get("state", "")),
-        instance_id=str(data.get("instance_id", "")),
+        id=want_str(data, "id", where),
+        region=want_str(data, "region", where),
+        state=want_str(data, "state", where),
+        instance_id=want_str(data, "instance_id", where),
         # Our own copy: plans derive new configs from it and must not alias API data.
-        config=copy.deepcopy(_config_of(data)),
-        checks=tuple(
-            c
-            for c in (data.get("checks") or [])
-            if isinstance(c, dict)
-            and not str(c.get("name", "")).startswith("bg_deployments_compat")
-        ),
-        host_status=str(data.get("host_status") or "ok"),
+        config=copy.deepcopy(_config_of(data, where)),
+        checks=_checks_of(data, where),
+        host_status=want_str(data, "host_status", where) or "ok",
     )
 
 
-def _config_of(data: dict[str, Any]) -> dict[str, Any]:
+def _checks_of(data: dict[str, Any], where: Where) -> tuple[dict[str, Any], ...]:
+    kept = []
+    for at, check in objects(want_list(data, "checks", where, optional=True), where.at("checks")):
+        name = want_str(check, "name", at)
+        want_str(check, "status", at)
+        want_str(check, "output", at)
+        if not name.startswith("bg_deployments_compat"):
+            kept.append(check)
+    return tuple(kept)
+
+
+def _config_of(data: dict[str, Any], where: Where) -> dict[str, Any]:
     """`config`, or for a machine on an unreachable host the `incomplete_config` Fly sends
     instead: good enough to name its image and services, never to send back in an update."""
-    for key in ("config", "incomplete_config"):
-        value = data.get(key)
-        if isinstance(value, dict) and value:
+    found = {key: want_object(data, key, where, optional=True) for key in CONFIG_KEYS}
+    for key, value in found.items():
+        if value:
+            check_config(value, where.at(key))
             return value
     return {}
+
+
+def check_config(config: dict[str, Any], where: Where) -> None:
+    """The parts of a machine config the action reads or renders into fly.toml, each of the
+    type it must have; the rest is only sent back as it came."""
+    check_depth(config, where)
+    image = config.get("image", "")
+    if not isinstance(image, str):
+        raise where.at("image").unexpected(image, "a string")
+    string_values(want_object(config, "metadata", where, optional=True), where.at("metadata"))
+    string_values(want_object(config, "env", where, optional=True), where.at("env"))
+    init = want_object(config, "init", where, optional=True)
+    cmd = init.get("cmd")
+    if isinstance(cmd, list):
+        strings(cmd, where.at("init").at("cmd"))
+    elif cmd is not None and not isinstance(cmd, str):
+        raise where.at("init").at("cmd").unexpected(cmd, "a list of strings")
+    services = want_list(config, "services", where, optional=True)
+    for at, service in objects(services, where.at("services")):
+        _check_service(service, at)
+    checks = want_object(config, "checks", where, optional=True)
+    for name in checks:
+        check_table(want_object(checks, name, where.at("checks")), where.at("checks").at(name))
+    for at, mount in objects(want_list(config, "mounts", where, optional=True), where.at("mounts")):
+        for key in ("name", "volume", "path"):
+            want_opt_str(mount, key, at)
+    check_table(want_object(config, "metrics", where, optional=True), where.at("metrics"))
+
+
+def _check_service(service: dict[str, Any], where: Where) -> None:
+    check_table({key: service.get(key) for key in SERVICE_KEYS}, where)
+    want_opt_str(service, "protocol", where)
+    want_int(service, "internal_port", where)
+    for at, port in objects(want_list(service, "ports", where, optional=True), where.at("ports")):
+        check_table(port, at)
+        for key in ("port", "start_port", "end_port"):
+            want_int(port, key, at)
+        strings(want_list(port, "handlers", at, optional=True), at.at("handlers"))
+    check_table(want_object(service, "concurrency", where, optional=True), where.at("concurrency"))
+    for at, check in objects(
+        want_list(service, "checks", where, optional=True), where.at("checks")
+    ):
+        check_table(check, at)
+
+
+def lease_from_api(data: Any, where: Where, machine_id: str) -> Lease:
+    """The lease a successful acquire or refresh answers with; a refusal in a 200 is an error
+    carrying Fly's message."""
+    body = as_object(data, where)
+    status = body.get("status", MISSING)
+    if status != "success":
+        message = body.get("message")
+        if isinstance(message, str) and message:
+            raise FlyError(
+                f"lease on machine {machine_id} refused: {clip(message)}",
+                status=where.status,
+                request_id=where.request_id,
+            )
+        raise where.at("status").unexpected(status, '"success"')
+    lease = want_object(body, "data", where)
+    at = where.at("data")
+    return Lease(
+        nonce=want_str(lease, "nonce", at, required=True),
+        expires_at=want_int(lease, "expires_at", at) or 0,
+        owner=want_str(lease, "owner", at),
+        version=want_str(lease, "version", at),
+    )
 
 
 def update_body(request: UpdateRequest) -> dict[str, Any]:
@@ -84,10 +185,13 @@ class Machines:
         *,
         idempotent: bool,
         limit: tuple[str, str] | tuple[str, str, Limit],
+        root: str = "",
         nonce: str | None = None,
         **kwargs: Any,
-    ) -> Any:
-        """One call; `limit` is its rate-limit bucket: (action, app or machine ID[, limit])."""
+    ) -> tuple[Any, Where]:
+        """One call: its JSON answer (None for none) and where that answer came from, for the
+        errors of its readers; `root` names the answer in them. `limit` is the call's rate-limit
+        bucket: (action, app or machine ID[, limit])."""
         headers = dict(self._auth)
         if nonce:
             headers[NONCE_HEADER] = nonce
@@ -100,32 +204,37 @@ class Machines:
             raise FlyAuthError(
                 "Fly refused the API token (Machines API): " + exc.message, status=exc.status
             ) from None
+        request = f"{method} {urlsplit(url).path}"
+        where = Where.of(response, request, root)
         if response.status_code == 204 or not response.content:
-            return None
-        return response.json()
+            return None, where
+        return json_body(response, request), where
 
     def list(self, app: str) -> list[Machine]:
-        data = self._send("GET", f"{self._app(app)}/machines", idempotent=True, limit=("list", app))
-        if not isinstance(data, list):
-            raise FlyError("machines list: unexpected response shape")
-        return [machine_from_api(m) for m in data if isinstance(m, dict)]
+        data, where = self._send(
+            "GET",
+            f"{self._app(app)}/machines",
+            idempotent=True,
+            limit=("list", app),
+            root="machines",
+        )
+        return [machine_from_api(m, at) for at, m in objects(as_list(data, where), where)]
 
     def get(self, app: str, machine_id: str) -> Machine:
-        data = self._send(
+        data, where = self._send(
             "GET",
             f"{self._app(app)}/machines/{machine_id}",
             idempotent=True,
             limit=("get", machine_id, GET_MACHINE),
+            root="machine",
         )
-        if not isinstance(data, dict):
-            raise FlyError(f"machine {machine_id}: unexpected response shape")
-        return machine_from_api(data)
+        return machine_from_api(as_object(data, where), where)
 
     def acquire_lease(
         self, app: str, machine_id: str, ttl: int, *, nonce: str | None = None
     ) -> Lease:
         """Take a lease, or refresh ours (same nonce) when `nonce` is given."""
-        data = self._send(
+        data, where = self._send(
             "POST",
             f"{self._app(app)}/machines/{machine_id}/lease",
             # A refresh with our nonce can be repeated safely; a first acquire cannot (a lost
@@ -135,17 +244,9 @@ class Machines:
             nonce=nonce,
             params={"ttl": ttl},
             json={"ttl": ttl, "description": "fly-pg-external"},
+            root="lease",
         )
-        if not isinstance(data, dict) or data.get("status") != "success" or "data" not in data:
-            message = (data or {}).get("message") if isinstance(data, dict) else None
-            raise FlyError(f"lease on machine {machine_id} refused: {message or data}")
-        d = data["data"]
-        return Lease(
-            nonce=str(d.get("nonce", "")),
-            expires_at=int(d.get("expires_at") or 0),
-            owner=str(d.get("owner", "")),
-            version=str(d.get("version", "")),
-        )
+        return lease_from_api(data, where, machine_id)
 
     def release_lease(self, app: str, machine_id: str, nonce: str) -> None:
         self._send(
@@ -171,17 +272,16 @@ class Machines:
     def update(
         self, app: str, machine_id: str, request: UpdateRequest, *, nonce: str | None
     ) -> Machine:
-        data = self._send(
+        data, where = self._send(
             "POST",
             f"{self._app(app)}/machines/{machine_id}",
             idempotent=False,
             limit=("update", machine_id),
+            root="machine",
             nonce=nonce,
             json=update_body(request),
         )
-        if not isinstance(data, dict):
-            raise FlyError(f"update of machine {machine_id}: unexpected response shape")
-        return machine_from_api(data)
+        return machine_from_api(as_object(data, where), where)
 
     def wait(
         self,
@@ -204,7 +304,7 @@ class Machines:
         params.append(("timeout", slice_))
         if version:
             params += [("instance_id", version), ("version", version)]
-        data = self._send(
+        data, where = self._send(
             "GET",
             f"{self._app(app)}/machines/{machine_id}/wait",
             idempotent=True,
@@ -214,6 +314,8 @@ class Machines:
             timeout=slice_ + 15,
             # A 408 here is the answer ("not yet"), not a failure to retry blindly.
             retry_statuses=frozenset({429, 502, 503, 504}),
+            root="wait",
         )
-        state = data.get("state") if isinstance(data, dict) else None
-        return state if isinstance(state, str) else None
+        if data is None:
+            return None
+        return want_opt_str(as_object(data, where), "state", where)

@@ -25,7 +25,7 @@ from .flyapi import FlyApi
 from .forks import guard_fork_runs, withheld_notice
 from .gha import Actions
 from .holders import holding_for
-from .outcome import Outcome, build_outcome, redacted
+from .outcome import Outcome, build_outcome, redacted, stopped_outcome
 from .plan import Plan, make_plan
 from .progress import Progress
 from .releases import Holding
@@ -208,7 +208,12 @@ def _run(
         error = _report_error(exc, settings)
         if plan is None:
             set_outputs(settings, gha)
-            gha.set_output("comment-url", "")
+            stopped = stopped_outcome(
+                settings.app, settings.mode, error, host=settings.host, port=settings.port
+            )
+            gha.set_output(
+                "comment-url", _report(redacted(stopped, gha.redactor), settings, gha, ctx, publish)
+            )
             return 1
     except Cancelled as exc:
         return _cancelled(exc, settings, plan, progress, gha)
@@ -218,15 +223,22 @@ def _run(
     exposure = _check_exposed(outcome, plan, settings)
     outcome = redacted(outcome, gha.redactor)
     set_outputs(settings, gha, outcome, plan, exposure, withheld=fork is not None)
-    comment_url = ""
-    if publish is not None:
-        with gha.group("Report"):
-            comment_url = publish(outcome, settings, gha, ctx)
-        if comment_url and settings.lifetime == "job":
-            gha.save_state(STATE_COMMENT_URL, comment_url)
+    comment_url = _report(outcome, settings, gha, ctx, publish)
+    if comment_url and settings.lifetime == "job":
+        gha.save_state(STATE_COMMENT_URL, comment_url)
     gha.set_output("comment-url", comment_url)
     _final_summary(outcome)
     return 1 if outcome.status == "failed" else 0
+
+
+def _report(
+    outcome: Outcome, settings: Settings, gha: Actions, ctx: RunContext, publish: Publisher | None
+) -> str:
+    """The job summary and the PR comment (when one applies); the comment's URL or ''."""
+    if publish is None:
+        return ""
+    with gha.group("Report"):
+        return publish(outcome, settings, gha, ctx)
 
 
 def _cancelled(

@@ -106,6 +106,20 @@ class Outcome:
         return out
 
 
+def stopped_outcome(app: str, mode: Mode, error: str, *, host: str, port: int) -> Outcome:
+    """What a run that stopped before it had a plan (Fly's answer unreadable, the app not
+    found, a fork's run refused) reports: the error, nothing known, nothing changed."""
+    return Outcome(
+        app=app,
+        mode=mode,
+        status="failed",
+        changed=False,
+        error=error,
+        host=host,
+        service_port=port,
+    )
+
+
 def build_outcome(
     plan: Plan,
     progress: Progress | None = None,

@@ -1,6 +1,13 @@
 """After the change: does the endpoint answer (expose), or has it closed (unexpose)?
 
-Each target's result is recorded in the outcome; the probing itself is `verify.py`.
+Each target's result is recorded in the outcome; the probing itself is `verify.py`. The login is
+the one the `database-url` output hands out, read exactly as libpq reads it (`libpq_uri.py`):
+its user, password and database, and the parameters a server applies at login (`options`,
+`application_name`, `client_encoding`). A URL that libpq would refuse, or that names another
+host, port or TLS setting than the ones probed, fails the verification before any probe: the
+URL clients get must mean what was verified. Query keys libpq does not know (`?schema=` of some
+ORMs) are reported in a warning and left out: libpq clients refuse such a URL, others may need
+them, so the rest of it is still verified.
 """
 
 from __future__ import annotations
@@ -8,32 +15,43 @@ from __future__ import annotations
 import logging
 import os
 
+from .libpq_uri import Conninfo, UriError, parse_uri
 from .outcome import Outcome, VerifyResult
-from .pgwire import Login, ProbeError
+from .pgwire import APPLICATION_NAME, Login, PasswordWithheld, ProbeError
 from .poll import SYSTEM_CLOCK, Backoff, poll
 from .settings import Settings
 from .urls import SYSTEM
-from .verify import is_ipv6, probe_all, still_open
+from .verify import ProbeResult, is_ipv6, probe_all, still_open
 
 log = logging.getLogger(__name__)
 
 # How long a released address may keep accepting connections before it is reported.
 UNEXPOSE_VERIFY_BOUND = 30.0
+# What the verification does with each parameter of the URL; any other one is named in the
+# log as not checked (what a timeout, a keepalive or a client certificate changes, it does not).
+CHECKED = frozenset(
+    {"user", "password", "dbname", "options", "application_name", "client_encoding"}
+    | {"host", "hostaddr", "port", "sslmode", "sslrootcert"}
+)
+URL_OUTPUT = "database-url"
+
+
+class UrlMismatch(ValueError):
+    """The URL handed out does not mean, to libpq, what this step verifies."""
 
 
 def verify_expose(outcome: Outcome, settings: Settings) -> None:
     """Probe every public address and the hostname, all at once; record each result."""
-    login = None
-    if settings.database_url is not None:
-        u = settings.database_url
-        login = Login(u.user, u.password, u.database)
-    targets = [*outcome.addresses("v4"), *outcome.addresses("v6"), settings.host]
     unreadable = _unreadable_roots(settings)
     if unreadable is not None:
-        outcome.verify.append(VerifyResult(settings.sslrootcert, False, unreadable))
-        outcome.status = "failed"
-        outcome.error = unreadable  # main reports it, as every failed verification
+        _fail_unprobed(outcome, settings.sslrootcert, unreadable)
         return
+    try:
+        login = url_login(outcome, settings)
+    except UrlMismatch as exc:
+        _fail_unprobed(outcome, URL_OUTPUT, str(exc))
+        return
+    targets = [*outcome.addresses("v4"), *outcome.addresses("v6"), settings.host]
     # All at once, within one bound for the whole step; reported in the order of `targets`.
     results = probe_all(
         targets,
@@ -46,31 +64,131 @@ def verify_expose(outcome: Outcome, settings: Settings) -> None:
     )
     for target, result in zip(targets, results, strict=True):
         if isinstance(result, ProbeError):
-            exc = result
-            # Only "cannot reach it" is excusable for IPv6: a v6 that answers must work.
-            v6 = is_ipv6(target) and exc.stage == "tcp"
-            outcome.verify.append(VerifyResult(target, False, str(exc), warning_only=v6))
-            if v6:
-                log.warning(
-                    f"IPv6 {target} port {settings.port} did not answer ({exc}). Runners without "
-                    "IPv6 (GitHub-hosted ones) cannot reach it; IPv4 and the hostname are what "
-                    "count.",
-                    extra={"title": "IPv6 not reachable from here"},
-                )
-            else:
-                log.error(
-                    f"Verification of {target}:{settings.port} failed: {exc}",
-                    extra={"title": "Verification failed"},
-                )
-            continue
-        detail = result.tls_version + (
-            f", logged in, PostgreSQL {result.server_version}" if login else ""
-        )
-        outcome.verify.append(VerifyResult(target, True, detail, result.server_version))
-        log.info(f"✓ {target}:{settings.port} answers pg_tls ({detail})")
+            _record_failure(outcome, settings, target, result)
+        else:
+            detail = result.tls_version + (_login_detail(result) if login else "")
+            outcome.verify.append(VerifyResult(target, True, detail, result.server_version))
+            log.info(f"✓ {target}:{settings.port} answers pg_tls ({detail})")
+    if login is not None and any(isinstance(r, ProbeResult) and r.auth == "MD5" for r in results):
+        _warn_md5(login.user, settings.sslmode)
     if any(not v.ok and not v.warning_only for v in outcome.verify):
         outcome.status = "failed"
         outcome.error = "The external endpoint did not pass verification (see the errors above)."
+
+
+def _fail_unprobed(outcome: Outcome, target: str, message: str) -> None:
+    outcome.verify.append(VerifyResult(target, False, message))
+    outcome.status = "failed"
+    outcome.error = message  # main reports it, as every failed verification
+
+
+def _record_failure(outcome: Outcome, settings: Settings, target: str, exc: ProbeError) -> None:
+    # Only "cannot reach it" is excusable for IPv6: a v6 that answers must work.
+    v6 = is_ipv6(target) and exc.stage == "tcp"
+    outcome.verify.append(VerifyResult(target, False, str(exc), warning_only=v6))
+    if v6:
+        log.warning(
+            f"IPv6 {target} port {settings.port} did not answer ({exc}). Runners without "
+            "IPv6 (GitHub-hosted ones) cannot reach it; IPv4 and the hostname are what "
+            "count.",
+            extra={"title": "IPv6 not reachable from here"},
+        )
+    else:
+        withheld = isinstance(exc, PasswordWithheld)  # the probe's refusal, not the server's
+        log.error(
+            f"Verification of {target}:{settings.port} failed: {exc}",
+            extra={"title": "Password not sent" if withheld else "Verification failed"},
+        )
+
+
+def _login_detail(result: ProbeResult) -> str:
+    how = {
+        "MD5": " with an MD5 password hash (see the warning)",
+        "cleartext": " with the password in cleartext, to the verified server",
+    }.get(result.auth or "", "")
+    return f", logged in{how}, PostgreSQL {result.server_version}"
+
+
+def _warn_md5(user: str, sslmode: str) -> None:
+    role = '"' + user.replace('"', '""') + '"'
+    log.warning(
+        f"The server asked for an MD5 hash of {user}'s password, so the role's password is "
+        f"stored as MD5. This step answered, because sslmode {sslmode} verified the server's "
+        "certificate; a client with sslmode=require would answer whoever asks in the server's "
+        "place, and MD5 passwords are deprecated since PostgreSQL 18. Store it as SCRAM: SET "
+        f"password_encryption = 'scram-sha-256'; ALTER ROLE {role} PASSWORD '…' (the md5 "
+        "method of pg_hba.conf then asks for SCRAM by itself).",
+        extra={"title": "Password stored as MD5"},
+    )
+
+
+def url_login(outcome: Outcome, settings: Settings) -> Login | None:
+    """The login of the `database-url` output, as libpq reads it; None without one. UrlMismatch
+    when libpq would refuse the URL or take it elsewhere than this step probes."""
+    urls = settings.urls
+    if urls is None:
+        return None
+    try:
+        info = parse_uri(urls.libpq, unknown="skip")
+    except UriError as exc:
+        raise UrlMismatch(
+            f"The {URL_OUTPUT} output {exc} libpq clients (psql, psycopg, Rails, Django) refuse "
+            "it, so it is not handed out. Check how the password, user or database "
+            "of the database-url input is percent-encoded."
+        ) from None
+    _check_endpoint(info, settings)
+    _report_other_keys(outcome, info)
+    user = info.get("user")
+    if not user:
+        raise UrlMismatch(
+            f"The {URL_OUTPUT} output names no user, so clients log in as whoever runs them."
+        )
+    name = info.get("application_name")
+    encoding = info.get("client_encoding") or ""
+    return Login(
+        user,
+        info.get("password") or "",
+        info.get("dbname") or "",
+        options=info.get("options") or "",
+        application_name=APPLICATION_NAME if name is None else name,
+        # `auto` is resolved by each client from its own locale; the server's default stands in.
+        client_encoding="" if encoding == "auto" else encoding,
+    )
+
+
+def _check_endpoint(info: Conninfo, settings: Settings) -> None:
+    """Clients must be sent where, and be told to check TLS as, this step probes."""
+    sslrootcert = settings.sslrootcert if settings.sslmode != "require" else None
+    checks = (
+        ("host", info.get("host"), settings.host),
+        ("port", info.get("port") or "5432", str(settings.port)),  # libpq's default port
+        ("hostaddr", info.get("hostaddr"), None),
+        ("sslmode", info.get("sslmode"), settings.sslmode),
+        ("sslrootcert", info.get("sslrootcert"), sslrootcert),
+    )
+    for key, got, want in checks:
+        if got != want:
+            said = "leaves it out" if got is None else f"says {got!r}"
+            wanted = "none" if want is None else repr(want)
+            raise UrlMismatch(
+                f"The {URL_OUTPUT} output, read as libpq reads it, {said} for {key}, where this "
+                f"step verified {wanted}: clients would not connect as verified."
+            )
+
+
+def _report_other_keys(outcome: Outcome, info: Conninfo) -> None:
+    if info.skipped:
+        message = (
+            f"The {URL_OUTPUT} output has parameters libpq does not know "
+            f"({', '.join(info.skipped)}): libpq clients (psql, psycopg, Rails, Django) refuse "
+            "the whole URL. The rest of it was verified; remove them from the database-url input "
+            "unless only clients that read them use the URL."
+        )
+        log.warning(message, extra={"title": "URL parameters libpq refuses"})
+        outcome.verify.append(VerifyResult(URL_OUTPUT, False, message, warning_only=True))
+    unchecked = sorted(set(info.params) - CHECKED)
+    if unchecked:
+        log.info(f"{URL_OUTPUT} also sets {', '.join(unchecked)}: not checked by this step.")
 
 
 def _unreadable_roots(settings: Settings) -> str | None:

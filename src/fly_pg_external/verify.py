@@ -1,8 +1,11 @@
 """Prove the external endpoint works: SSLRequest → `S` → TLS, then optionally log in.
 
 This opens the connection as libpq does (SSLRequest, then TLS checked as the URL handed out
-says) and `pgwire.py` logs in on it, so what passes here is what a client will see, without
-shipping libpq in the image. A server that answers `N` to the SSLRequest is a failure: pg_tls
+says) and `pgwire.py` logs in on it with the `Login` the URL describes, so what passes here is
+what a client will see, without shipping libpq in the image. Whether the certificate was
+verified (verify-ca, verify-full) or not (require) decides which password requests the login
+answers: over an unverified session only SCRAM, never the password in cleartext nor an MD5
+hash of it (see pgwire.py). A server that answers `N` to the SSLRequest is a failure: pg_tls
 must never fall back to plaintext, and a client with sslmode=require would refuse it anyway. It
 is also a definite answer (something is listening there, and it is not pg_tls), so it is not
 retried.
@@ -22,7 +25,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .pgwire import Conn, Login, ProbeError, login_and_query
+from .pgwire import Conn, LoggedIn, Login, PasswordWithheld, ProbeError, login_and_query
 from .poll import SYSTEM_CLOCK, Backoff, Clock, poll
 
 SSL_REQUEST = struct.pack("!ii", 8, 80877103)
@@ -39,6 +42,7 @@ JOIN_GRACE = 1.0
 class ProbeResult:
     tls_version: str
     server_version: str | None = None
+    auth: str | None = None  # how the login answered the server (pgwire.LoggedIn.auth)
 
 
 def probe(
@@ -65,22 +69,35 @@ def probe(
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         _ssl_request(conn, raw, port)
         conn.arm()  # the handshake as a whole ends within the socket's timeout
-        sock = _tls_context(sslmode, sslrootcert).wrap_socket(raw, server_hostname=server_name)
+        context = _tls_context(sslmode, sslrootcert)
+        sock = context.wrap_socket(raw, server_hostname=server_name)
         try:
             tls = sock.version() or "TLS"
-            try:
-                version = login_and_query(Conn(sock, deadline, timeout), login) if login else None
-            except ProbeError as exc:
-                raise ProbeError(f"login refused: {exc}", stage="login") from None
-            except OSError as exc:
-                raise ProbeError(f"login failed: {exc}", stage="login") from None
+            if login is None:
+                return ProbeResult(tls)
+            # Verified: the handshake checked the certificate against the roots (it fails
+            # otherwise), so the peer is the server the URL names.
+            verified = context.verify_mode == ssl.CERT_REQUIRED
+            done = _login(Conn(sock, deadline, timeout), login, verified)
+            return ProbeResult(tls, done.server_version, done.auth)
         finally:
             sock.close()
-        return ProbeResult(tls, version)
     except (OSError, ssl.SSLError) as exc:
         raise ProbeError(f"TLS handshake failed: {exc}") from None
     finally:
         raw.close()
+
+
+def _login(conn: Conn, login: Login, verified: bool) -> LoggedIn:
+    """The login on the TLS session; every failure is one of the login stage."""
+    try:
+        return login_and_query(conn, login, verified=verified)
+    except PasswordWithheld:
+        raise  # the probe's own refusal, already worded: the server refused nothing
+    except ProbeError as exc:
+        raise ProbeError(f"login refused: {exc}", stage="login") from None
+    except OSError as exc:
+        raise ProbeError(f"login failed: {exc}", stage="login") from None
 
 
 def _connect(host: str, port: int, deadline: float, timeout: float) -> socket.socket:

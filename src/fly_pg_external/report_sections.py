@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import html
 import re
-from urllib.parse import urlsplit, urlunsplit
 
 from . import ports
+from .connstr import hide_secrets
 from .domain import PlanWarning, WarningKind
 from .outcome import IpChange, MachineChange, Outcome, VerifyResult
 
@@ -146,17 +146,9 @@ def _lead(outcome: Outcome) -> str:
 
 
 def _hide_password(url: str) -> str:
-    """Structural belt and braces: whatever the Outcome holds, a URL never shows a password."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return "(connection string not shown: it could not be parsed)"
-    if password is None or password == "***":
-        return url
-    userinfo = f"{parts.username or ''}:***"
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit(parts._replace(netloc=f"{userinfo}@{host}"))
+    """Structural belt and braces: whatever the Outcome holds, a URL never shows a password or
+    the value of a parameter that could be secret."""
+    return hide_secrets(url)
 
 
 def _endpoint(outcome: Outcome) -> str:

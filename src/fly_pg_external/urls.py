@@ -12,20 +12,30 @@ Clients read `sslmode` and `sslrootcert` differently, so one URL cannot suit the
 - pgjdbc takes no credentials in our URL (tools pass them apart, e.g. Flyway's -user and
   -password), reads `sslrootcert` as a PEM file, and with `DefaultJavaSSLFactory` verifies
   against the JVM's trust store, its "system" store.
+
+Every part is percent-encoded but RFC 3986's unreserved characters (connstr.py), which each of
+them decodes exactly, with one exception: node-postgres's database name (`NODE_PATH_SAFE`).
+tests/clients/test_url_corpus.py reads each output back with its client's own parser.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from urllib.parse import quote, urlencode
 
-from .connstr import ConnString
+from .connstr import ConnString, encode
 from .domain import SslMode
 
 SYSTEM = "system"
 JAVA_TRUST_STORE_FACTORY = "org.postgresql.ssl.DefaultJavaSSLFactory"
 
 Params = tuple[tuple[str, str], ...]
+
+# pg-connection-string reads the database name with decodeURI, which leaves the escapes of
+# `;/:@&=+$,` (and of `?` and `#`) undecoded. The first ones are legal raw in a URL path, so
+# node-database-url writes them raw. A name holding `?` or `#` cannot be written for it (raw,
+# either would end the path): node-postgres gets the escape instead, and the login fails with
+# "database does not exist" rather than reaching another database.
+NODE_PATH_SAFE = ";/:@&=+$,"
 
 
 @dataclass(frozen=True)
@@ -66,8 +76,8 @@ def jdbc_url(host: str, port: int, database: str, tls: Tls) -> str:
             query.append(("sslfactory", JAVA_TRUST_STORE_FACTORY))
         else:
             query.append(("sslrootcert", tls.sslrootcert))
-    path = quote(database, safe="")
-    return f"jdbc:postgresql://{host}:{port}/{path}?{urlencode(query)}"
+    params = "&".join(f"{encode(k)}={encode(v)}" for k, v in query)
+    return f"jdbc:postgresql://{host}:{port}/{encode(database)}?{params}"
 
 
 @dataclass(frozen=True)
@@ -78,7 +88,7 @@ class ClientUrls:
     node: str = field(repr=False)
     jdbc: str
     password: str = field(repr=False)
-    redacted: str  # the libpq URL with the password as ***
+    redacted: str  # the libpq URL as people see it: password and secret values as ***
 
     @property
     def secrets(self) -> list[str]:
@@ -88,7 +98,7 @@ class ClientUrls:
 def client_urls(conn: ConnString, host: str, port: int, tls: Tls) -> ClientUrls:
     return ClientUrls(
         libpq=conn.external(host, port, libpq_params(tls)),
-        node=conn.external(host, port, node_params(tls)),
+        node=conn.external(host, port, node_params(tls), path_safe=NODE_PATH_SAFE),
         jdbc=jdbc_url(host, port, conn.database, tls),
         password=conn.password,
         redacted=conn.redacted(host, port, libpq_params(tls)),

@@ -11,6 +11,10 @@ commands the runner consumes removed; a mask line the runner would *show*, e.g. 
 `node-database-url` and `password` (which carry the password by design and must be masked: that
 is checked too), the step
 summary, every file written under RUNNER_TEMP (fly.toml) and any extra text (PR comments).
+A secret that only some of those outputs carry is scanned with the others (`excused`): the
+values of `password`, `sslpassword` and unknown query parameters of `database-url` travel in
+`database-url` and `node-database-url` only, never in `password`. `masked_first` checks that
+each secret was registered with `add-mask` before the log showed its first line.
 
 The scanner is independent of the action's own redactor on purpose: it is the oracle.
 """
@@ -123,18 +127,19 @@ def scan_texts(texts: Mapping[str, str], secrets: Mapping[str, str]) -> LeakRepo
     return report
 
 
-def run_texts(result: Any) -> dict[str, str]:
-    """Everything an ActionResult left behind, by name; the runner's view of the log."""
+def run_texts(result: Any, excused: frozenset[str] = MASKED_OUTPUTS) -> dict[str, str]:
+    """Everything an ActionResult left behind, by name; the runner's view of the log. The
+    `excused` outputs (masked ones that carry the secrets by design) are left out."""
     texts: dict[str, str] = {}
     for stream in ("stdout", "stderr"):
         parsed = workflow_log.parse(getattr(result, stream))
         texts[stream] = parsed.shown_text
     output_file = result.workdir / "file_commands" / "output"
     raw_outputs = output_file.read_text(encoding="utf-8") if output_file.exists() else ""
-    # Each masked output's whole entry goes, so its value cannot hide a leak elsewhere.
-    raw_outputs = _HEREDOC.sub(lambda m: "" if m["name"] in MASKED_OUTPUTS else m[0], raw_outputs)
+    # Each excused output's whole entry goes, so its value cannot hide a leak elsewhere.
+    raw_outputs = _HEREDOC.sub(lambda m: "" if m["name"] in excused else m[0], raw_outputs)
     for name, value in result.outputs.items():
-        if name not in MASKED_OUTPUTS:
+        if name not in excused:
             texts[f"output {name}"] = value
     texts["$GITHUB_OUTPUT"] = raw_outputs
     texts["step summary"] = result.summary
@@ -156,15 +161,29 @@ def masked_outputs_are_masked(result: Any) -> list[str]:
     ]
 
 
+def masked_first(result: Any, secrets: Mapping[str, str]) -> list[str]:
+    """Labels of the secrets the log did not register with `add-mask` (each line of the value,
+    as the runner masks line by line) before the first line it shows."""
+    parsed = workflow_log.parse(result.stdout)
+    first_shown = parsed.shown[0][0] if parsed.shown else float("inf")
+    early = {c.data for c in parsed.named("add-mask") if c.line_no < first_shown}
+    return [
+        label
+        for label, value in secrets.items()
+        if value and not all(line in early for line in value.splitlines() if line.strip())
+    ]
+
+
 def find_leaks(
     result: Any,
     secrets: Mapping[str, str],
     *,
     extra: Mapping[str, str] | None = None,
+    excused: frozenset[str] = MASKED_OUTPUTS,
 ) -> tuple[LeakReport, list[str]]:
     """Every form of every secret found in what `result` left behind (or in `extra`), and each
     masked output the log did not mask; nothing is reported to the listeners."""
-    texts = run_texts(result)
+    texts = run_texts(result, excused)
     texts.update(extra or {})
     report = scan_texts(texts, secrets)
     problems = [
@@ -182,9 +201,10 @@ def assert_no_leaks(
     secrets: Mapping[str, str],
     *,
     extra: Mapping[str, str] | None = None,
+    excused: frozenset[str] = MASKED_OUTPUTS,
 ) -> LeakReport:
     """Fail if any form of any secret appears in what `result` left behind (or in `extra`)."""
-    report, problems = find_leaks(result, secrets, extra=extra)
+    report, problems = find_leaks(result, secrets, extra=extra, excused=excused)
     for listener in list(_listeners):
         listener(report)
     assert not problems, "secret leaked: " + "; ".join(problems)

@@ -29,6 +29,23 @@ APP = "my-db"
 USER, DB = "app_user", "app_db"
 REPO, PR = "acme/infra", 7
 HOSTILE_TITLE = "Expose db\n::set-output name=database-url::postgres://x ##[add-mask]my-db"
+# Secrets in the query string of database-url: libpq's password and sslpassword, and a value the
+# action cannot classify (`options` can carry any setting). They travel in database-url and
+# node-database-url, masked, and nowhere else; not even in the `password` output.
+QUERY_SECRETS = {
+    "query password": "Qry/p@ss+w0rd%",
+    "query sslpassword": "Ssl key pass:phrase&9",
+    "options value": "-c app.api_key=Opt1onS3cret",
+}
+CARRY_QUERY_SECRETS = frozenset({"database-url", "node-database-url"})
+QUERY = "".join(
+    f"&{name}={quote(QUERY_SECRETS[label], safe='')}"
+    for name, label in (
+        ("password", "query password"),
+        ("sslpassword", "query sslpassword"),
+        ("options", "options value"),
+    )
+)
 
 
 # -- the scanner finds what is there -------------------------------------------------------------
@@ -98,6 +115,58 @@ def test_scanner_finds_every_planted_leak(tmp_path: Path, scenario: Any) -> None
     report, problems = leaks.find_leaks(clean, SECRETS)
     assert problems == [] and report.forms > 10
     scenario.outcome = f"{len(PLANTED)}/{len(PLANTED)} planted leaks found; 0 false positives"
+
+
+QUERY_PLANTED: dict[str, Callable[[], dict[str, Any]]] = {
+    "sslpassword percent-encoded in the URL line": lambda: {
+        "stdout": "  URL: postgres://u:***@h/db?sslpassword="
+        + quote(QUERY_SECRETS["query sslpassword"], safe="")
+        + "\n"
+    },
+    "query password raw in the summary": lambda: {
+        "summary": f"password={QUERY_SECRETS['query password']}"
+    },
+    "options value in the password output": lambda: {
+        "outputs": {"password": QUERY_SECRETS["options value"]}
+    },
+}
+
+
+def test_scanner_finds_query_string_secrets_outside_the_urls(tmp_path: Path, scenario: Any) -> None:
+    scenario.describe(
+        GROUP,
+        "scanner self-test: query-string secrets",
+        injected=f"{len(QUERY_PLANTED)} planted leaks of the query string's secret values "
+        "(URL line, summary, the password output); masks registered after the first line",
+        checked="each one is reported; the same values masked first and carried by "
+        "database-url and node-database-url only are not",
+    )
+    missed = []
+    for i, (name, plant) in enumerate(QUERY_PLANTED.items()):
+        result = fake_result(tmp_path / str(i), **plant())
+        _, problems = leaks.find_leaks(result, QUERY_SECRETS, excused=CARRY_QUERY_SECRETS)
+        if not problems:
+            missed.append(name)
+    assert not missed, f"the scanner missed: {missed}"
+    url = f"postgres://{USER}:{quote(PASSWORD, safe='')}@localhost:5432/{DB}?sslmode=require{QUERY}"
+    masks = "".join(
+        f"::add-mask::{v.replace('%', '%25')}\n" for v in (*QUERY_SECRETS.values(), PASSWORD)
+    )
+    outputs = {"database-url": url, "node-database-url": url, "password": PASSWORD}
+    late = fake_result(tmp_path / "late", stdout=f"starting\n{masks}", outputs=outputs)
+    assert leaks.masked_first(late, QUERY_SECRETS) == list(QUERY_SECRETS)
+    clean = fake_result(
+        tmp_path / "clean",
+        stdout=f"{masks}::add-mask::{url.replace('%', '%25')}\n"
+        f"URL: postgres://{USER}:***@h/{DB}?password=***&sslpassword=***&options=***\n",
+        outputs=outputs,
+    )
+    _, problems = leaks.find_leaks(clean, QUERY_SECRETS, excused=CARRY_QUERY_SECRETS)
+    assert problems == [] and leaks.masked_first(clean, QUERY_SECRETS) == []
+    scenario.outcome = (
+        f"{len(QUERY_PLANTED)}/{len(QUERY_PLANTED)} planted leaks and 3/3 late masks found; "
+        "0 false positives"
+    )
 
 
 # -- a full pull-request run ---------------------------------------------------------------------
@@ -187,6 +256,61 @@ def test_pull_request_run_leaks_nothing_anywhere(
         f"({len(sent)} GitHub requests, 1 comment)"
     )
     scenario.add("injection_attempts")
+
+
+def test_query_string_secrets_are_masked_first_and_shown_nowhere(
+    pg_sim: Simulator, fake_github: FakeGitHub, tmp_path: Path, scenario: Any
+) -> None:
+    scenario.describe(
+        GROUP,
+        "query-string secrets",
+        injected="an expose on a pull_request event whose database-url carries password, "
+        "sslpassword and options (any setting) in its query string, next to application_name",
+        checked="each value is masked before the first line; it is in database-url and "
+        "node-database-url and nowhere else: log, other outputs (password too), summary, "
+        "fly.toml, the PR comment, GitHub's requests; people see password=***, "
+        "sslpassword=***, options=*** and the application_name",
+    )
+    internal = (
+        pg_sim.attach_database(APP, USER, PASSWORD, DB) + QUERY + "&application_name=ci%20job"
+    )
+    secrets = {**SECRETS, "github token": GITHUB_TOKEN}
+    run = Background(
+        pg_sim,
+        tmp_path,
+        {
+            "app": APP,
+            "database-url": internal,
+            "host": "localhost",
+            # The login is not what is tested here; database-url's own password= would be
+            # libpq's, so a verification by that URL would need it to be the role's.
+            "verify": "false",
+            "pr-comment": "true",
+            "github-token": GITHUB_TOKEN,
+        },
+        pr_env(tmp_path, fake_github),
+    )
+    result = run.finish(timeout=120, secrets=secrets)
+    assert result.code == 0, result.log
+    assert leaks.masked_first(result, QUERY_SECRETS) == [], result.stdout
+    for output in CARRY_QUERY_SECRETS:
+        assert quote(QUERY_SECRETS["query sslpassword"], safe="") in result.outputs[output]
+    [comment] = fake_github.comments(REPO, PR)
+    shown = (
+        f"postgres://{USER}:***@localhost:5432/{DB}?password=***&sslpassword=***&options=***"
+        "&application_name=ci%20job&sslmode=require"
+    )
+    assert f"URL: {shown}" in result.stdout and shown in result.summary and shown in comment.body
+    sent = {
+        f"GitHub request {i} {r.method} {r.path}": json.dumps(r.body)
+        for i, r in enumerate(fake_github.requests)
+    }
+    extra = {"PR comment": comment.body, **sent}
+    report = leaks.assert_no_leaks(result, QUERY_SECRETS, extra=extra, excused=CARRY_QUERY_SECRETS)
+    scenario.outcome = (
+        f"0 hits in {report.sources} texts; {len(QUERY_SECRETS)} values masked before the "
+        "first line"
+    )
 
 
 # -- failure paths print errors and tracebacks ----------------------------------------------------

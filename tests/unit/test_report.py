@@ -282,6 +282,19 @@ def test_a_clear_text_password_in_the_url_is_still_hidden() -> None:
     assert "postgres://app:***@my-pg.fly.dev:5432/db" in text
 
 
+def test_clear_text_secret_parameters_in_the_url_are_still_hidden() -> None:
+    url = (
+        "postgres://app:***@my-pg.fly.dev:5432/db?password=hunter2&options=-c%20x%3Dhunter3"
+        "&application_name=ci%20job&sslmode=require"
+    )
+    text = render_markdown(plan_outcome(redacted_url=url), commit=SHA, run_url=RUN)
+    assert "hunter2" not in text and "hunter3" not in text
+    assert (
+        "postgres://app:***@my-pg.fly.dev:5432/db?password=***&options=***"
+        "&application_name=ci%20job&sslmode=require"
+    ) in text
+
+
 # -- diff block -------------------------------------------------------------------------------
 
 

@@ -70,3 +70,32 @@ def test_internal_tls_parameters_never_leak_into_the_external_urls() -> None:
     u = client_urls(conn, "my-db.fly.dev", 5432, Tls("require"))
     assert u.libpq.endswith("/db?sslmode=require")
     assert u.node.endswith("/db?sslmode=require&uselibpqcompat=true")
+
+
+def test_spaces_are_percent_20_in_every_url() -> None:
+    """libpq and pg-connection-string read `+` as a plus sign in a path, and libpq in a query
+    too: a space written as `+` would reach the server as `+`."""
+    conn = parse_conn_string(
+        "postgres://a:b@my-db.internal/my%20db?application_name=ci%20job",
+        app="my-db",
+        external_host="h",
+    )
+    u = client_urls(conn, "h", 5432, Tls("verify-full", "/etc/my ca.pem"))
+    for url in (u.libpq, u.node, u.jdbc, u.redacted):
+        assert "+" not in url and "my%20ca.pem" in url, url
+    assert u.libpq == (
+        "postgres://a:b@h:5432/my%20db?application_name=ci%20job"
+        "&sslmode=verify-full&sslrootcert=%2Fetc%2Fmy%20ca.pem"
+    )
+
+
+def test_node_postgres_gets_the_database_name_decodeuri_reads_back() -> None:
+    """pg-connection-string decodes the path with decodeURI, which leaves the escapes of
+    `;/:@&=+$,` as they are: those characters are written raw there (tests/clients proves it)."""
+    conn = parse_conn_string(
+        "postgres://a:b@my-db.internal/a%2Bb%26c%3Bd%40e%25f?x=1", app="my-db", external_host="h"
+    )
+    u = client_urls(conn, "h", 5432, Tls("require"))
+    assert u.node.startswith("postgres://a:b@h:5432/a+b&c;d@e%25f?x=1&")
+    assert u.libpq.startswith("postgres://a:b@h:5432/a%2Bb%26c%3Bd%40e%25f?x=1&")
+    assert u.jdbc.startswith("jdbc:postgresql://h:5432/a%2Bb%26c%3Bd%40e%25f?")

@@ -138,11 +138,17 @@ def _lead(outcome: Outcome) -> str:
             "**Dry run:** nothing was changed on Fly.io. To apply this plan, re-run without "
             "`dry-run: true`."
         )
+    job = (
+        " Open for this job only (`lifetime: job`): when the job ends, its post step closes "
+        "what it opened and updates this report."
+        if outcome.closes_at_job_end and outcome.mode == "expose"
+        else ""
+    )
     if outcome.status == "no-change":
-        return "Everything was already in place: this run changed nothing."
+        return "Everything was already in place: this run changed nothing." + job
     if outcome.status == "failed":
         return "The run stopped on an error; the tables below show how far it got."
-    return ""
+    return job.lstrip()
 
 
 def _hide_password(url: str) -> str:

@@ -765,3 +765,28 @@ def test_readme_example_is_what_the_renderer_writes() -> None:
     expected = readme_example().strip()
     fresh = "\n".join(f"> {line}" if line else ">" for line in expected.splitlines())
     assert shown == expected, f"README example is stale; replace the quoted block with:\n{fresh}"
+
+
+def test_job_end_comment_puts_the_end_of_the_job_first_and_folds_the_main_report() -> None:
+    from fly_pg_external.report import job_end_comment, main_step_report, parse_marker
+
+    main = '<!-- fly-pg-external: {"v":1,"app":"my-db","digest":"sha256:x"} -->\n### Applied\n'
+    end = "### fly-pg-external: end of the job on `my-db`\n\n| a | released |\n"
+    body = job_end_comment(main, end, app="my-db")
+    marker = parse_marker(body)
+    assert marker is not None and marker.app == "my-db" and marker.digest != "sha256:x"
+    assert body.splitlines()[1] == end.splitlines()[0]
+    assert main_step_report(body) == "### Applied"
+    # Again (a re-run of the post step): its own part replaced, the main report folded once.
+    twice = job_end_comment(body, end.replace("released", "already gone"), app="my-db")
+    assert twice.count("What the main step reported") == 1 and twice.count("### Applied") == 1
+    assert "already gone" in twice and "| a | released |" not in twice
+
+
+def test_job_end_comment_drops_the_main_report_rather_than_exceed_the_limit() -> None:
+    from fly_pg_external.report import job_end_comment
+
+    main = '<!-- fly-pg-external: {"v":1,"app":"my-db","digest":"sha256:x"} -->\n' + ("x" * 2000)
+    body = job_end_comment(main, "### end\n", app="my-db", max_chars=1000)
+    assert len(body) <= 1000
+    assert "job summary of its workflow run" in body and "xxxx" not in body

@@ -27,6 +27,9 @@ The steps, always in this order (.github/workflows/release.yml runs them in thre
 6. `commit`: a commit on top of the released source commit whose only change is action.yml's
    `image: Dockerfile` → `image: docker://<image>@sha256:…`, made through the GitHub API (no git
    credentials on disk). Its message carries `Release-Version:`, `Source-Commit:` and `Image:`.
+   The branch `releases/vX.Y.Z` is created at it right away, so a branch contains every release
+   commit (the branch released from keeps `image: Dockerfile`); like the version tag, it never
+   moves.
 7. `tag`: creates vX.Y.Z at that commit (so the version tag never names a commit that builds the
    Dockerfile on every job), then moves vX there only FORWARD: vX stays where it is when it
    names a later release (a backport v1.2.4 after v1.3.0).
@@ -35,8 +38,8 @@ The steps, always in this order (.github/workflows/release.yml runs them in thre
 
 A new release of an existing version is refused before anything is built: a version's image and
 commit never change. Re-running the last steps of the same release (same digest, e.g. after the
-Release could not be created) is idempotent: the release commit and tags already made are found
-and kept, only what is missing is made.
+Release could not be created) is idempotent: the release commit (on its tag or its branch), the
+branch and the tags already made are found and kept, only what is missing is made.
 
 `--dry-run` prints the docker commands and the GitHub writes instead of running them (GitHub is
 still read). In-process callers (tests) pass their own docker runner, HTTP transports and sleep.
@@ -469,6 +472,14 @@ def preflight(cfg: Config, gh: GitHub, state: State) -> None:
             "changes its image or commit: release a new version instead. (To finish a release "
             "that stopped after its image was pushed, re-run only its failed jobs.)",
         )
+    branch = gh.ref_commit(f"heads/{release_branch(cfg.version)}")
+    if branch is not None:
+        raise ReleaseError(
+            "Already released",
+            f"{release_branch(cfg.version)} already exists (commit {branch}): a run for "
+            f"{cfg.version.tag} got as far as its release commit. To finish it, re-run only its "
+            "failed jobs; to start over with a new image, delete that branch first.",
+        )
     plan = plan_major(gh, cfg.version, None)
     where = {
         "create": f"created at {cfg.version.tag}",
@@ -499,6 +510,8 @@ def push(cfg: Config, docker: Docker, state: State) -> None:
         raise ReleaseError("Push", f"the push reported no image digest ({digest!r})")
     state.digest = digest
     write_output(cfg, "digest", digest)
+    # The image's name as pushed (the owner lowercased): the attestation's subject.
+    write_output(cfg, "image", cfg.image)
     write_summary(cfg, f"- image: `{cfg.image}@{digest}`")
     log(f"Pushed {cfg.image}:{cfg.version} = {cfg.image}@{digest}")
 
@@ -927,17 +940,49 @@ def _is_release_commit(gh: GitHub, cfg: Config, sha: str, image_ref: str) -> boo
     return f"image: docker://{image_ref}" in gh.file_at(sha, "action.yml")
 
 
+def release_branch(version: Version) -> str:
+    """The branch that holds the release commit: `releases/vX.Y.Z`. The release commit is not on
+    the branch it was released from (that keeps `image: Dockerfile`); without a branch of its own
+    no branch would contain it, and GitHub shows such a commit as one that "does not belong to any
+    branch of this repository", the warning a commit pushed only to a fork gets. The branch is
+    made once, like the version tag, and never moves."""
+    return f"releases/{version.tag}"
+
+
+def _put_on_branch(cfg: Config, gh: GitHub, sha: str) -> None:
+    branch = release_branch(cfg.version)
+    at = gh.ref_commit(f"heads/{branch}")
+    if at is None:
+        gh.write("POST", "git/refs", {"ref": f"refs/heads/{branch}", "sha": sha})
+        log(f"Created the branch {branch} at the release commit {sha}.")
+        at = sha if cfg.dry_run else gh.ref_commit(f"heads/{branch}")
+    if at != sha:
+        raise ReleaseError(
+            "Release branch",
+            f"{branch} is at {at}, not at the release commit {sha}: the branch holds one release "
+            "commit and never moves. If it is left from a release that never finished, delete "
+            "it and re-run this job.",
+        )
+    write_output(cfg, "release-branch", branch)
+
+
 def release_commit(cfg: Config, gh: GitHub, state: State) -> None:
     image_ref = f"{cfg.image}@{state.need_digest()}"
-    existing = gh.ref_commit(f"tags/{cfg.version.tag}")
+    # A re-run finds the commit an earlier attempt made: on the version tag, or, when the tag
+    # step never ran, on the release branch.
+    name = cfg.version.tag
+    existing = gh.ref_commit(f"tags/{name}")
+    if existing is None:
+        name = release_branch(cfg.version)
+        existing = gh.ref_commit(f"heads/{name}")
     if existing is not None:
         if not _is_release_commit(gh, cfg, existing, image_ref):
             raise ReleaseError(
                 "Already released",
-                f"{cfg.version.tag} already exists at {existing}, which is not this release's "
-                "commit. A released version never changes: release a new version.",
+                f"{name} already exists at {existing}, which is not this release's commit. A "
+                "released version never changes: release a new version.",
             )
-        log(f"{cfg.version.tag} is already at this release's commit {existing}: kept.")
+        log(f"{name} is already at this release's commit {existing}: kept.")
         state.release_sha = existing
     else:
         source = gh.commit(cfg.source_sha)
@@ -952,6 +997,7 @@ def release_commit(cfg: Config, gh: GitHub, state: State) -> None:
         )
         state.release_sha = str(commit["sha"])
         log(f"Release commit {state.release_sha}: action.yml runs {image_ref}.")
+    _put_on_branch(cfg, gh, state.release_sha)
     write_output(cfg, "release-commit", state.release_sha)
     write_summary(cfg, f"- release commit: `{state.release_sha}` (on `{cfg.source_sha}`)")
 

@@ -718,10 +718,13 @@ def test_dry_run_prints_the_docker_commands_and_github_writes_and_changes_nothin
     assert writes == [
         ["POST", "git/trees"],
         ["POST", "git/commits"],
+        ["POST", "git/refs"],  # the release branch
         ["POST", "git/refs"],
         ["POST", "git/refs"],
         ["POST", "releases"],
     ]
+    refs = [json.loads(line.split(" ", 3)[3])["ref"] for line in printed if " git/refs " in line]
+    assert refs == ["refs/heads/releases/v1.0.0", "refs/tags/v1.0.0", "refs/tags/v1"]
     assert rel.writes() == [] and rel.registry.requests == []
 
 
@@ -820,13 +823,15 @@ def test_the_release_workflow_runs_the_steps_in_order_one_job_after_the_other() 
     assert steps_by_job[order[-1]] == ["commit", "tag", "publish"]
     pushers = [name for name in order if jobs[name]["permissions"].get("packages") == "write"]
     assert pushers == [order[0]] and "commit" not in steps_by_job[order[0]]
-    # Every job works on the one dispatched commit, even if its branch moves meanwhile.
+    # Every job works on the one dispatched commit, even if its branch moves meanwhile; the one
+    # that signs the attestation checks out nothing (tests/unit/test_release_workflow.py).
     for name, job in jobs.items():
         checkouts = [
             s for s in job["steps"] if str(s.get("uses", "")).startswith("actions/checkout@")
         ]
-        assert len(checkouts) == 1, name
-        assert checkouts[0]["with"] == {"ref": "${{ github.sha }}", "persist-credentials": False}
+        assert len(checkouts) == (0 if "id-token" in job["permissions"] else 1), name
+        for checkout in checkouts:
+            assert checkout["with"] == {"ref": "${{ github.sha }}", "persist-credentials": False}
     # The pull check and the run happen where no credential could make a pull succeed.
     verify = jobs[order[1]]
     assert steps_by_job[order[1]] == ["check-public", "run"]
@@ -882,3 +887,101 @@ def _script_steps(job: dict[str, Any]) -> list[str]:
                 words = line.split("scripts/release.py", 1)[1].replace("\\", " ").split()
                 found += [w for w in words if w in release.STEPS]
     return found
+
+
+# -- the release branch ---------------------------------------------------------------------------
+def test_the_release_commit_is_on_a_branch_of_its_own_before_any_tag_names_it(
+    rel: Release, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The release commit is not on main (which keeps `image: Dockerfile`): the branch
+    releases/vX.Y.Z is made at it right after it, so no moment exists where only a tag reaches
+    it, and a user who opens the pinned SHA sees a commit of a branch of this repository."""
+    assert rel.run("1.0.0", "all", capsys=capsys) == 0, rel.stdout
+
+    commit = rel.release_commit("1.0.0")
+    assert rel.github.ref_commit(REPO, "refs/heads/releases/v1.0.0") == commit
+    assert rel.github.ref_commit(REPO, "refs/heads/main") == rel.source  # main is untouched
+    writes = [r for r in rel.github.requests if r.method != "GET"]
+    made = [r.body.get("ref") for r in writes if r.path.endswith("/git/refs")]
+    assert made == ["refs/heads/releases/v1.0.0", "refs/tags/v1.0.0", "refs/tags/v1"]
+    # The branch is the first write after the commit: nothing happens in between.
+    kinds = [r.path.rsplit("/", 2)[-1] if "/git/" in r.path else r.path for r in writes]
+    assert kinds[kinds.index("commits") + 1] == "refs"
+    assert rel.outputs()["release-branch"] == "releases/v1.0.0"
+
+
+def test_a_rerun_after_the_commit_reuses_the_commit_its_branch_holds(
+    rel: Release, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The job stopped after its release commit and branch (the tag step never ran): the re-run
+    finds the commit on the branch and tags it, instead of making a second commit."""
+    digest = rel.registry.push_index(NAME, PLATFORMS)
+    assert rel.run("1.0.0", "commit", extra=["--digest", digest]) == 0
+    on_branch = rel.github.ref_commit(REPO, "refs/heads/releases/v1.0.0")
+    assert on_branch is not None and rel.github.ref_commit(REPO, "refs/tags/v1.0.0") is None
+
+    code = rel.run("1.0.0", "commit", "tag", "publish", extra=["--digest", digest], capsys=capsys)
+
+    assert code == 0, rel.stdout
+    assert "releases/v1.0.0 is already at this release's commit" in rel.stdout
+    assert rel.release_commit("1.0.0") == on_branch
+    assert len([w for w in rel.writes() if w.endswith("/git/commits")]) == 1
+
+
+def test_a_branch_write_github_made_but_did_not_confirm_is_found_on_the_rerun(
+    rel: Release, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The branch was created but the answer was lost (a gateway timeout): the job fails before
+    any tag; its re-run finds the branch at a release commit of this image and goes on."""
+    digest = rel.registry.push_index(NAME, PLATFORMS)
+    rel.github.fail_next("POST", r"/repos/[^/]+/[^/]+/git/refs", status=504, after_effect=True)
+    steps = ("commit", "tag", "publish")
+
+    assert rel.run("1.0.0", *steps, extra=["--digest", digest], capsys=capsys) == 1
+    assert "HTTP 504" in rel.stdout
+    assert rel.github.ref_commit(REPO, "refs/tags/v1.0.0") is None
+    assert rel.run("1.0.0", *steps, extra=["--digest", digest], capsys=capsys) == 0, rel.stdout
+
+    commit = rel.release_commit("1.0.0")
+    assert rel.github.ref_commit(REPO, "refs/heads/releases/v1.0.0") == commit
+    assert len([w for w in rel.writes() if w.endswith("/git/commits")]) == 1
+
+
+def test_a_new_run_for_a_version_whose_branch_exists_is_refused_before_anything_is_built(
+    rel: Release, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A new run would build another image: a branch left by an unfinished run of this version
+    stops it at the preflight, saying how to finish the old run or start over."""
+    digest = rel.registry.push_index(NAME, PLATFORMS)
+    assert rel.run("1.0.0", "commit", extra=["--digest", digest]) == 0
+    capsys.readouterr()
+
+    assert rel.run("1.0.0", "all", capsys=capsys) == 1
+
+    assert "title=Already released" in rel.stdout and "re-run only its" in rel.stdout
+    assert "releases/v1.0.0 already exists" in rel.stdout
+    assert rel.docker.calls == []
+
+
+def test_a_release_branch_somewhere_else_stops_the_release_before_any_tag(
+    rel: Release, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The branch names another commit than the tagged release commit (moved by hand): the
+    release stops at `commit`, before the tags, rather than leave the release commit on no
+    branch; and a branch at a commit that is no release of this image is never tagged."""
+    digest = rel.registry.push_index(NAME, PLATFORMS)
+    assert rel.run("1.0.0", "commit", "tag", extra=["--digest", digest]) == 0
+    rel.github.set_ref(REPO, "refs/heads/releases/v1.0.0", rel.source)
+    capsys.readouterr()
+
+    assert rel.run("1.0.0", "commit", "tag", extra=["--digest", digest], capsys=capsys) == 1
+    assert "title=Release branch" in rel.stdout and "never moves" in rel.stdout
+
+    # No tag yet, and the branch names a commit that is not this release's: refused too.
+    other = rel.github.add_commit(REPO, source_files(rel.root), "Other", (rel.source,))
+    rel.github.set_ref(REPO, "refs/heads/releases/v2.0.0", other)
+    changelog = rel.root / "CHANGELOG.md"
+    changelog.write_text(changelog.read_text() + "\n## [2.0.0] - 2026-07-01\n\n- Next.\n")
+    assert rel.run("2.0.0", "commit", "tag", extra=["--digest", digest], capsys=capsys) == 1
+    assert "releases/v2.0.0 already exists at" in rel.stdout
+    assert rel.github.ref_commit(REPO, "refs/tags/v2.0.0") is None

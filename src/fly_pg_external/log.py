@@ -1,8 +1,9 @@
 """One logging channel: the standard `logging` module, written out as workflow commands.
 
 Every module logs with `logging.getLogger(__name__)`; while a run is on, `to_workflow` sends the
-package's records to the runner: INFO as plain lines, WARNING as `::warning::`, ERROR as
-`::error::` (with the record's `title`, when it has one, as the annotation's title). The
+package's records to the runner: INFO as plain lines (or `::notice::` when the record says
+`extra={"notice": True}`), WARNING as `::warning::`, ERROR as `::error::` (with the record's
+`title`, when it has one, as the annotation's title). The
 `Actions` object it writes through redacts every line, so text is scrubbed once, where it
 enters the log. Outside a run (unit tests), records go to the root logger as usual.
 """
@@ -19,6 +20,7 @@ PACKAGE = "fly_pg_external"
 
 class CommandWriter(Protocol):
     def info(self, message: str) -> None: ...
+    def notice(self, message: str, title: str | None = None) -> None: ...
     def warning(self, message: str, title: str | None = None) -> None: ...
     def error(self, message: str, title: str | None = None) -> None: ...
 
@@ -36,6 +38,9 @@ class WorkflowCommandHandler(logging.Handler):
                 self.gha.error(message, title=title)
             elif record.levelno >= logging.WARNING:
                 self.gha.warning(message, title=title)
+            elif getattr(record, "notice", False):
+                # Worth a reader's eye, but nothing to act on: not a warning.
+                self.gha.notice(message, title=title)
             else:
                 self.gha.info(message)
         except Exception:

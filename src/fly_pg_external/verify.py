@@ -151,6 +151,19 @@ def _tls_context(sslmode: str, sslrootcert: str = "system") -> ssl.SSLContext:
     return context
 
 
+def has_route(address: str, port: int) -> bool:
+    """Whether this machine has a route to `address`. A UDP connect sends no packet: the kernel
+    only picks the route and source address, and fails at once (ENETUNREACH, EADDRNOTAVAIL)
+    where there is none, as for IPv6 on GitHub-hosted runners."""
+    family = socket.AF_INET6 if is_ipv6(address) else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as udp:
+            udp.connect((address, port))
+    except OSError as exc:
+        return exc.errno not in _UNROUTABLE
+    return True
+
+
 def is_ipv6(target: str) -> bool:
     try:
         return ipaddress.ip_address(target).version == 6

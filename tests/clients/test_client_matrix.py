@@ -134,7 +134,7 @@ class Trust:
 
 class Matrix:
     """One simulator, exposed by a real run of the action, and what the cells share: the
-    outputs of each configuration (a `dry-run: true` run, made on first use), the two CAs, the
+    outputs of each configuration (a `mode: connect` run, made on first use), the two CAs, the
     libpq >= 16 for psql."""
 
     def __init__(self, sim: Simulator, base: dict[str, str], scratch: Path) -> None:
@@ -144,7 +144,7 @@ class Matrix:
 
     @functools.cache  # noqa: B019 - one Matrix per module, kept for its whole life
     def outputs(self, config: Config) -> dict[str, str]:
-        inputs = {**self.base, "dry-run": "true", "sslmode": config.sslmode}
+        inputs = {**self.base, "mode": "connect", "sslmode": config.sslmode}
         if config.rootcert == "path":
             inputs["sslrootcert"] = self.sim.ca_cert_path
         result = run_main_step(self.sim, self.scratch / config.id, inputs)

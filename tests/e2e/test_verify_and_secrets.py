@@ -12,7 +12,7 @@ import pytest
 
 from flysim import Simulator
 
-from action_run import TOKEN, run_subprocess
+from action_run import TOKEN, run_subprocess, warnings_of
 
 USER, PASSWORD, DB = "app_user", "s3cr3t/p@ss:w0rd", "app_db"
 INTERNAL = f"postgres://{USER}:{quote(PASSWORD, safe='')}@my-db.flycast:5432/{DB}?sslmode=disable"
@@ -95,3 +95,33 @@ def test_plaintext_client_is_refused_and_wrong_password_fails_verification(
         psycopg.connect(
             f"postgres://{USER}:x@{ipv4}:5432/{DB}?sslmode=disable", connect_timeout=5
         ).close()
+
+
+def test_an_ipv6_address_this_runner_has_no_route_to_is_one_notice_not_a_warning(
+    flysim: Any, pg_server: Any, tmp_path: Path
+) -> None:
+    # The simulator hands out ::1 first, then addresses of 2001:db8::/32: with another app
+    # holding ::1, this one's IPv6 is an address the test's network has no route to, as any
+    # IPv6 is on a GitHub-hosted runner.
+    from exposure import allocate_by_hand
+
+    from fly_pg_external.verify import has_route
+
+    pg_server.create_database(USER, PASSWORD, DB)
+    sim: Simulator = flysim(apps={"my-db": {"machines": 2}, "other": {"machines": 1}})
+    allocate_by_hand(sim, "other", "v6")
+    if has_route("2001:db8::1", 5432):
+        pytest.skip(
+            "this network routes 2001:db8::/32, so it cannot stand for a runner without IPv6"
+        )
+    inputs = {"app": "my-db", "database-url": INTERNAL, "host": "localhost", "verify": "true"}
+    result = run_subprocess(sim, tmp_path, inputs)
+    assert result.code == 0, result.log
+    assert result.outputs["ipv6"].startswith("2001:db8::")
+    assert [w for w in warnings_of(result) if "IPv6" in w or "2001:db8" in w] == []
+    notices = [line for line in result.stdout.splitlines() if line.startswith("::notice")]
+    [notice] = [n for n in notices if "IPv6 not checked" in n]
+    assert result.outputs["ipv6"] in notice and "no route" in notice
+    assert f"✓ {result.outputs['ipv4']}:5432 answers pg_tls" in result.stdout
+    assert f"{result.outputs['ipv6']}:5432" not in result.stdout.replace(notice, "")
+    assert "not counted as a failure" in result.summary

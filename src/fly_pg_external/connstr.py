@@ -37,6 +37,7 @@ MASK = "***"
 # Parameters whose meaning depends on the client and the TLS settings: always set afresh, never
 # carried over from the internal URL (`sslmode=disable` there would break every client).
 _TLS_PARAMS = frozenset({"sslmode", "sslrootcert", "uselibpqcompat", "sslfactory"})
+_ENDPOINT_PARAMS = frozenset({"host", "hostaddr", "port"})
 
 # Query parameters whose values a person may see in the log, the summary and the PR comment.
 # A value of any other parameter could be a credential (`options` can carry any setting), so it
@@ -127,7 +128,10 @@ class ConnString:
         return self._build(f"{encode(self.user)}:{MASK}", host, port, query, "")
 
     def _query(self, params: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
-        replaced = {k for k, _ in params} | _TLS_PARAMS
+        # The internal URL's own host, address and port in its query would win over the external
+        # ones (libpq and node-postgres read the query last): they are the internal endpoint, so
+        # they go, with the TLS parameters set afresh.
+        replaced = {k for k, _ in params} | _TLS_PARAMS | _ENDPOINT_PARAMS
         return [*((k, v) for k, v in self.query if k not in replaced), *params]
 
     def _build(self, userinfo: str, host: str, port: int, query: list[str], path_safe: str) -> str:

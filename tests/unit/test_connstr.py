@@ -38,6 +38,20 @@ def test_attach_url_is_rewritten_to_external_host_port_and_sslmode() -> None:
     assert "p%40ss%3Aword" in c.secrets and "p@ss:word" in c.secrets
 
 
+def test_the_internal_endpoint_in_the_query_does_not_follow_the_url_outside() -> None:
+    # libpq reads the query after the authority: a host or port there would send every client
+    # back to the internal endpoint, which does not resolve outside Fly.
+    c = parse_conn_string(
+        "postgres://u:pw-1234@my-db.flycast:5432/db?host=my-db.internal&hostaddr=fdaa::3"
+        "&port=5433&application_name=ci",
+        app="my-db",
+        external_host="my-db.fly.dev",
+    )
+    assert c.external("my-db.fly.dev", 5432, [("sslmode", "require")]) == (
+        "postgres://u:pw-1234@my-db.fly.dev:5432/db?application_name=ci&sslmode=require"
+    )
+
+
 def test_create_url_without_database_keeps_no_path() -> None:
     c = parse_conn_string(
         "postgresql://postgres:pw@my-db.internal:5432", app="my-db", external_host="h.dev"

@@ -69,3 +69,10 @@ container-test: $(BIN)/.installed
 ## Run the reliability suite (tests/reliability) and write its figures to docs/reliability.md.
 reliability: $(BIN)/.installed
 	$(BIN)/python scripts/reliability_report.py
+
+.PHONY: measure-container
+
+## Measure what a job pays for the action's container (its compressed size, each step's start to
+## exit, built on the local stand-in base) and rewrite that one section of docs/benchmarks.md.
+measure-container: $(BIN)/.installed
+	$(BIN)/python -m bench --container-only

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import shlex
+from collections.abc import Sequence
 from pathlib import Path
 
 from bench.measure import SCENARIO_TITLES, SCENARIOS, Params
@@ -127,6 +128,7 @@ def write_markdown(
     command: list[str],
     chart: Path | None,
     notes: list[str],
+    container: Sequence[str] = (),
 ) -> None:
     lines = [
         "# Benchmarks",
@@ -173,6 +175,7 @@ def write_markdown(
             f"(exit code {startup.entrypoint_exit}) | {startup.entrypoint * 1000:.0f} ms |",
             "",
         ]
+    lines += container
     lines += [
         "## How it is measured",
         "",

@@ -218,9 +218,10 @@ def to_html(markdown: str) -> str:
     import cmarkgfm
     from cmarkgfm.cmark import Options
 
-    return cmarkgfm.github_flavored_markdown_to_html(
+    html = cmarkgfm.github_flavored_markdown_to_html(
         markdown, options=Options.CMARK_OPT_UNSAFE | Options.CMARK_OPT_HARDBREAKS
     )
+    return str(html)  # cmarkgfm has no type hints
 
 
 _PAGE = """<!DOCTYPE html>

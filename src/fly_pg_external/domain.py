@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .fly import config as machine_config
+
 IpFamily = Literal["v4", "v6"]
 IP_FAMILIES: tuple[IpFamily, ...] = ("v4", "v6")
 Mode = Literal["expose", "unexpose", "sweep"]
@@ -89,7 +91,7 @@ class Machine:
 
     @property
     def image(self) -> str:
-        return str(self.config.get("image", ""))
+        return machine_config.image(self.config)
 
     @property
     def role(self) -> str:
@@ -113,12 +115,9 @@ class Machine:
         """
         reported = {str(c.get("name", "")): str(c.get("status", "")) for c in self.checks}
         pending = [name for name, status in reported.items() if status != "passing"]
-        defined = self.config.get("checks") or {}
-        named = list(defined) if isinstance(defined, dict) else []
+        named = machine_config.check_names(self.config)
         pending += [f"{name} (not yet run)" for name in named if name not in reported]
-        service_checks = sum(
-            len(svc.get("checks") or []) for svc in self.services if isinstance(svc, dict)
-        )
+        service_checks = sum(s.checks for s in machine_config.services(self.config))
         unnamed = len([n for n in reported if n not in named])
         if unnamed < service_checks:
             pending.append(f"{service_checks - unnamed} service check(s) (not yet run)")
@@ -127,10 +126,6 @@ class Machine:
     @property
     def healthy(self) -> bool:
         return self.reachable and self.state == "started" and not self.pending_checks
-
-    @property
-    def services(self) -> list[dict[str, Any]]:
-        return list(self.config.get("services") or [])
 
     @property
     def active(self) -> bool:
@@ -143,7 +138,7 @@ class Machine:
             return False
         if not self.config and self.reachable:
             return False
-        metadata = self.config.get("metadata") or {}
+        metadata = machine_config.metadata(self.config)
         group = metadata.get("fly_process_group") or metadata.get("process_group")
         return group not in NON_APP_GROUPS
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .domain import IpFamily
+from .fly.config import serves_pg_tls
 from .outcome import Outcome
-from .plan import Plan, has_pg_tls_port
+from .plan import Plan
 
 _FAMILY_NAMES = {"v4": "no dedicated IPv4 (v4)", "v6": "no public IPv6 (v6)"}
 
@@ -51,7 +52,7 @@ def exposure_of(plan: Plan, outcome: Outcome) -> Exposure:
     serving = len(changed) - len(not_serving)
     # Image-only updates keep the service they had; the rest were checked as they were read.
     for machine in (*plan.untouched, *(u.machine for u in plan.updates if not u.services_change)):
-        if has_pg_tls_port(machine.config, plan.port):
+        if serves_pg_tls(machine.config, plan.port):
             serving += 1
         else:
             not_serving.append(machine.id)

@@ -33,6 +33,7 @@ from datetime import datetime
 from typing import Any, TypeGuard, cast
 
 from .domain import IP_FAMILIES, IpAddress, IpFamily, Machine
+from .fly.config import Config, metadata, with_metadata
 
 # Fly's own metadata keys start with `fly`; the key goes into a URL path unescaped (fly-go).
 RECORD_KEY = "pg_external_owner"
@@ -297,15 +298,12 @@ def describe_holds(holds: Iterable[str]) -> str:
     return ", ".join(sorted(holds)) or "none"
 
 
-def with_record(config: dict[str, Any], text: str) -> dict[str, Any]:
+def with_record(config: Config, text: str) -> dict[str, Any]:
     """A copy of a machine config that carries the record: an update replaces the whole config,
     metadata included, so one sent without it would erase what the metadata endpoint wrote."""
-    new = dict(config)
-    new["metadata"] = {**(config.get("metadata") or {}), RECORD_KEY: text}
-    return new
+    return with_metadata(config, RECORD_KEY, text)
 
 
-def record_text(config: dict[str, Any]) -> str | None:
-    metadata = config.get("metadata") or {}
-    value = metadata.get(RECORD_KEY) if isinstance(metadata, dict) else None
+def record_text(config: Config) -> str | None:
+    value = metadata(config).get(RECORD_KEY)
     return value if isinstance(value, str) else None

@@ -8,12 +8,11 @@ are, the fly.toml before/after and the external URL.
 
 from __future__ import annotations
 
-import copy
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import flytoml, ownership, ports
+from . import ownership, ports
 from .domain import (
     IP_FAMILIES,
     ClusterState,
@@ -26,12 +25,12 @@ from .domain import (
     UpdateRequest,
 )
 from .errors import PlanError
+from .fly import config as machine_config
+from .fly import flytoml
 from .ownership import PERSISTENT, Ownership
 from .releases import Holding, Kept, expose_record, plan_releases, record_warnings
 from .settings import Settings
 
-PG_INTERNAL_PORT = 5432
-PG_TLS = ["pg_tls"]
 _TAG_RE = re.compile(r"^(?P<major>\d+)(?:\.\d+)*(?:[-.].*)?$")
 
 
@@ -136,68 +135,6 @@ def rollout_order(machine: Machine) -> tuple[int, str]:
     return (rank, machine.id)
 
 
-def has_pg_tls_port(config: dict[str, Any], port: int) -> bool:
-    for service in config.get("services") or []:
-        if service.get("protocol", "tcp") != "tcp":
-            continue
-        if service.get("internal_port") != PG_INTERNAL_PORT:
-            continue
-        for p in service.get("ports") or []:
-            if p.get("port") == port and list(p.get("handlers") or []) == PG_TLS:
-                return True
-    return False
-
-
-def port_conflict(config: dict[str, Any], port: int) -> dict[str, Any] | None:
-    """Another service already answering on the external `port` (e.g. 5433 → Postgres)."""
-    for service in config.get("services") or []:
-        for p in service.get("ports") or []:
-            covers = p.get("port") == port or (
-                p.get("start_port") is not None
-                and p.get("end_port") is not None
-                and p["start_port"] <= port <= p["end_port"]
-            )
-            if covers and service.get("internal_port") != PG_INTERNAL_PORT:
-                return dict(service)
-    return None
-
-
-def with_pg_tls_service(config: dict[str, Any], port: int) -> dict[str, Any]:
-    """A copy of `config` whose 5432 service carries `port` with pg_tls; all else unchanged."""
-    new = copy.deepcopy(config)
-    services: list[dict[str, Any]] = new.setdefault("services", []) or []
-    new["services"] = services
-    target = next(
-        (
-            s
-            for s in services
-            if s.get("protocol", "tcp") == "tcp" and s.get("internal_port") == PG_INTERNAL_PORT
-        ),
-        None,
-    )
-    if target is None:
-        scale_to_zero = bool((new.get("env") or {}).get("FLY_SCALE_TO_ZERO"))
-        # The service `fly pg create` writes (flyctl flypg/launcher.go).
-        services.append(
-            {
-                "protocol": "tcp",
-                "internal_port": PG_INTERNAL_PORT,
-                "autostart": scale_to_zero,
-                "ports": [{"port": port, "handlers": list(PG_TLS)}],
-                "concurrency": {"type": "connections", "hard_limit": 1000, "soft_limit": 1000},
-            }
-        )
-        return new
-    ports: list[dict[str, Any]] = target.setdefault("ports", []) or []
-    target["ports"] = ports
-    for p in ports:
-        if p.get("port") == port:
-            p["handlers"] = list(PG_TLS)
-            return new
-    ports.append({"port": port, "handlers": list(PG_TLS)})
-    return new
-
-
 def major_image(image: str) -> str:
     """`flyio/postgres-flex:16.4@sha256:…` → `flyio/postgres-flex:16` (same major, never other)."""
     name = image.split("@", 1)[0]
@@ -224,7 +161,7 @@ def _same_image(current: str, wanted: str) -> bool:
 
 def plan_machine(machine: Machine, port: int, image_policy: ImagePolicy) -> MachineUpdate | None:
     """The update one machine needs, or None when it already complies."""
-    services_change = not has_pg_tls_port(machine.config, port)
+    services_change = not machine_config.serves_pg_tls(machine.config, port)
     image_after = machine.image
     if image_policy == "major":
         wanted = major_image(machine.image)
@@ -232,12 +169,12 @@ def plan_machine(machine: Machine, port: int, image_policy: ImagePolicy) -> Mach
             image_after = wanted
     if not services_change and image_after == machine.image:
         return None
-    new_config = (
-        with_pg_tls_service(machine.config, port)
+    config = (
+        machine_config.with_pg_tls_service(machine.config, port)
         if services_change
-        else copy.deepcopy(machine.config)
+        else machine.config
     )
-    new_config["image"] = image_after
+    new_config = machine_config.with_image(config, image_after)
     return MachineUpdate(machine, new_config, services_change, image_after)
 
 
@@ -336,11 +273,11 @@ def _machine_updates(
 ) -> tuple[list[MachineUpdate], list[Machine]]:
     """The updates in rollout order, and the machines that already comply."""
     for machine in reachable:
-        conflict = port_conflict(machine.config, settings.port)
+        conflict = machine_config.port_conflict(machine.config, settings.port)
         if conflict is not None:
             raise PlanError(
                 f"port {settings.port} is already used on machine {machine.id} by the service "
-                f"to internal port {conflict.get('internal_port')}; choose another port "
+                f"to internal port {conflict.internal_port}; choose another port "
                 "(5432 is the default and reaches the primary through HAProxy).",
                 "port",
             )

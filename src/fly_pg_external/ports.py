@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+
+from .fly.config import Config, services
 
 PRIMARY_PORT = 5432  # HAProxy on each node: to the primary, read-write
 NODE_PORT = 5433  # each node's own Postgres: a replica is read-only
@@ -38,20 +39,17 @@ class OpenPort:
         return f"internal port {self.internal_port} ({handlers})"
 
 
-def open_ports(configs: Iterable[dict[str, Any]]) -> tuple[OpenPort, ...]:
+def open_ports(configs: Iterable[Config]) -> tuple[OpenPort, ...]:
     """The external ports any of these machine configs serves, by port: what a public address
     of the app opens. A port range counts by its start (Postgres clusters have none)."""
     found: dict[int, OpenPort] = {}
     for config in configs:
-        for service in config.get("services") or []:
-            internal = service.get("internal_port")
-            if not isinstance(internal, int):
+        for service in services(config):
+            if service.internal_port is None:
                 continue
-            for p in service.get("ports") or []:
-                port = p.get("port", p.get("start_port"))
-                if isinstance(port, int) and port not in found:
-                    handlers = tuple(str(h) for h in p.get("handlers") or [])
-                    found[port] = OpenPort(port, internal, handlers)
+            for p in service.ports:
+                if p.first is not None and p.first not in found:
+                    found[p.first] = OpenPort(p.first, service.internal_port, p.handlers)
     return tuple(found[p] for p in sorted(found))
 
 

@@ -29,6 +29,12 @@ EDGES = {
     "log",
 }
 FORBIDDEN_IN_CORE = ("fly_pg_external.fly", "httpx", "github", "fly_pg_external.github")
+# Fly's formats with no I/O: the machine config's typed views and builders, and fly.toml. The
+# core reads and changes configs only through them, so the wire shape is known in fly/ alone.
+PURE_FLY = ("fly_pg_external.fly.config", "fly_pg_external.fly.flytoml")
+# Keys of a machine config's wire shape: where they appear as strings, a module reads or builds
+# that JSON itself.
+WIRE_KEYS = frozenset({"services", "internal_port", "handlers", "start_port", "end_port"})
 
 
 def modules() -> list[Path]:
@@ -88,8 +94,36 @@ def test_the_core_imports_no_io_layer(path: Path) -> None:
         name
         for name in imported(path)
         if any(name == f or name.startswith(f + ".") for f in FORBIDDEN_IN_CORE)
+        and not any(name == p or name.startswith(p + ".") for p in PURE_FLY)
+        # The package itself, to reach a pure module (`from .fly import config`): it imports
+        # nothing (test_the_pure_fly_modules_do_no_io).
+        and name != "fly_pg_external.fly"
     )
     assert bad == []
+
+
+@pytest.mark.parametrize("name", PURE_FLY)
+def test_the_pure_fly_modules_do_no_io(name: str) -> None:
+    path = PACKAGE.parent.joinpath(*name.split(".")).with_suffix(".py")
+    io = {"httpx", "socket", "fly_pg_external.fly.http", "fly_pg_external.fly.client"}
+    assert sorted(n for n in imported(path) if n.split(".")[0] in io or n in io) == []
+    assert imported(PACKAGE / "fly" / "__init__.py") <= {"__future__", "__future__.annotations"}
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in modules() if p.relative_to(PACKAGE).parts[0] != "fly"], ids=module_name
+)
+def test_no_module_outside_fly_reads_or_builds_the_config_wire_shape(path: Path) -> None:
+    """Services, ports and handlers are read through `fly.config`'s views and changed through its
+    builders: a Fly field renamed or added is a change in fly/ only."""
+    found = sorted(
+        {
+            node.value
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Constant) and node.value in WIRE_KEYS
+        }
+    )
+    assert found == []
 
 
 def test_the_planner_loads_without_httpx_or_pygithub() -> None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import tomllib
 
-from fly_pg_external import flytoml
+from fly_pg_external.fly import flytoml
 
 from machines_data import machine
 

@@ -1,11 +1,11 @@
 """`make demo` on a fresh machine: Debian with Python (python3, pip, venv), as root, and no more.
 
-The README's Quickstart says `make demo` needs Python, make, and PostgreSQL's server binaries or
-PyPI. This checks that on a container from the base the image test builds on (by default the
-stand-in made by scripts/build-standin-base.sh; FLY_PG_EXTERNAL_BASE_IMAGE chooses as it does
-there): no PostgreSQL, no `postgres` user, no Node, no JVM. The checkout goes in as the files git
-would commit (tracked, and untracked but not ignored: no .venv, no caches), into /root, a home
-only root may enter; make comes from Debian's mirror; then `make demo` has to fetch the
+The README's Development section says `make demo` needs Python, make, and PostgreSQL's server
+binaries or PyPI. This checks that on a container from the base the image test builds on (by
+default the stand-in made by scripts/build-standin-base.sh; FLY_PG_EXTERNAL_BASE_IMAGE chooses as
+it does there): no PostgreSQL, no `postgres` user, no Node, no JVM. The checkout goes in as the
+files git would commit (tracked, and untracked but not ignored: no .venv, no caches), into /root, a
+home only root may enter; make comes from Debian's mirror; then `make demo` has to fetch the
 PostgreSQL wheel, run it as an unprivileged user that cannot reach /root, and connect through the
 URL the action emits.
 

@@ -3,8 +3,9 @@
 GitHub stops running an action whose metadata declares a removed Node (`runs.using: node20`
 and older) and the job fails, so a pin that looks fine can stop working on a date nobody
 chose. The tests run offline: .github/action-runtimes.json records, for each `owner/repo@sha`
-used in the workflows, the recipes, the README and action.yml, the `runs.using` its action.yml
-declares at that commit (its `about` says how it was read and how to refresh it).
+used in the workflows, the recipes (docs/examples, docs/recipes.md), the README and action.yml,
+the `runs.using` its action.yml declares at that commit (its `about` says how it was read and
+how to refresh it).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ TABLE = ROOT / ".github" / "action-runtimes.json"
 # changelog, 2025-09-19, "Deprecation of Node 20 on GitHub Actions runners").
 REMOVED = {"node12", "node16", "node20"}
 RUNNABLE = {"node24", "docker", "composite"}
-# This action itself: the recipes name it by its major tag (README, Versioning).
+# This action itself: the recipes name it by its major tag (docs/versioning.md).
 THIS_ACTION = "org/fly-pg-external"
 USES = re.compile(r"""^[\s-]*uses:\s*["']?([^\s"'#]+)""", re.M)
 SHA_PIN = re.compile(r"^(?P<action>[\w.-]+/[\w.-]+(?:/[\w./-]+)?)@(?P<sha>[0-9a-f]{40})$")
@@ -33,6 +34,7 @@ def scanned_files() -> list[Path]:
     return [
         *sorted((ROOT / ".github" / "workflows").glob("*.yml")),
         *sorted((ROOT / "docs" / "examples").glob("*.yml")),
+        ROOT / "docs" / "recipes.md",
         ROOT / "README.md",
         ROOT / "action.yml",
     ]

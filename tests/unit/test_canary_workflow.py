@@ -265,7 +265,7 @@ def test_every_job_has_a_timeout(wf: dict[Any, Any]) -> None:
 def test_the_action_runs_from_this_checkout_with_lifetime_job_and_is_checked_later(
     wf: dict[Any, Any],
 ) -> None:
-    """The canary tests this commit (`uses: ./`) the way the README's first recipe uses it:
+    """The canary tests this commit (`uses: ./`) the way the first recipe uses it:
     lifetime job, verify on, no PR comment; psql connects through its `database-url` output in
     the same job (masked outputs do not cross jobs); and since the post step runs at the end of
     that job, a later job checks with `fly ips list --json` that the address is gone."""

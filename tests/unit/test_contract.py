@@ -1,9 +1,9 @@
-"""action.yml, the code, the README and the image agree.
+"""action.yml, the code, the reference and the image agree.
 
 - every input action.yml declares is read by the code, and the code reads no undeclared input
   (the runner only sets INPUT_* for declared inputs);
 - every output the code writes is declared, and every declared output is written;
-- the README's Inputs and Outputs sections document exactly the declared names;
+- the Inputs and Outputs sections of docs/reference.md document exactly the declared names;
 - the image gets everything the runtime code imports: requirements.txt pins every runtime
   dependency of pyproject.toml, and the code imports nothing that is not in the image.
 
@@ -98,10 +98,13 @@ def outputs_written_by_code() -> set[str]:
     return names
 
 
-def readme_section(name: str) -> str:
-    text = (ROOT / "README.md").read_text()
+REFERENCE = ROOT / "docs" / "reference.md"
+
+
+def reference_section(name: str) -> str:
+    text = REFERENCE.read_text()
     match = re.search(rf"<!-- section:{name} -->(.*?)<!-- /section:{name} -->", text, flags=re.S)
-    assert match, f"README.md has no <!-- section:{name} --> … <!-- /section:{name} --> block"
+    assert match, f"docs/reference.md has no <!-- section:{name} --> … <!-- /section:{name} -->"
     return match.group(1)
 
 
@@ -131,12 +134,12 @@ def test_every_declared_output_is_written() -> None:
 
 
 @pytest.mark.parametrize("kind", ["inputs", "outputs"])
-def test_readme_documents_exactly_the_declared_names(kind: str) -> None:
-    documented = documented_names(readme_section(kind))
+def test_reference_documents_exactly_the_declared_names(kind: str) -> None:
+    documented = documented_names(reference_section(kind))
     missing = declared(kind) - documented
     stale = documented - declared(kind)
-    assert not missing, f"README {kind} section does not document: {sorted(missing)}"
-    assert not stale, f"README {kind} section documents undeclared {kind}: {sorted(stale)}"
+    assert not missing, f"docs/reference.md {kind} section does not document: {sorted(missing)}"
+    assert not stale, f"docs/reference.md {kind} section documents undeclared: {sorted(stale)}"
 
 
 def test_every_declared_input_has_a_description_and_the_required_one_no_default() -> None:

@@ -1,4 +1,5 @@
-"""The README's recipes are real workflows: actionlint-clean and identical to docs/examples."""
+"""The recipes are real workflows: actionlint-clean, shown verbatim in docs/recipes.md, and
+each one listed in the README."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from linters import run_tool, tool
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "docs" / "examples").glob("*.yml"))
+RECIPES = ROOT / "docs" / "recipes.md"
 
 
 def actionlint() -> str:
@@ -45,9 +47,14 @@ def test_recipe_passes_actionlint(path: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
-def test_recipe_is_shown_verbatim_in_readme(path: Path) -> None:
-    readme = (ROOT / "README.md").read_text()
-    assert path.read_text().rstrip() in readme
+def test_recipe_is_shown_verbatim_in_the_recipes_page(path: Path) -> None:
+    assert path.read_text().rstrip() in RECIPES.read_text()
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_recipe_is_listed_in_readme(path: Path) -> None:
+    # The README lists every recipe, one line each, linking the workflow file itself.
+    assert f"](docs/examples/{path.name})" in (ROOT / "README.md").read_text()
 
 
 # -- concurrency groups that must not drop a run ---------------------------------------------------
@@ -151,8 +158,8 @@ def test_the_concurrency_rule_catches_a_shared_group_without_a_queue() -> None:
 
 
 # -- zizmor, as a user runs it on a copied recipe --------------------------------------------------
-# The recipes name the action by its major tag (`org/fly-pg-external@v1`), as the README's
-# Versioning section explains; every other action is pinned by commit. fork-safe.yml uses
+# The recipes name the action by its major tag (`org/fly-pg-external@v1`), as docs/versioning.md
+# explains; every other action is pinned by commit. fork-safe.yml uses
 # `workflow_run` on purpose, and says what that means at its top.
 ZIZMOR_RECIPES = """\
 rules:

@@ -218,15 +218,16 @@ def _pins(text: str) -> dict[str, set[tuple[str, str]]]:
 def test_recipes_and_readme_pin_what_the_workflows_pin() -> None:
     """Dependabot keeps the pins in .github/workflows current (and on a Node the runners still
     have: Node 20 actions stopped running on GitHub in 2026); it does not read the recipes in
-    docs/examples or the README. They must pin the same commit as the workflows, so a
-    Dependabot update that leaves them behind fails here instead of shipping a recipe that
-    no longer runs."""
+    docs/examples, docs/recipes.md or the README. They must pin the same commit as the
+    workflows, so a Dependabot update that leaves them behind fails here instead of shipping a
+    recipe that no longer runs."""
     workflows: dict[str, set[tuple[str, str]]] = {}
     for workflow in WORKFLOWS:
         for repo, pins in _pins(workflow.read_text()).items():
             workflows.setdefault(repo, set()).update(pins)
     assert all(len(p) == 1 for p in workflows.values()), f"workflows disagree: {workflows}"
-    docs = [*sorted((ROOT / "docs" / "examples").glob("*.yml")), ROOT / "README.md"]
+    recipes = ROOT / "docs" / "recipes.md"
+    docs = [*sorted((ROOT / "docs" / "examples").glob("*.yml")), recipes, ROOT / "README.md"]
     behind = {
         f"{path.relative_to(ROOT)}: {repo}": sorted(pins)
         for path in docs
@@ -234,4 +235,4 @@ def test_recipes_and_readme_pin_what_the_workflows_pin() -> None:
         if repo in workflows and pins != workflows[repo]
     }
     assert behind == {}, f"pinned differently from .github/workflows: {behind}"
-    assert _pins((ROOT / "README.md").read_text()), "the README's recipes pin no action"
+    assert _pins(recipes.read_text()), "docs/recipes.md pins no action"

@@ -719,11 +719,11 @@ def test_github_renders_a_title_two_tables_and_the_diff_folded() -> None:
     assert page.index("Connect (after apply)") < page.index("<table>")
 
 
-# -- the README's example -----------------------------------------------------------------------
+# -- the documentation's example ----------------------------------------------------------------
 
 
-def readme_example() -> str:
-    """The plan comment shown in README.md's "Pull request comment" section."""
+def documented_example() -> str:
+    """The plan comment shown in docs/pr-comment.md."""
     diff = (
         "--- fly.toml (live)\n+++ fly.toml (after)\n@@ -21,3 +21,12 @@\n [[mounts]]\n"
         '   source = "pg_data"\n   destination = "/data"\n+\n+[[services]]\n'
@@ -756,15 +756,15 @@ def readme_example() -> str:
     )
 
 
-def test_readme_example_is_what_the_renderer_writes() -> None:
-    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
-    section = readme.split("<!-- section:pr-comment -->")[1]
+def test_documented_example_is_what_the_renderer_writes() -> None:
+    page = (Path(__file__).parents[2] / "docs" / "pr-comment.md").read_text(encoding="utf-8")
+    section = page.split("<!-- section:pr-comment -->")[1]
     section = section.split("<!-- /section:pr-comment -->")[0]
     quoted = [line for line in section.splitlines() if line.startswith(">")]
     shown = "\n".join(line[2:] if line.startswith("> ") else "" for line in quoted).strip()
-    expected = readme_example().strip()
+    expected = documented_example().strip()
     fresh = "\n".join(f"> {line}" if line else ">" for line in expected.splitlines())
-    assert shown == expected, f"README example is stale; replace the quoted block with:\n{fresh}"
+    assert shown == expected, f"docs/pr-comment.md's example is stale; replace it with:\n{fresh}"
 
 
 def test_job_end_comment_puts_the_end_of_the_job_first_and_folds_the_main_report() -> None:

@@ -21,10 +21,6 @@ class FlyApi(Protocol):
         that."""
         ...
 
-    def retry_delay(self, attempt: int) -> float:
-        """The pause before retry `attempt` (1-based), with jitter: the client's policy."""
-        ...
-
     # GraphQL: the app and its IP addresses
     def get_app(self, app: str) -> AppInfo: ...
 

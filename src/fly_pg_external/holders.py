@@ -24,11 +24,11 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-import time
 from collections.abc import Iterable, Mapping
 
 from .event import RunContext
 from .ownership import PERSISTENT, Ownership
+from .poll import SYSTEM_CLOCK, Clock
 from .releases import Holding
 from .settings import Settings
 
@@ -89,7 +89,12 @@ def legacy_names(settings: Settings, env: Mapping[str, str], ctx: RunContext) ->
 
 
 def holding_for(
-    settings: Settings, env: Mapping[str, str], record: Ownership, *, ctx: RunContext
+    settings: Settings,
+    env: Mapping[str, str],
+    record: Ownership,
+    *,
+    ctx: RunContext,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> Holding:
     """This run's holder, the time, the families it asks for, and for a sweep the holders that
     are gone."""
@@ -98,7 +103,7 @@ def holding_for(
         gone = gone_pull_requests(settings.github_token, ctx, record.holds, repository_of(env))
     return Holding(
         holder=holder_of(settings, env, ctx),
-        now=int(time.time()),
+        now=int(clock.wall()),
         gone=gone,
         families=settings.ip_versions,
         legacy=legacy_names(settings, env, ctx),

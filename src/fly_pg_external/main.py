@@ -7,7 +7,6 @@ import os
 import signal
 import sys
 import tempfile
-import time
 import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -27,6 +26,7 @@ from .gha import Actions
 from .holders import holding_for
 from .outcome import Outcome, build_outcome, redacted, stopped_outcome
 from .plan import Plan, make_plan
+from .poll import SYSTEM_CLOCK
 from .progress import Progress
 from .releases import Holding
 from .rollout import apply, read_cluster
@@ -294,7 +294,7 @@ def _read_and_plan(
         cluster = read_cluster(fly, settings.app)
         describe_state(cluster)
     reachable = [m for m in cluster.machines if m.reachable]
-    record = ownership.read(reachable, cluster.app.ips, now=int(time.time()))
+    record = ownership.read(reachable, cluster.app.ips, now=int(SYSTEM_CLOCK.wall()))
     holding = holding_for(settings, env, record, ctx=ctx)
     plan = make_plan(settings, cluster, holding)
     hands_out = not settings.releasing and (settings.connect or not settings.read_only)

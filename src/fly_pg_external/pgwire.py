@@ -33,11 +33,11 @@ import os
 import socket
 import stringprep
 import struct
-import time
 import unicodedata
 from dataclasses import dataclass, field
 
 from .errors import ActionError
+from .poll import SYSTEM_CLOCK, Clock
 
 PROTOCOL_3 = 196608
 # What the probe calls itself on the server (pg_stat_activity) unless the URL names a name.
@@ -103,15 +103,18 @@ class LoggedIn:
 
 class Conn:
     """A socket whose every operation waits at most `timeout` seconds and ends by `deadline`
-    (time.monotonic): one attempt never outlives the bound it was given."""
+    (a time on `clock`): one attempt never outlives the bound it was given."""
 
-    def __init__(self, sock: socket.socket, deadline: float, timeout: float) -> None:
+    def __init__(
+        self, sock: socket.socket, deadline: float, timeout: float, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
+        self.clock = clock
         self.sock = sock
         self.deadline = deadline
         self.timeout = timeout
 
     def arm(self) -> None:
-        left = self.deadline - time.monotonic()
+        left = self.deadline - self.clock.now()
         if left <= 0:
             raise TimeoutError("timed out")
         self.sock.settimeout(min(self.timeout, left))

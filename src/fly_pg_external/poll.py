@@ -10,6 +10,8 @@ Both take a `Clock`, so unit tests run them on a fake one, in no time.
 
 from __future__ import annotations
 
+import itertools
+import random
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -21,15 +23,22 @@ _T = TypeVar("_T")
 
 
 class Clock(Protocol):
+    """The one source of time: `now` for deadlines and intervals (monotonic), `wall` for what
+    is compared with times others wrote (a hold's age, a lease's expiry, epoch seconds)."""
+
     def now(self) -> float: ...
+    def wall(self) -> float: ...
     def sleep(self, seconds: float) -> None: ...
 
 
 class SystemClock:
-    """Monotonic time and real sleeps."""
+    """Monotonic time, the epoch, and real sleeps."""
 
     def now(self) -> float:
         return time.monotonic()
+
+    def wall(self) -> float:
+        return time.time()
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
@@ -51,6 +60,27 @@ class Backoff:
         while True:
             yield pause
             pause = min(self.most, pause * self.factor)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and after what pause a request is sent again: `attempts` in all, pauses from
+    `pauses` with jitter (racing runs drift apart instead of retrying in step), a server's
+    Retry-After honoured up to `retry_after_max`, all on `clock`."""
+
+    attempts: int = 5
+    pauses: Backoff = Backoff(0.25, 8.0)
+    retry_after_max: float = 30.0
+    clock: Clock = SYSTEM_CLOCK
+    jitter: Callable[[float, float], float] = random.uniform
+
+    def delay(self, attempt: int) -> float:
+        """The pause before retry `attempt` (1-based): half the schedule's, plus up to half."""
+        base = next(itertools.islice(iter(self.pauses), attempt - 1, None))
+        return base / 2 + self.jitter(0, base / 2)
+
+    def pause(self, attempt: int, retry_after: float | None = None) -> None:
+        self.clock.sleep(retry_after if retry_after is not None else self.delay(attempt))
 
 
 def poll(

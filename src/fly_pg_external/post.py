@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from types import FrameType
@@ -31,6 +30,7 @@ from .inputs import Addresses
 from .main import STATE_ALLOCATED, STATE_COMMENT_URL, STATE_HOLDER, Cancelled, make_fly
 from .outcome import Outcome, build_outcome
 from .plan import Plan, make_plan
+from .poll import SYSTEM_CLOCK
 from .progress import Progress
 from .releases import Holding
 from .report_sections import inline_code
@@ -142,7 +142,7 @@ def close(
     progress = Progress()
     try:
         cluster = read_cluster(fly, settings.app)
-        holding = Holding(holder=holder, now=int(time.time()), claims=allocated)
+        holding = Holding(holder=holder, now=int(SYSTEM_CLOCK.wall()), claims=allocated)
         closing.plan = make_plan(releasing, cluster, holding)
         describe_plan(closing.plan)
         if closing.plan.release or closing.plan.record is not None:

@@ -21,7 +21,6 @@ import socket
 import ssl
 import struct
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -61,7 +60,7 @@ def probe(
     Each socket operation waits at most `timeout` seconds, and the whole attempt ends within
     `budget` seconds when one is given.
     """
-    deadline = time.monotonic() + (budget if budget is not None else float("inf"))
+    deadline = SYSTEM_CLOCK.now() + (budget if budget is not None else float("inf"))
     raw = _connect(host, port, deadline, timeout)
     conn = Conn(raw, deadline, timeout)
     try:
@@ -102,7 +101,7 @@ def _login(conn: Conn, login: Login, verified: bool) -> LoggedIn:
 
 def _connect(host: str, port: int, deadline: float, timeout: float) -> socket.socket:
     try:
-        left = deadline - time.monotonic()
+        left = deadline - SYSTEM_CLOCK.now()
         if left <= 0:
             raise TimeoutError("timed out")
         return socket.create_connection((host, port), timeout=min(timeout, left))
@@ -234,7 +233,7 @@ def probe_all(
     running `JOIN_GRACE` seconds after the bound (stuck in a DNS lookup, which no socket timeout
     reaches) is reported as unanswered.
     """
-    deadline = time.monotonic() + bound
+    deadline = SYSTEM_CLOCK.now() + bound
     results: list[ProbeResult | ProbeError] = [
         ProbeError(f"no answer within {bound:g} s", stage="tcp") for _ in targets
     ]
@@ -248,7 +247,7 @@ def probe_all(
                 sslmode=sslmode,
                 sslrootcert=sslrootcert,
                 login=login,
-                bound=deadline - time.monotonic(),
+                bound=deadline - SYSTEM_CLOCK.now(),
             )
         except ProbeError as exc:
             results[index] = exc
@@ -262,7 +261,7 @@ def probe_all(
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(max(0.0, deadline + JOIN_GRACE - time.monotonic()))
+        thread.join(max(0.0, deadline + JOIN_GRACE - SYSTEM_CLOCK.now()))
     return list(results)  # a copy: a probe left behind writes into the old list, not this one
 
 

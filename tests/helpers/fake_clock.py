@@ -15,6 +15,11 @@ class FakeClock:
         with self._lock:
             return self.t
 
+    def wall(self) -> float:
+        """The epoch, moving with `now`: a fixed day in 2026 plus the clock's own time."""
+        with self._lock:
+            return 1_780_000_000.0 + self.t
+
     def sleep(self, seconds: float) -> None:
         with self._lock:
             self.sleeps.append(seconds)

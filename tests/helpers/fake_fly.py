@@ -188,9 +188,6 @@ class FakeFly:
 
     # -- FlyApi --------------------------------------------------------------------------------
 
-    def retry_delay(self, attempt: int) -> float:
-        return 0.5 * attempt
-
     def get_app(self, app: str) -> AppInfo:
         with self._call("get_app", app, ""):
             return AppInfo("app1", self.app, self.role, tuple(self.ips), None)
@@ -251,7 +248,7 @@ class FakeFly:
 
         with self._call("acquire_lease", app, machine_id, write=write, nonce=nonce):
             lease = self._lease(machine_id, ttl, nonce)
-            wall = time.time() + lease.until - self._now
+            wall = self.clock.wall() + lease.until - self._now
             version = str(self.machines[machine_id]["instance_id"])
             return Lease(nonce=lease.nonce, expires_at=int(wall), owner="me", version=version)
 
@@ -364,7 +361,7 @@ class FakeFly:
         self._machine(machine_id)
         held = self._held(machine_id)
         if held is not None and held.nonce != nonce:
-            stamp = datetime.fromtimestamp(time.time() + held.until - self._now, UTC)
+            stamp = datetime.fromtimestamp(self.clock.wall() + held.until - self._now, UTC)
             raise FlyConflict(
                 f"machine ID {machine_id} lease currently held by {held.owner}, expires at "
                 f"{stamp:%Y-%m-%dT%H:%M:%SZ}",

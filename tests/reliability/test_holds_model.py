@@ -64,7 +64,7 @@ class CancelAt:
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._inner, name)
-        if not callable(value) or name in ("close", "retry_delay", "request_timeout"):
+        if not callable(value) or name in ("close", "request_timeout"):
             return value
 
         def call(*args: Any, **kwargs: Any) -> Any:

@@ -127,9 +127,7 @@ def test_the_variables_the_action_sends_type_check(flysim: Callable[..., Simulat
     """The action's client, over real HTTP to the simulator, for every IP family it allocates."""
     sim = flysim(apps={"my-db": {"machines": 1}}, postgres=False)
     transport = _RecordingTransport()
-    http = FlyHttp(
-        timeout=5.0, retry=RetryPolicy(attempts=1, sleep=lambda _s: None), transport=transport
-    )
+    http = FlyHttp(timeout=5.0, retry=RetryPolicy(attempts=1), transport=transport)
     client = action_graphql.GraphQL(http, sim.api_base_url, parse_token(sim.token))
     try:
         assert client.get_app("my-db").is_postgres

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from fake_clock import FakeClock
 
 from fly_pg_external.errors import FlyAuthError, FlyConflict, FlyTransient
 from fly_pg_external.fly.http import FlyHttp, RetryPolicy
+
+
+class _Sleeps(FakeClock):
+    """A clock that records the pauses into `into`."""
+
+    def __init__(self, into: list[float]) -> None:
+        super().__init__()
+        self.sleeps = into
 
 
 def client(responses: list[httpx.Response | Exception]) -> tuple[FlyHttp, list[float], list[str]]:
@@ -21,7 +30,7 @@ def client(responses: list[httpx.Response | Exception]) -> tuple[FlyHttp, list[f
         return item
 
     http = FlyHttp(
-        retry=RetryPolicy(attempts=4, sleep=sleeps.append), transport=httpx.MockTransport(handler)
+        retry=RetryPolicy(attempts=4, clock=_Sleeps(sleeps)), transport=httpx.MockTransport(handler)
     )
     return http, sleeps, seen
 

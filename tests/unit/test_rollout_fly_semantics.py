@@ -109,7 +109,7 @@ def test_the_client_never_sends_faster_than_flys_published_limits(
     # Requests as fast as the caller can make them, with up to 0.2 s of jitter on the way
     # (a request may arrive late, the next one on time): Fly's own bucket never runs dry.
     clock = FakeClock(start=0.0)
-    limiter = Limiter(clock=clock.now, sleep=clock.sleep)
+    limiter = Limiter(clock)
     jitter = itertools.cycle([0.2, 0.0, 0.1, 0.0])
     arrivals = []
     for _ in range(200):

@@ -31,9 +31,6 @@ class FlyClient:
     def request_timeout(self) -> float:
         return self.http.timeout
 
-    def retry_delay(self, attempt: int) -> float:
-        return self.http.retry.delay(attempt)
-
     def get_app(self, app: str) -> AppInfo:
         return self.graphql.get_app(app)
 

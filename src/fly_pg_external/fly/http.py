@@ -11,33 +11,18 @@ ambiguous: the change may have landed.
 
 from __future__ import annotations
 
-import random
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 from ..errors import FlyAuthError, FlyConflict, FlyError, FlyNotFound, FlyTimeout, FlyTransient
+from ..poll import RetryPolicy
 from .ratelimit import Limit, Limiter
 
 RETRY_STATUSES = frozenset({408, 429, 502, 503, 504})
 USER_AGENT = "fly-pg-external/1"
-
-
-@dataclass
-class RetryPolicy:
-    attempts: int = 5
-    backoff_initial: float = 0.25
-    backoff_max: float = 8.0
-    retry_after_max: float = 30.0
-    sleep: Callable[[float], None] = time.sleep
-
-    def delay(self, attempt: int) -> float:
-        base = min(self.backoff_max, self.backoff_initial * 2.0 ** (attempt - 1))
-        return base / 2 + random.uniform(0, base / 2)  # jitter keeps racing runs apart
 
 
 @dataclass
@@ -116,7 +101,7 @@ class FlyHttp:
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
         self.stats = CallStats()
-        self.limiter = Limiter()
+        self.limiter = Limiter(self.retry.clock)
         self._client = httpx.Client(
             timeout=httpx.Timeout(timeout, connect=10.0),
             headers={"User-Agent": USER_AGENT},
@@ -166,7 +151,7 @@ class FlyHttp:
                 last = FlyTransient(f"{type(exc).__name__}: {exc or 'connection failed'}")
                 if not safe or attempt == self.retry.attempts:
                     raise last from exc
-                self.retry.sleep(self.retry.delay(attempt))
+                self.retry.pause(attempt)
                 continue
             status = response.status_code
             if status in retry_statuses and (idempotent or status == 429):
@@ -174,8 +159,7 @@ class FlyHttp:
                 # resent; a 5xx on a POST may hide a change that happened, so its caller decides.
                 if attempt == self.retry.attempts:
                     raise_for_status(response)
-                wait = _retry_after(response, self.retry.retry_after_max)
-                self.retry.sleep(wait if wait is not None else self.retry.delay(attempt))
+                self.retry.pause(attempt, _retry_after(response, self.retry.retry_after_max))
                 continue
             raise_for_status(response)
             return response

@@ -15,9 +15,9 @@ buckets at a different moment.
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
+
+from ..poll import SYSTEM_CLOCK, Clock
 
 
 @dataclass(frozen=True)
@@ -38,13 +38,8 @@ class Limiter:
     concurrent callers queue up in order instead of all waking at the same moment.
     """
 
-    def __init__(
-        self,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
+    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
         self._clock = clock
-        self._sleep = sleep
         self._lock = threading.Lock()
         self._buckets: dict[tuple[str, str], tuple[float, float]] = {}  # tokens, as of when
         self.waited = 0.0  # seconds spent waiting, for the log and the benchmark
@@ -52,11 +47,11 @@ class Limiter:
     def take(self, action: str, identifier: str, limit: Limit = DEFAULT) -> None:
         key = (action, identifier)
         with self._lock:
-            now = self._clock()
+            now = self._clock.now()
             tokens, then = self._buckets.get(key, (float(limit.burst), now))
             tokens = min(float(limit.burst), tokens + (now - then) * limit.rate) - 1.0
             self._buckets[key] = (tokens, now)
             wait = -tokens / limit.rate if tokens < 0 else 0.0
             self.waited += wait
         if wait > 0:
-            self._sleep(wait)
+            self._clock.sleep(wait)

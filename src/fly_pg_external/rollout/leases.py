@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import re
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -21,7 +20,7 @@ from datetime import datetime
 from ..domain import Lease, Machine
 from ..errors import FlyConflict, FlyError, FlyNotFound, FlyTimeout, FlyTransient, RunError
 from ..flyapi import FlyApi
-from ..poll import SYSTEM_CLOCK, Clock, poll
+from ..poll import SYSTEM_CLOCK, Clock, RetryPolicy, poll
 from .concurrency import concurrently
 
 log = logging.getLogger(__name__)
@@ -30,6 +29,9 @@ LEASE_TTL = 30  # seconds; an orphaned lease (the runner killed) blocks others a
 LEASE_REFRESH = 10.0
 LEASE_WAIT = 40.0  # seconds; longer than our own TTL, so a re-run after a killed run gets through
 LEASE_POLL = 2.0  # seconds between asks for a lease held by someone else (the limit is 1/s)
+# The pause before the one second try after a lease request failed in transit: the HTTP
+# client's own schedule (it already retried within the request).
+LEASE_RETRY = RetryPolicy()
 _EXPIRES_RE = re.compile(r"expires at (\S+?)[,.;)]*(?:\s|$)")
 
 
@@ -141,7 +143,7 @@ class LeaseSet:
         whole wait is not waited for at all (infinity); otherwise it is asked for again every
         couple of seconds, since its holder may release it before it expires."""
         expiry = lease_expiry(conflict.message)
-        if expiry is not None and expiry - time.time() > self.wait:
+        if expiry is not None and expiry - self.clock.wall() > self.wait:
             return float("inf")
         return LEASE_POLL
 
@@ -269,7 +271,7 @@ class _Tries:
         except (FlyTransient, FlyTimeout) as exc:
             if self.failed is not None:
                 raise
-            self.failed, self.pause = exc, leases.fly.retry_delay(1)
+            self.failed, self.pause = exc, LEASE_RETRY.delay(1)
             log.warning(
                 f"Taking the lease on machine {machine_id} failed ({exc}); trying once more.",
                 extra={"title": "Lease attempt failed"},

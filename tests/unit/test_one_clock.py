@@ -1,0 +1,53 @@
+"""One clock and one retry policy: `poll.Clock` is the only way the action reads time or waits
+(the HTTP client's retries, the rate limiter, leases, holds, the verification all take one), so a
+test can run any of them on a fake clock, and `poll.RetryPolicy` is the only retry schedule."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from fly_pg_external.flyapi import FlyApi
+
+PACKAGE = Path(__file__).resolve().parents[2] / "src" / "fly_pg_external"
+CLOCK_MODULE = PACKAGE / "poll.py"
+
+
+def _imports_time(path: Path) -> bool:
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import) and any(a.name == "time" for a in node.names):
+            return True
+        if isinstance(node, ast.ImportFrom) and node.module == "time" and not node.level:
+            return True
+    return False
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in sorted(PACKAGE.rglob("*.py")) if p != CLOCK_MODULE],
+    ids=lambda p: str(p.relative_to(PACKAGE)),
+)
+def test_only_the_clock_reads_time(path: Path) -> None:
+    assert not _imports_time(path), f"{path.name} reads time itself: take a poll.Clock"
+
+
+def test_the_fly_protocol_carries_no_transport_policy() -> None:
+    """How the client retries is the client's (its RetryPolicy), not part of what the core may
+    ask of Fly."""
+    assert not hasattr(FlyApi, "retry_delay")
+
+
+def test_the_http_client_and_its_limiter_share_the_retry_policys_clock() -> None:
+    from fake_clock import FakeClock
+
+    from fly_pg_external.fly.http import FlyHttp
+    from fly_pg_external.poll import RetryPolicy
+
+    clock = FakeClock()
+    http = FlyHttp(retry=RetryPolicy(clock=clock))
+    try:
+        assert http.limiter._clock is clock
+    finally:
+        http.close()

@@ -1,8 +1,8 @@
 """A container action's step, started the way the GitHub runner's ContainerActionHandler does it.
 
 Shared by the container test (tests/container) and the release's run by digest
-(scripts/release.py), so the runner's contract is written down once: the five directories it
-mounts (less /var/run/docker.sock, which the action does not use), a file of each file command
+(scripts/releasing/run.py), so the runner's contract is written down once: the five directories
+it mounts (less /var/run/docker.sock, which the action does not use), a file of each file command
 per step, the environment it passes (`INPUT_<NAME>` for every declared input, `STATE_<name>` for
 a post step), `--workdir /github/workspace` and, for the post step, `--entrypoint` set to
 action.yml's `runs.post-entrypoint`. Standard library only: the release runs it outside the

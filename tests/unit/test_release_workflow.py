@@ -58,7 +58,8 @@ def test_one_job_attests_the_pushed_image_and_can_do_nothing_else() -> None:
     # The subject's name is the image as pushed: the script writes it next to the digest.
     outputs = jobs["image"]["outputs"]
     assert outputs["image"] == "${{ steps.push.outputs.image }}"
-    assert 'write_output(cfg, "image", cfg.image)' in (ROOT / "scripts" / "release.py").read_text()
+    push = (ROOT / "scripts" / "releasing" / "image.py").read_text()
+    assert 'write_output(cfg, "image", cfg.image)' in push
 
 
 def test_only_the_job_that_writes_to_the_repository_waits_for_the_release_environment() -> None:

@@ -40,4 +40,3 @@ def test_a_main_step_that_saved_nothing_leaves_an_empty_state() -> None:
     assert step_state.load({"PATH": "/usr/bin"}) == StepState()
     assert step_state.load({"STATE_ALLOCATED": ""}).allocated == ()
     assert StepState.from_saved({"OTHER": "x"}) == StepState()
-

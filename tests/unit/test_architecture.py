@@ -158,8 +158,34 @@ def test_tests_use_only_the_simulators_public_api() -> None:
     assert offenders == []
 
 
-# The scripts around the action: the release is a package there (scripts/releasing/).
+# -- the scripts around the action ----------------------------------------------------------------
+# The release (scripts/releasing/, a package), the reports, the demo and the container measurement
+# keep the action's limits too: they are read and changed as often as the action.
 SCRIPTS = ROOT / "scripts"
+
+
+def script_modules() -> list[Path]:
+    return sorted(SCRIPTS.rglob("*.py"))
+
+
+def test_no_script_module_is_longer_than_the_limit() -> None:
+    long = {
+        str(p.relative_to(ROOT)): n
+        for p in script_modules()
+        if (n := p.read_text().count("\n")) > MAX_MODULE_LINES
+    }
+    assert long == {}
+
+
+def test_no_script_function_is_longer_than_the_limit() -> None:
+    long = {
+        f"{path.relative_to(ROOT)}:{node.lineno} {node.name}": length
+        for path in script_modules()
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and (length := (node.end_lineno or node.lineno) - node.lineno + 1) > MAX_FUNCTION_LINES
+    }
+    assert long == {}
 
 
 def test_architecture_doc_lists_every_module_and_no_other() -> None:

@@ -17,9 +17,13 @@ from collections.abc import Sequence
 from types import FrameType
 
 from flysim import malformed
+from flysim.faults import Faults
 from flysim.postgres import PostgresServer
 from flysim.ratelimit import RateLimits
 from flysim.simulator import Simulator
+
+# What add_argument_group returns: argparse has no public name for it.
+_Group = argparse._ArgumentGroup
 
 
 def _port_pair(text: str) -> tuple[int, int]:
@@ -35,7 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m flysim",
         description="Local Fly.io simulator (GraphQL + Machines API + pg_tls proxy).",
     )
-    seed = parser.add_argument_group("seed")
+    _seed_options(parser.add_argument_group("seed"))
+    _server_options(parser.add_argument_group("server"))
+    faults = parser.add_argument_group("faults")
+    _request_fault_options(faults)
+    _platform_fault_options(faults)
+    return parser
+
+
+def _seed_options(seed: _Group) -> None:
     seed.add_argument("--app", action="append", help="app to seed (repeatable; default my-db)")
     seed.add_argument("--machines", type=int, default=3, help="machines per app (default 3)")
     seed.add_argument("--legacy", action="store_true", help="no pg_tls services, no IPs")
@@ -45,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--shared-v4", action="store_true", help="seed a shared IPv4")
     seed.add_argument("--seed", type=int, help="random seed for deterministic IDs")
 
-    server = parser.add_argument_group("server")
+
+def _server_options(server: _Group) -> None:
     server.add_argument("--token", default="fo1_testtoken", help="accepted API token")
     server.add_argument(
         "--port", type=int, default=0, help="GraphQL port; the Machines API uses port+1 (0: free)"
@@ -87,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="status of an update whose current_version is stale (unconfirmed; default 400)",
     )
 
-    faults = parser.add_argument_group("faults")
+
+def _request_fault_options(faults: _Group) -> None:
+    """Faults that shape the next matching requests (``Simulator.faults``)."""
     faults.add_argument("--latency", type=float, default=0.0, help="seconds added per request")
     faults.add_argument("--fail-next", type=int, default=0, metavar="N")
     faults.add_argument("--fail-status", type=int, default=503, choices=(502, 503, 504))
@@ -131,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="the value put there: JSON text, `absent`, or `not-json` (default: the whole body "
         "is JSON cut short)",
     )
+
+
+def _platform_fault_options(faults: _Group) -> None:
+    """Faults of the first app's machines: checks, starts, failover, leases, hosts."""
     faults.add_argument(
         "--never-healthy",
         type=int,
@@ -163,7 +182,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="INDEX",
         help="machine index (of the first app) whose host is unreachable",
     )
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -187,49 +205,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"# PostgreSQL {pg.version} on {pg.host}:{pg.port} "
                 f"(started in {time.monotonic() - started:.2f}s)"
             )
-        api_port = args.port
-        flaps_port = args.port + 1 if args.port else 0
-        sim = Simulator(
-            token=args.token,
-            postgres=pg,
-            restart_seconds=args.restart_seconds,
-            check_grace_seconds=args.check_grace_seconds,
-            hostname_on_loopback=args.hostname_on_loopback,
-            api_port=api_port,
-            flaps_port=flaps_port,
-            public_port_map=dict(args.public_port_map),
-            seed=args.seed,
-            rate_limits=RateLimits.fly() if args.rate_limits else RateLimits.off(),
-            stale_version_status=args.stale_version_status,
-        )
-        for name in apps:
-            sim.add_app(
-                name,
-                machines=args.machines,
-                legacy=args.legacy,
-                region=args.region,
-                public_v4=args.public_v4,
-                public_v6=args.public_v6,
-                shared_v4=args.shared_v4,
-            )
+        sim = _seeded_simulator(args, apps, pg)
         sim.start()
-        _arm_faults(sim, args, apps[0])
-
-        print(f"FLY_API_BASE_URL={sim.api_base_url}")
-        print(f"FLY_FLAPS_BASE_URL={sim.flaps_base_url}")
-        print(f"FLY_API_TOKEN={args.token}")
-        for name in apps:
-            app = sim.app(name)
-            for index, machine in enumerate(app.machines):
-                print(f"# {name} machine[{index}] {machine.id} {machine.state} {machine.role}")
-            if pg is not None:
-                user = name.replace("-", "_")
-                url = sim.attach_database(name, user, secrets.token_urlsafe(12), user)
-                print(f"# {name} internal DATABASE_URL (as `fly pg attach` sets it):")
-                print(f"DATABASE_URL={url}")
-        print("# pg_tls is served once an app has a dedicated IPv4 and a pg_tls service;")
-        print("# the first such app is also on 127.0.0.1 (standing in for <app>.fly.dev).")
-        print("# Ctrl-C or SIGTERM to stop.", flush=True)
+        _arm_request_faults(sim.faults, args)
+        _arm_platform_faults(sim, args, apps[0])
+        _print_environment(sim, args.token, apps, with_databases=pg is not None)
         while not stop.wait(0.5):
             pass
         return 0
@@ -240,8 +220,57 @@ def main(argv: Sequence[str] | None = None) -> int:
             pg.stop()
 
 
-def _arm_faults(sim: Simulator, args: argparse.Namespace, first_app: str) -> None:
-    faults = sim.faults
+def _seeded_simulator(
+    args: argparse.Namespace, apps: list[str], pg: PostgresServer | None
+) -> Simulator:
+    sim = Simulator(
+        token=args.token,
+        postgres=pg,
+        restart_seconds=args.restart_seconds,
+        check_grace_seconds=args.check_grace_seconds,
+        hostname_on_loopback=args.hostname_on_loopback,
+        api_port=args.port,
+        flaps_port=args.port + 1 if args.port else 0,
+        public_port_map=dict(args.public_port_map),
+        seed=args.seed,
+        rate_limits=RateLimits.fly() if args.rate_limits else RateLimits.off(),
+        stale_version_status=args.stale_version_status,
+    )
+    for name in apps:
+        sim.add_app(
+            name,
+            machines=args.machines,
+            legacy=args.legacy,
+            region=args.region,
+            public_v4=args.public_v4,
+            public_v6=args.public_v6,
+            shared_v4=args.shared_v4,
+        )
+    return sim
+
+
+def _print_environment(
+    sim: Simulator, token: str, apps: list[str], *, with_databases: bool
+) -> None:
+    """What a client needs, as lines to paste into a shell or an env file."""
+    print(f"FLY_API_BASE_URL={sim.api_base_url}")
+    print(f"FLY_FLAPS_BASE_URL={sim.flaps_base_url}")
+    print(f"FLY_API_TOKEN={token}")
+    for name in apps:
+        app = sim.app(name)
+        for index, machine in enumerate(app.machines):
+            print(f"# {name} machine[{index}] {machine.id} {machine.state} {machine.role}")
+        if with_databases:
+            user = name.replace("-", "_")
+            url = sim.attach_database(name, user, secrets.token_urlsafe(12), user)
+            print(f"# {name} internal DATABASE_URL (as `fly pg attach` sets it):")
+            print(f"DATABASE_URL={url}")
+    print("# pg_tls is served once an app has a dedicated IPv4 and a pg_tls service;")
+    print("# the first such app is also on 127.0.0.1 (standing in for <app>.fly.dev).")
+    print("# Ctrl-C or SIGTERM to stop.", flush=True)
+
+
+def _arm_request_faults(faults: Faults, args: argparse.Namespace) -> None:
     faults.latency = args.latency
     if args.fail_next:
         faults.fail_next(
@@ -275,13 +304,16 @@ def _arm_faults(sim: Simulator, args: argparse.Namespace, first_app: str) -> Non
             path_contains=args.malformed_path,
             method=args.malformed_method,
         )
+
+
+def _arm_platform_faults(sim: Simulator, args: argparse.Namespace, first_app: str) -> None:
     machines = sim.app(first_app).machines
     for index in args.never_healthy:
-        faults.never_healthy(machines[index].id)
+        sim.faults.never_healthy(machines[index].id)
     for index in args.fails_to_start:
-        faults.fails_to_start(machines[index].id)
+        sim.faults.fails_to_start(machines[index].id)
     if args.failover_after_updates:
-        faults.failover_after_updates(first_app, args.failover_after_updates)
+        sim.faults.failover_after_updates(first_app, args.failover_after_updates)
     for index in args.unreachable:
         sim.set_host_status(first_app, machines[index].id, "unreachable")
     for spec in args.hold_lease:

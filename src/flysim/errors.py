@@ -1,7 +1,8 @@
 """The error every state change of the simulator may raise, whichever API asked for it.
 
 Its own module so that the behaviour modules (:mod:`flysim.leases`, :mod:`flysim.lifecycle`,
-:mod:`flysim.ips`) can raise it without importing :mod:`flysim.simulator`, which imports them.
+:mod:`flysim.ips`) can raise it without importing :mod:`flysim.state`, which imports some of
+them.
 """
 
 from __future__ import annotations

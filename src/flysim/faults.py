@@ -1,112 +1,25 @@
 """Programmable failures: latency, error statuses, 408 timeouts (before or after the change
 landed), resets, slow answers, malformed answers, unhealthy machines, failover.
 
+:class:`Faults` is how a test arms them (``sim.faults``); what is armed, and which requests each
+rule shapes, is :mod:`flysim.faultrules`, kept in the state core where the HTTP side takes it.
 Unreachable hosts are state, not a one-shot fault: see :meth:`Simulator.set_host_status`. Fly's
 rate limits are always on (see :mod:`flysim.ratelimit`); ``rate_limit_next`` adds 429s on top.
 """
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from flysim import lifecycle
+from flysim.faultrules import DEADLINE_EXCEEDED, FaultRule
 from flysim.malformed import NOT_JSON
-from flysim.requestlog import RequestRecord
 
 if TYPE_CHECKING:
-    from flysim.simulator import Simulator
+    from flysim.state import State
 
-FaultKind = Literal[
-    "fail", "rate_limit", "reset", "slow", "timeout", "wait_timeout", "lose_allocation", "malformed"
-]
-
-# Fly's answer when flaps gives up on flyd: flyctl calls a 408 from any endpoint "typically a
-# context.DeadlineExceeded that flaps hit talking to flyd" (`flapsutil/retry.go`). The prefix is
-# the wait endpoint's (fly-api.md §3.5); the rest is Go's context.DeadlineExceeded text.
-# UNCONFIRMED: the exact text outside the wait endpoint.
-DEADLINE_EXCEEDED = "deadline_exceeded: context deadline exceeded"
-
-
-@dataclass
-class FaultRule:
-    """One armed fault: it shapes the next ``remaining`` requests that match it."""
-
-    kind: FaultKind
-    remaining: int
-    method: str | None = None
-    path_contains: str | None = None
-    operation: str | None = None  # a GraphQL operation name or top-level field name
-    status: int = 503
-    retry_after: float | None = None
-    seconds: float = 0.0
-    after_commit: bool = False
-    # Only IP allocations of this type ("v4", "v6"): the action allocates the families at once,
-    # so "the next allocation" alone would hit whichever family the scheduler sent first.
-    ip_type: str | None = None
-    # Only this exact path: `/v1/apps/a/machines` without `/v1/apps/a/machines/<id>/...`.
-    path: str | None = None
-    # A malformed answer: where in it, and what goes there (see flysim.malformed).
-    at: str = ""
-    value: Any = NOT_JSON
-
-    def matches(self, record: RequestRecord) -> bool:
-        if self.ip_type is not None and not (
-            _is_allocation(record) and _ip_type(record) == self.ip_type
-        ):
-            return False
-        if self.method is not None and record.method != self.method.upper():
-            return False
-        if self.path_contains is not None and self.path_contains not in record.path:
-            return False
-        if self.path is not None and record.path.rstrip("/") != self.path.rstrip("/"):
-            return False
-        if self.operation is not None and not (
-            self.operation == record.operation_name or self.operation in record.graphql_fields
-        ):
-            return False
-        if self.kind == "wait_timeout":
-            return record.api == "rest" and record.path.endswith("/wait")
-        if self.kind == "lose_allocation":
-            return _is_allocation(record)
-        return True
-
-    @property
-    def label(self) -> str:
-        if self.kind == "fail":
-            return f"fail:{self.status}"
-        if self.kind == "reset" and self.after_commit:
-            return "reset:after_commit"
-        if self.kind == "timeout":
-            return "timeout:408:after_commit" if self.after_commit else "timeout:408"
-        return self.kind
-
-    @property
-    def answers_after_commit(self) -> bool:
-        """Whether the request is processed first and only its answer is shaped."""
-        return self.kind in {"lose_allocation", "malformed"} or (
-            self.kind in {"reset", "timeout"} and self.after_commit
-        )
-
-
-def _is_allocation(record: RequestRecord) -> bool:
-    if record.api == "graphql":
-        return "allocateIpAddress" in record.graphql_fields
-    return record.method == "POST" and record.path.rstrip("/").endswith("/ip_assignments")
-
-
-def _ip_type(record: RequestRecord) -> str | None:
-    """The address type an allocation asks for: GraphQL carries it in the variables (`input`,
-    or a bare `type`), the REST ip_assignments endpoint in its JSON body."""
-    value: object
-    if record.api == "rest":
-        value = record.json.get("type") if isinstance(record.json, dict) else None
-    else:
-        variables = record.graphql_variables or {}
-        given = variables.get("input")
-        value = given.get("type") if isinstance(given, dict) else variables.get("type")
-    return value if isinstance(value, str) else None
+# FaultRule and DEADLINE_EXCEEDED are read from here by tests, as they always were.
+__all__ = ["DEADLINE_EXCEEDED", "FaultRule", "Faults"]
 
 
 class Faults:
@@ -118,27 +31,21 @@ class Faults:
     request from the rate limits too: it never reached the API.
     """
 
-    def __init__(self, simulator: Simulator) -> None:
-        self._sim = simulator
-        self._lock = threading.Lock()
-        self._rules: list[FaultRule] = []
-        self._latency = 0.0
-        self._never_healthy: set[str] = set()
-        self._fail_start: set[str] = set()
+    def __init__(self, state: State) -> None:
+        self._state = state
+        self._armed = state.armed
 
     # -- latency ---------------------------------------------------------------------------------
     @property
     def latency(self) -> float:
         """Seconds added to every API request before it is handled."""
-        with self._lock:
-            return self._latency
+        return self._armed.latency
 
     @latency.setter
     def latency(self, seconds: float) -> None:
         if seconds < 0:
             raise ValueError("latency must be >= 0")
-        with self._lock:
-            self._latency = seconds
+        self._armed.latency = seconds
 
     # -- request-level faults --------------------------------------------------------------------
     def fail_next(
@@ -307,28 +214,15 @@ class Faults:
     def never_healthy(self, machine_id: str) -> None:
         """After its next update(s) this machine starts but its checks, once they run, are
         critical and stay so."""
-        with self._lock:
-            self._never_healthy.add(machine_id)
+        self._armed.arm_never_healthy(machine_id)
 
     def fails_to_start(self, machine_id: str) -> None:
         """This machine's next update ends in `failed` (its new version's process exits at
         start) instead of `started`; the update after that starts it again."""
-        with self._lock:
-            self._fail_start.add(machine_id)
-
-    def take_fail_start(self, machine_id: str) -> bool:
-        with self._lock:
-            armed = machine_id in self._fail_start
-            self._fail_start.discard(machine_id)
-            return armed
+        self._armed.arm_fail_start(machine_id)
 
     def healthy_again(self, machine_id: str) -> None:
-        with self._lock:
-            self._never_healthy.discard(machine_id)
-
-    def is_never_healthy(self, machine_id: str) -> bool:
-        with self._lock:
-            return machine_id in self._never_healthy
+        self._armed.disarm_never_healthy(machine_id)
 
     def failover_after_updates(self, app: str, updates: int) -> None:
         """After ``updates`` more completed machine updates in ``app``, the primary role moves to
@@ -336,55 +230,16 @@ class Faults:
         standby when the primary goes away."""
         if updates < 1:
             raise ValueError("updates must be >= 1")
-        lifecycle.arm_failover(self._sim, app, updates)
+        lifecycle.arm_failover(self._state, app, updates)
 
     # -- bookkeeping -----------------------------------------------------------------------------
     def clear(self) -> None:
         """Disarm every fault and set latency back to 0 (armed failovers stay)."""
-        with self._lock:
-            self._rules.clear()
-            self._latency = 0.0
-            self._never_healthy.clear()
-            self._fail_start.clear()
+        self._armed.clear()
 
     @property
     def pending(self) -> list[FaultRule]:
-        with self._lock:
-            return [FaultRule(**vars(rule)) for rule in self._rules]
+        return self._armed.pending
 
     def _arm(self, rule: FaultRule) -> None:
-        if rule.remaining < 1:
-            raise ValueError("count must be >= 1")
-        with self._lock:
-            self._rules.append(rule)
-
-    def _take(
-        self, record: RequestRecord, kinds: set[FaultKind], *, after: bool
-    ) -> FaultRule | None:
-        with self._lock:
-            for rule in self._rules:
-                if (
-                    rule.kind in kinds
-                    and rule.answers_after_commit == after
-                    and rule.matches(record)
-                ):
-                    rule.remaining -= 1
-                    if rule.remaining <= 0:
-                        self._rules.remove(rule)
-                    return FaultRule(**vars(rule))
-        return None
-
-    def take_before(self, record: RequestRecord) -> FaultRule | None:
-        return self._take(record, {"fail", "rate_limit", "reset", "slow", "timeout"}, after=False)
-
-    def take_after(self, record: RequestRecord, *, succeeded: bool) -> FaultRule | None:
-        # A lost or timed-out answer does not care whether the change was accepted; a "lost
-        # allocation" only means something when there was one, a malformed answer in place of
-        # a success.
-        kinds: set[FaultKind] = {"reset", "timeout"}
-        if succeeded:
-            kinds |= {"lose_allocation", "malformed"}
-        return self._take(record, kinds, after=True)
-
-    def take_wait_timeout(self, record: RequestRecord) -> FaultRule | None:
-        return self._take(record, {"wait_timeout"}, after=False)
+        self._armed.arm(rule)

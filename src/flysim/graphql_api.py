@@ -4,7 +4,7 @@ Requests are parsed, validated and executed for real, so aliases, variables and 
 as they do against api.fly.io, and a field, argument or enum value Fly's API lacks fails
 validation. Only apps and IP addresses have resolvers (``Queries.app``,
 ``Mutations.allocateIpAddress``, ``Mutations.releaseIpAddress``, here as :func:`query_app`,
-:func:`allocate_ip_address` and :func:`release_ip_address` on the simulator's public API); any
+:func:`allocate_ip_address` and :func:`release_ip_address` on the state core); any
 other root field resolves to null, and a field the simulator's dicts do not carry is null (or an
 error where the schema says non-null).
 """
@@ -15,7 +15,7 @@ import json
 import threading
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from graphql import (
     DocumentNode,
@@ -38,7 +38,7 @@ from flysim.models import App
 from flysim.requestlog import operation_info
 
 if TYPE_CHECKING:
-    from flysim.simulator import Simulator
+    from flysim.state import State
 
 SCHEMA_RESOURCE = "fly-schema.graphql"
 """Fly's real schema (superfly/fly-go ``schema.graphql``), shipped as package data of flysim."""
@@ -129,7 +129,7 @@ def base_schema() -> GraphQLSchema:
     """Fly's schema with the simulator's resolvers, built and checked once per process.
 
     Parsing the ~11k-line SDL takes a fifth of a second, too much for each of the hundreds of
-    simulators a test run makes. The resolvers bound here find their simulator through
+    simulators a test run makes. The resolvers bound here find their state core through
     ``info.schema.extensions`` (see :func:`build`), so one set of types serves every simulator.
     """
     global _base  # noqa: PLW0603 - a process-wide cache, built on first use
@@ -142,20 +142,20 @@ def base_schema() -> GraphQLSchema:
         return _base
 
 
-def build(sim: Simulator) -> GraphQLSchema:
-    """The schema bound to ``sim``: the shared types of :func:`base_schema`, ``sim`` attached.
+def build(state: State) -> GraphQLSchema:
+    """The schema bound to ``state``: the shared types of :func:`base_schema`, ``state`` attached.
 
     Costs about a millisecond (collecting the type map again), not a schema parse.
     """
     kwargs = base_schema().to_kwargs()
-    kwargs["extensions"] = {**kwargs["extensions"], _EXTENSION_KEY: sim}
+    kwargs["extensions"] = {**kwargs["extensions"], _EXTENSION_KEY: state}
     kwargs["assume_valid"] = True  # the base schema was checked when it was built
     return GraphQLSchema(**kwargs)
 
 
-def _sim(info: GraphQLResolveInfo[Any]) -> Simulator:
-    sim: Simulator = info.schema.extensions[_EXTENSION_KEY]
-    return sim
+def _state(info: GraphQLResolveInfo[Any]) -> State:
+    state: State = info.schema.extensions[_EXTENSION_KEY]
+    return state
 
 
 def _resolve_app(
@@ -166,39 +166,49 @@ def _resolve_app(
     **_ignored: Any,
 ) -> dict[str, Any]:
     # Fly's App.id is the app name, so `id` and `name` address the same thing.
-    return query_app(_sim(info), name or id or "")
+    return query_app(_state(info), name or id or "")
 
 
 def _resolve_allocate(
     _root: object, info: GraphQLResolveInfo[Any], input: dict[str, Any]
 ) -> dict[str, Any]:
-    return allocate_ip_address(_sim(info), input)
+    return allocate_ip_address(_state(info), input)
 
 
 def _resolve_release(
     _root: object, info: GraphQLResolveInfo[Any], input: dict[str, Any]
 ) -> dict[str, Any]:
-    return release_ip_address(_sim(info), input)
+    return release_ip_address(_state(info), input)
 
 
-# -- the root fields, on a simulator -----------------------------------------------------------
-def query_app(sim: Simulator, name: str) -> dict[str, Any]:
+# -- the root fields, on the state core --------------------------------------------------------
+class AppReader(Protocol):
+    """What reading an app needs: the state core, or the ``Simulator`` in front of it (a test
+    asks a simulator for an app as GraphQL gives it)."""
+
+    @property
+    def lock(self) -> threading.RLock: ...
+
+    def find_app(self, name: str) -> App | None: ...
+
+
+def query_app(state: AppReader, name: str) -> dict[str, Any]:
     """``Queries.app``: the app named ``name`` as Fly's GraphQL API gives it."""
-    with sim.lock:
-        app = sim.find_app(name)
+    with state.lock:
+        app = state.find_app(name)
         if app is None:
             raise NotFoundError("Could not find App")
         return app_object(app)
 
 
-def allocate_ip_address(sim: Simulator, data: dict[str, Any]) -> dict[str, Any]:
+def allocate_ip_address(state: State, data: dict[str, Any]) -> dict[str, Any]:
     """``Mutations.allocateIpAddress`` with its ``input``."""
-    with sim.lock:
-        app = sim.find_app(str(data.get("appId") or ""))
+    with state.lock:
+        app = state.find_app(str(data.get("appId") or ""))
         if app is None:
             raise NotFoundError("Could not find App")
         try:
-            ip = sim.allocate_ip(
+            ip = state.allocate_ip(
                 app,
                 str(data["type"]),
                 str(data.get("region") or ""),
@@ -214,21 +224,21 @@ def allocate_ip_address(sim: Simulator, data: dict[str, Any]) -> dict[str, Any]:
         }
 
 
-def release_ip_address(sim: Simulator, data: dict[str, Any]) -> dict[str, Any]:
+def release_ip_address(state: State, data: dict[str, Any]) -> dict[str, Any]:
     """``Mutations.releaseIpAddress`` with its ``input``: by id or address, in one app or any."""
-    with sim.lock:
+    with state.lock:
         ip_id, address = data.get("ipAddressId"), data.get("ip")
         if not ip_id and not address:
             raise InvalidInputError("ipAddressId or ip is required")
         if data.get("appId"):
-            app = sim.find_app(str(data["appId"]))
+            app = state.find_app(str(data["appId"]))
             if app is None:
                 raise NotFoundError("Could not find App")
             apps = [app]
         else:
-            apps = list(sim.apps.values())
+            apps = list(state.apps().values())
         for candidate in apps:
-            if sim.release_ip(candidate, ip_id=ip_id, address=address):
+            if state.release_ip(candidate, ip_id=ip_id, address=address):
                 return {
                     "app": app_object(candidate),
                     "clientMutationId": data.get("clientMutationId"),

@@ -1,9 +1,9 @@
 """IP addresses: allocating (the address each type gets) and releasing an app's addresses.
 
 :class:`AddressPool` owns the counters and the IPv4 prefix new addresses come from. Its callers
-hold the simulator's lock and tell the simulator afterwards, so that listeners follow the change
-(:meth:`Simulator.allocate_ip <flysim.simulator.Simulator.allocate_ip>` and
-:meth:`~flysim.simulator.Simulator.release_ip` do both).
+hold the state lock and tell the state core afterwards, so that listeners follow the change
+(:meth:`State.allocate_ip <flysim.state.State.allocate_ip>` and
+:meth:`~flysim.state.State.release_ip` do both).
 """
 
 from __future__ import annotations

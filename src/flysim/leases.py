@@ -1,7 +1,7 @@
 """Machine leases: acquire, refresh, release, and the nonce check every leased change passes.
 
-Each function works on a live :class:`~flysim.models.Machine`; the caller holds the simulator's
-lock (:attr:`Simulator.lock <flysim.simulator.Simulator.lock>`) and has already refused a machine
+Each function works on a live :class:`~flysim.models.Machine`; the caller holds the state lock
+(:attr:`State.lock <flysim.state.State.lock>`) and has already refused a machine
 it may not touch (absent, destroyed, on an unreachable host). Refusals are :class:`ApiError`\\ s
 with the Machines API's statuses and texts.
 """

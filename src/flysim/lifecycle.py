@@ -1,75 +1,40 @@
 """Machine lifecycle: update validation, the restart an update causes, the first run of checks,
-failover of the Postgres primary, host status, and the state changes they record
-(:class:`StateChange`, one entry of the simulator's timeline).
+failover of the Postgres primary, host status, and the state changes they record on the timeline.
 
-Every function takes the :class:`~flysim.simulator.Simulator` and uses only its public state
-API: the lock, ``require_app`` / ``find_app``, ``record_change``, ``after_change``,
-``call_later`` and ``cut_connections``. Callers that pass live objects hold the lock; the
-scheduled steps take it themselves.
+Every function takes the :class:`~flysim.state.State` and uses its state API: the lock,
+``require_app`` / ``find_app``, ``record_change``, ``after_change``, ``call_later``,
+``cut_connections`` and the armed machine faults. Callers that pass live objects hold the lock;
+the scheduled steps take it themselves.
 """
 
 from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from flysim import _ids, leases, models
+from flysim import _ids, configs, leases, models
 from flysim.errors import ApiError
 from flysim.models import App, Machine
 
 if TYPE_CHECKING:
-    from flysim.simulator import Simulator
+    from flysim.state import State
 
 VALID_HANDLERS = frozenset({"http", "tls", "pg_tls", "proxy_proto", "edge_http"})
 
 
-@dataclass(frozen=True)
-class StateChange:
-    """One entry of the machine timeline (see ``Simulator.timeline``)."""
-
-    at: float  # time.monotonic()
-    app: str
-    machine_id: str
-    state: str
-    healthy: bool  # started on a reachable host with every defined check passing
-    role: str
-    instance_id: str
-    # seed / update / restarted / checks_passing / checks_critical / failover / host_<status>
-    reason: str
-    host_status: str = "ok"
-
-
-def max_down(timeline: Iterable[StateChange]) -> int:
-    """The most machines at the same time not healthy after having been healthy (see
-    :meth:`Simulator.max_machines_down <flysim.simulator.Simulator.max_machines_down>`)."""
-    down: set[str] = set()
-    peak = 0
-    was_healthy: set[str] = set()
-    for change in timeline:
-        if change.healthy:
-            down.discard(change.machine_id)
-            was_healthy.add(change.machine_id)
-        elif change.machine_id in was_healthy:
-            down.add(change.machine_id)
-        peak = max(peak, len(down))
-    return peak
-
-
 # -- updates ---------------------------------------------------------------------------------
 def update_machine(
-    sim: Simulator, app: App, machine: Machine, body: Any, nonce: str | None
+    state: State, app: App, machine: Machine, body: Any, nonce: str | None
 ) -> dict[str, Any]:
     """Apply a Machines API update: the machine is ``replacing`` for ``restart_seconds``."""
     leases.check_nonce(machine, nonce)
-    config, skip_launch = validate_update(machine, body, sim.stale_version_status)
+    config, skip_launch = validate_update(machine, body, state.stale_version_status)
     now = time.time()
     machine.previous_versions.append(machine.instance_id)
     machine.instance_id = _ids.ulid(now)
     machine.config = config
-    machine.image_ref = models.image_ref_for(
+    machine.image_ref = configs.image_ref_for(
         config["image"], dict(machine.image_ref.get("labels") or {})
     )
     machine.generation += 1
@@ -77,13 +42,13 @@ def update_machine(
     machine.updated_at = now
     machine.add_event("update", "replacing", source="user")
     machine.clear_checks()  # the new version has run no check yet
-    _set_state(sim, app, machine, "replacing", "update")
+    _set_state(state, app, machine, "replacing", "update")
     generation, app_name, machine_id = machine.generation, app.name, machine.id
-    sim.call_later(
-        sim.restart_seconds,
-        lambda: _finish_restart(sim, app_name, machine_id, generation, skip_launch),
+    state.call_later(
+        state.restart_seconds,
+        lambda: _finish_restart(state, app_name, machine_id, generation, skip_launch),
     )
-    sim.after_change()
+    state.after_change()
     return machine.to_json()
 
 
@@ -158,78 +123,83 @@ def validate_services(services: Any) -> None:
         if not isinstance(ports, list):
             raise ApiError(422, f"{where}.ports must be a list")
         for j, port in enumerate(ports):
-            if not isinstance(port, dict):
-                raise ApiError(422, f"{where}.ports[{j}] must be an object")
-            number = port.get("port")
-            if number is not None and (not isinstance(number, int) or not 1 <= number <= 65535):
-                raise ApiError(422, f"{where}.ports[{j}].port must be a port number")
-            if number is None and port.get("start_port") is None:
-                raise ApiError(422, f"{where}.ports[{j}] needs port or start_port/end_port")
-            handlers = port.get("handlers") or []
-            if not isinstance(handlers, list) or not all(h in VALID_HANDLERS for h in handlers):
-                raise ApiError(422, f"{where}.ports[{j}].handlers has an unknown handler")
+            _validate_port(f"{where}.ports[{j}]", port)
+
+
+def _validate_port(where: str, port: Any) -> None:
+    """One entry of a service's ``ports``: a port (or a range) and known handlers."""
+    if not isinstance(port, dict):
+        raise ApiError(422, f"{where} must be an object")
+    number = port.get("port")
+    if number is not None and (not isinstance(number, int) or not 1 <= number <= 65535):
+        raise ApiError(422, f"{where}.port must be a port number")
+    if number is None and port.get("start_port") is None:
+        raise ApiError(422, f"{where} needs port or start_port/end_port")
+    handlers = port.get("handlers") or []
+    if not isinstance(handlers, list) or not all(h in VALID_HANDLERS for h in handlers):
+        raise ApiError(422, f"{where}.handlers has an unknown handler")
 
 
 # -- what follows an update, on the scheduler's thread ---------------------------------------
 def _finish_restart(
-    sim: Simulator, app_name: str, machine_id: str, generation: int, skip_launch: bool
+    state: State, app_name: str, machine_id: str, generation: int, skip_launch: bool
 ) -> None:
-    with sim.lock:
-        app = sim.find_app(app_name)
+    with state.lock:
+        app = state.find_app(app_name)
         machine = app.machine(machine_id) if app else None
-        if app is None or machine is None or machine.generation != generation or sim.stopped:
+        if app is None or machine is None or machine.generation != generation or state.stopped:
             return
         now = time.time()
         # A skip_launch update leaves the new version `created`, a persistent state: it is
         # never launched, so it neither starts nor becomes `stopped` by itself (docs
         # `machines/machine-states`).
-        state = "created" if skip_launch else "started"
-        if state == "started" and sim.faults.take_fail_start(machine.id):
-            state = "failed"
+        new_state = "created" if skip_launch else "started"
+        if new_state == "started" and state.armed.take_fail_start(machine.id):
+            new_state = "failed"
         machine.updated_at = now
-        machine.add_event("start" if state == "started" else "update", state)
-        _set_state(sim, app, machine, state, "restarted")
+        machine.add_event("start" if new_state == "started" else "update", new_state)
+        _set_state(state, app, machine, new_state, "restarted")
         app.updates_completed += 1
         app.updated_since_armed.add(machine.id)
-        _maybe_failover(sim, app)
-        if state == "started":
+        _maybe_failover(state, app)
+        if new_state == "started":
             # Until its checks first run, the list stays empty: a client that reads
             # "no checks" as "all passing" moves on too early (flyctl #4952).
-            sim.call_later(
-                sim.check_grace_seconds,
-                lambda: _run_checks(sim, app_name, machine_id, generation),
+            state.call_later(
+                state.check_grace_seconds,
+                lambda: _run_checks(state, app_name, machine_id, generation),
             )
-        sim.after_change()
+        state.after_change()
 
 
-def _run_checks(sim: Simulator, app_name: str, machine_id: str, generation: int) -> None:
+def _run_checks(state: State, app_name: str, machine_id: str, generation: int) -> None:
     """The first run of a started machine's checks: every defined check gets a status."""
-    with sim.lock:
-        app = sim.find_app(app_name)
+    with state.lock:
+        app = state.find_app(app_name)
         machine = app.machine(machine_id) if app else None
         if app is None or machine is None or machine.generation != generation:
             return
-        if machine.state != "started" or sim.stopped:
+        if machine.state != "started" or state.stopped:
             return
-        if sim.faults.is_never_healthy(machine.id):
+        if state.armed.is_never_healthy(machine.id):
             machine.fail_checks(time.time())  # and they stay so until the next update
-            sim.record_change(app, machine, "checks_critical")
+            state.record_change(app, machine, "checks_critical")
         else:
             machine.pass_checks(time.time())
-            sim.record_change(app, machine, "checks_passing")
-        sim.after_change()
+            state.record_change(app, machine, "checks_passing")
+        state.after_change()
 
 
 # -- failover --------------------------------------------------------------------------------
-def arm_failover(sim: Simulator, app_name: str, updates: int) -> None:
+def arm_failover(state: State, app_name: str, updates: int) -> None:
     """Move the primary role once ``updates`` more updates of ``app_name`` have completed."""
-    with sim.lock:
-        app = sim.require_app(app_name)
+    with state.lock:
+        app = state.require_app(app_name)
         app.failover_after = app.updates_completed + updates
         app.updated_since_armed = set()
 
 
-def _maybe_failover(sim: Simulator, app: App) -> None:
+def _maybe_failover(state: State, app: App) -> None:
     if app.failover_after is None or app.updates_completed < app.failover_after:
         return
     app.failover_after = None
@@ -244,10 +214,10 @@ def _maybe_failover(sim: Simulator, app: App) -> None:
         ),
     )
     if ranked:
-        _set_primary(sim, app, ranked[0].id, "failover")
+        _set_primary(state, app, ranked[0].id, "failover")
 
 
-def _set_primary(sim: Simulator, app: App, machine_id: str, reason: str) -> None:
+def _set_primary(state: State, app: App, machine_id: str, reason: str) -> None:
     old = app.primary_id
     app.primary_id = machine_id
     now = time.time()
@@ -256,30 +226,32 @@ def _set_primary(sim: Simulator, app: App, machine_id: str, reason: str) -> None
         if machine.role != role:
             machine.role = role
             machine.refresh_role_output(now)
-            sim.record_change(app, machine, reason)
+            state.record_change(app, machine, reason)
     if old is not None:
         # Connections through HAProxy to the old primary end with its role.
-        sim.cut_connections(lambda r: r.app == app.name and r.haproxy and r.backend_machine == old)
+        state.cut_connections(
+            lambda r: r.app == app.name and r.haproxy and r.backend_machine == old
+        )
 
 
 # -- state changes ---------------------------------------------------------------------------
-def _set_state(sim: Simulator, app: App, machine: Machine, state: str, reason: str) -> None:
-    machine.state = state
-    sim.record_change(app, machine, reason)
-    if state != "started":
+def _set_state(state: State, app: App, machine: Machine, new_state: str, reason: str) -> None:
+    machine.state = new_state
+    state.record_change(app, machine, reason)
+    if new_state != "started":
         # The machine's HAProxy/Postgres is gone: connections through it or to it drop.
-        sim.cut_connections(
+        state.cut_connections(
             lambda r: r.app == app.name and machine.id in (r.backend_machine, r.via_machine)
         )
 
 
-def set_host_status(sim: Simulator, app_name: str, machine_id: str, status: str) -> None:
+def set_host_status(state: State, app_name: str, machine_id: str, status: str) -> None:
     """See :meth:`Simulator.set_host_status <flysim.simulator.Simulator.set_host_status>`."""
     if status not in models.HOST_STATUSES:
         raise ValueError(f"host status must be one of {sorted(models.HOST_STATUSES)}")
-    with sim.lock:
-        app = sim.require_app(app_name)
-        machine = sim.require_machine(app, machine_id)
+    with state.lock:
+        app = state.require_app(app_name)
+        machine = state.require_machine(app, machine_id)
         if machine.host_status == status:
             return
         if status == "ok":
@@ -287,10 +259,26 @@ def set_host_status(sim: Simulator, app_name: str, machine_id: str, status: str)
         elif machine.host_status == "ok":
             machine.known_state = machine.state
         machine.host_status = status
-        sim.record_change(app, machine, f"host_{status}")
+        state.record_change(app, machine, f"host_{status}")
         if status != "ok":
             # Connections through the machine's proxy or to its Postgres die with the host.
-            sim.cut_connections(
+            state.cut_connections(
                 lambda r: r.app == app_name and machine_id in (r.backend_machine, r.via_machine)
             )
-        sim.after_change()
+        state.after_change()
+
+
+def require_reachable(machine: Machine) -> Machine:
+    """Refuse what only the machine's host (flyd) can do while that host is unreachable."""
+    if machine.host_status != "ok":
+        raise ApiError(503, unreachable_text(machine))
+    return machine
+
+
+def unreachable_text(machine: Machine) -> str:
+    # UNCONFIRMED: the status and text of a lease/update/wait on a machine whose host is not
+    # `ok`. flyctl does not even try to lease such a machine (`internal/machine/lease.go`).
+    return (
+        f"host unreachable: machine {machine.id} is on a host that cannot be reached "
+        f"(host_status {machine.host_status})"
+    )

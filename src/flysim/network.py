@@ -2,7 +2,7 @@
 new pg_tls connection reaches.
 
 :class:`PublicNetwork` keeps what only the network needs (the listen ports chosen, the app that
-plays ``<app>.fly.dev`` on 127.0.0.1, the round-robin position); the simulator passes it the
+plays ``<app>.fly.dev`` on 127.0.0.1, the round-robin position); the state core passes it the
 apps, under its lock, and hands the answers to the :class:`~flysim.proxy.ProxyManager`.
 """
 

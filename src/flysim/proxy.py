@@ -2,8 +2,8 @@
 
 Per connection it does what fly-api.md §7.1 describes: read the client's 8-byte SSLRequest,
 answer ``S``, complete TLS with a ``*.fly.dev`` certificate, then forward the plaintext Postgres
-stream. The certificates are issued by the simulator's test CA (:class:`CertificateAuthority`),
-which a test trusts the way a user's system store trusts Fly's. Routing follows postgres-flex: a
+stream. The certificates are issued by the simulator's test CA (:mod:`flysim.certs`), which a
+test trusts the way a user's system store trusts Fly's. Routing follows postgres-flex: a
 service on internal port 5432 is HAProxy, which only reaches the primary, so while the primary is
 not ``started`` new connections are refused and existing ones are cut.
 """
@@ -11,23 +11,29 @@ not ``started`` new connections are refused and existing ones are cut.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import logging
-import os
 import select
 import socket
 import ssl
 import struct
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from flysim.certs import CertificateAuthority, make_certificate
+
+# The certificates are issued in flysim.certs; tests have always imported them from here.
+__all__ = [
+    "HAPROXY_PORT",
+    "Backend",
+    "CertificateAuthority",
+    "ProxiedConnection",
+    "ProxyManager",
+    "Route",
+    "error_response",
+    "make_certificate",
+]
 
 log = logging.getLogger("flysim.proxy")
 
@@ -81,127 +87,6 @@ def error_response(message: str, code: str = "08P01") -> bytes:
     )
     body = fields + b"\0"
     return b"E" + struct.pack("!i", len(body) + 4) + body
-
-
-class CertificateAuthority:
-    """The simulator's test CA: an EC key and a self-signed CA certificate (``BasicConstraints``
-    ``ca=True``, key usage cert-sign and CRL-sign, subject key identifier). The proxy's per-app
-    certificates are issued by it, so a client that trusts :attr:`cert_pem` can verify them the
-    way it verifies Fly's real certificates against its system store."""
-
-    def __init__(self, name: str = "flysim test CA") -> None:
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name(
-            [
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "flysim"),
-                x509.NameAttribute(NameOID.COMMON_NAME, name),
-            ]
-        )
-        now = dt.datetime.now(dt.UTC)
-        public = self.key.public_key()
-        self.cert = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(subject)
-            .public_key(public)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(_key_usage(cert_sign=True), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-            .sign(self.key, hashes.SHA256())
-        )
-
-    @property
-    def cert_pem(self) -> bytes:
-        return self.cert.public_bytes(serialization.Encoding.PEM)
-
-    def write(self, directory: str) -> str:
-        """Write the CA certificate (PEM) into ``directory``; returns its path."""
-        fd, path = tempfile.mkstemp(prefix="flysim-ca-", suffix=".crt", dir=directory)
-        with os.fdopen(fd, "wb") as f:
-            f.write(self.cert_pem)
-        return path
-
-    def issue(self, app: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-        """A server certificate for ``<app>.fly.dev``, ``*.fly.dev`` and ``localhost`` (which
-        plays ``<app>.fly.dev`` here; see ``Simulator(hostname_on_loopback=...)``). It names no
-        IP address: a client that verifies the hostname refuses ``127.0.0.1``, as it would
-        refuse a Fly IP address in place of the name."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.UTC)
-        ca_public = self.key.public_key()
-        ski = x509.SubjectKeyIdentifier.from_public_key(ca_public)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{app}.fly.dev")]))
-            .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=30))
-            .add_extension(
-                x509.SubjectAlternativeName(
-                    [
-                        x509.DNSName(f"{app}.fly.dev"),
-                        x509.DNSName("*.fly.dev"),
-                        x509.DNSName("localhost"),
-                    ]
-                ),
-                critical=False,
-            )
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(_key_usage(cert_sign=False), critical=True)
-            .add_extension(
-                x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-            )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
-            )
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski),
-                critical=False,
-            )
-            .sign(self.key, hashes.SHA256())
-        )
-        return cert, key
-
-
-def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
-    """A CA's (certificate and CRL signing) or a TLS server's (ECDSA signatures) key usage."""
-    return x509.KeyUsage(
-        digital_signature=not cert_sign,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=cert_sign,
-        crl_sign=cert_sign,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
-def make_certificate(
-    app: str, directory: str, ca: CertificateAuthority | None = None
-) -> tuple[str, str]:
-    """A certificate for ``app`` issued by ``ca`` (a fresh CA when None), written into
-    ``directory``: (cert path, key path)."""
-    cert, key = (ca or CertificateAuthority()).issue(app)
-    fd, cert_path = tempfile.mkstemp(prefix=f"{app}-", suffix=".crt", dir=directory)
-    with os.fdopen(fd, "wb") as f:
-        f.write(cert.public_bytes(serialization.Encoding.PEM))
-    fd, key_path = tempfile.mkstemp(prefix=f"{app}-", suffix=".key", dir=directory)
-    with os.fdopen(fd, "wb") as f:
-        f.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    return cert_path, key_path
 
 
 class _Listener:
@@ -338,25 +223,7 @@ class ProxyManager:
         conn: ProxiedConnection | None = None
         try:
             client.settimeout(self._handshake_timeout)
-            head = _recv_exact(client, 8)
-            if head is None:
-                return
-            length, code = struct.unpack("!ii", head)
-            if length == 8 and code == SSL_REQUEST_CODE:
-                pass
-            elif code == PROTOCOL_3:
-                # A plaintext StartupMessage: pg_tls never passes plaintext through. (Whether Fly
-                # answers with an error or just closes is UNCONFIRMED; an error is friendlier.)
-                # Read the rest of the packet first: closing with unread data would be a RST
-                # that can destroy the error before the client reads it.
-                if 8 < length <= 10_000:
-                    _recv_exact(client, length - 8)
-                client.sendall(error_response("SSL required: this port only accepts TLS", "28000"))
-                client.shutdown(socket.SHUT_WR)
-                return
-            else:
-                # GSSENCRequest, CancelRequest or a direct TLS ClientHello (PG17
-                # sslnegotiation=direct): support is UNCONFIRMED, so refuse (strict reading).
+            if not _ssl_requested(client):
                 return
             with self._lock:
                 route = self._route(app, service_port)
@@ -366,22 +233,7 @@ class ProxyManager:
                     return
                 conn = ProxiedConnection(route, client)
                 self._connections.add(conn)
-            client.sendall(b"S")
-            tls = self._context(app).wrap_socket(client, server_side=True)
-            conn.client = tls
-            if conn.cut_event.is_set():
-                return
-            backend_info = self._backend()
-            if backend_info is None:
-                tls.sendall(error_response("no PostgreSQL server is attached to the simulator"))
-                return
-            backend = socket.create_connection((backend_info.host, backend_info.port), timeout=5)
-            conn.backend = backend  # first, so the finally below closes it whatever happens next
-            with contextlib.suppress(OSError):  # a latency nicety, as for the client socket
-                backend.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if conn.cut_event.is_set():
-                return
-            _pump(tls, backend, conn.cut_event)
+            self._relay(conn, app)
         except (OSError, ValueError):
             pass
         finally:
@@ -392,6 +244,48 @@ class ProxyManager:
                     conn.backend.close()
                 conn.client.close()
             client.close()
+
+    def _relay(self, conn: ProxiedConnection, app: str) -> None:
+        """Accept the SSLRequest, complete TLS, then forward the plaintext stream both ways
+        until either side ends or the connection is cut."""
+        conn.client.sendall(b"S")
+        tls = self._context(app).wrap_socket(conn.client, server_side=True)
+        conn.client = tls
+        if conn.cut_event.is_set():
+            return
+        backend_info = self._backend()
+        if backend_info is None:
+            tls.sendall(error_response("no PostgreSQL server is attached to the simulator"))
+            return
+        backend = socket.create_connection((backend_info.host, backend_info.port), timeout=5)
+        conn.backend = backend  # first, so that _serve closes it whatever happens next
+        with contextlib.suppress(OSError):  # a latency nicety, as for the client socket
+            backend.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if conn.cut_event.is_set():
+            return
+        _pump(tls, backend, conn.cut_event)
+
+
+def _ssl_requested(client: socket.socket) -> bool:
+    """Whether the client's first message is an SSLRequest; any other is refused."""
+    head = _recv_exact(client, 8)
+    if head is None:
+        return False
+    length, code = struct.unpack("!ii", head)
+    if length == 8 and code == SSL_REQUEST_CODE:
+        return True
+    if code == PROTOCOL_3:
+        # A plaintext StartupMessage: pg_tls never passes plaintext through. (Whether Fly
+        # answers with an error or just closes is UNCONFIRMED; an error is friendlier.)
+        # Read the rest of the packet first: closing with unread data would be a RST
+        # that can destroy the error before the client reads it.
+        if 8 < length <= 10_000:
+            _recv_exact(client, length - 8)
+        client.sendall(error_response("SSL required: this port only accepts TLS", "28000"))
+        client.shutdown(socket.SHUT_WR)
+    # Otherwise a GSSENCRequest, CancelRequest or a direct TLS ClientHello (PG17
+    # sslnegotiation=direct): support is UNCONFIRMED, so refuse (strict reading).
+    return False
 
 
 def _recv_exact(sock: socket.socket, size: int) -> bytes | None:

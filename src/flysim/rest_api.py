@@ -2,9 +2,9 @@
 
 Every route is one rate-limited action (:mod:`flysim.ratelimit`): a request over Fly's limit is
 answered 429 with ``Retry-After`` before its handler runs. Handlers read the request, take the
-simulator's lock and answer; what a lease, an update, metadata or an address does is in
-:mod:`flysim.leases`, :mod:`flysim.lifecycle`, :mod:`flysim.metadata` and :mod:`flysim.ips`
-(through the simulator).
+state core's lock and answer; what a lease, an update, a wait, metadata or an address does is in
+:mod:`flysim.leases`, :mod:`flysim.lifecycle`, :mod:`flysim.waits`, :mod:`flysim.metadata` and
+:mod:`flysim.ips` (through the :class:`~flysim.state.State`).
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-from flysim import _ids, leases, metadata, models
+from flysim import _ids, leases, lifecycle, metadata, models, waits
 from flysim.errors import ApiError
-from flysim.models import Machine
+from flysim.models import App
 from flysim.ratelimit import ACTION_SCOPES
 from flysim.requestlog import RequestRecord
 
 if TYPE_CHECKING:
-    from flysim.simulator import Simulator
+    from flysim.state import State
 
 MAX_WAIT_TIMEOUT = 60  # fly-go clamps to this because of a proxy limit (fly-api.md §3.5)
 REST_UNAUTHENTICATED = {"error": "Authenticate: token validation error"}
@@ -53,7 +53,7 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-Handler = Callable[["Simulator", Request], Response]
+Handler = Callable[["State", Request], Response]
 
 # pattern -> method -> (handler, rate-limit action)
 _ROUTES: list[tuple[re.Pattern[str], dict[str, tuple[Handler, str]]]] = []
@@ -78,7 +78,7 @@ def route(pattern: str, method: str, action: str) -> Callable[[Handler], Handler
     return register
 
 
-def dispatch(sim: Simulator, request: Request) -> Response:
+def dispatch(state: State, request: Request) -> Response:
     path = request.record.path
     for pattern, methods in _ROUTES:
         match = pattern.match(path)
@@ -91,12 +91,12 @@ def dispatch(sim: Simulator, request: Request) -> Response:
         request.params = {k: unquote(v) for k, v in match.groupdict().items()}
         # Counted per machine ID or app name, whether or not that machine or app exists.
         identifier = request.params["id" if ACTION_SCOPES[action] == "machine" else "app"]
-        retry_after = sim.throttle(action, identifier)
+        retry_after = state.throttle(action, identifier)
         if retry_after is not None:
             request.record.throttled = True
             return Response(429, dict(RATE_LIMITED), {"Retry-After": str(retry_after)})
         try:
-            return handler(sim, request)
+            return handler(state, request)
         except ApiError as exc:
             return Response(exc.status, {"error": exc.message})
     return Response(404, {"error": "not found"})
@@ -108,9 +108,9 @@ _MACHINE = _APP + r"/machines/(?P<id>[^/]+)"
 
 # ----------------------------------------------------------------------------------------- apps
 @route(_APP, "GET", "get_app")
-def get_app(sim: Simulator, req: Request) -> Response:
-    with sim.lock:
-        app = sim.require_app(req.params["app"])
+def get_app(state: State, req: Request) -> Response:
+    with state.lock:
+        app = state.require_app(req.params["app"])
         return Response(
             200,
             {
@@ -134,7 +134,7 @@ def get_app(sim: Simulator, req: Request) -> Response:
 
 # ------------------------------------------------------------------------------------- machines
 @route(_APP + "/machines", "GET", "list_machines")
-def list_machines(sim: Simulator, req: Request) -> Response:
+def list_machines(state: State, req: Request) -> Response:
     # `summary` is accepted and ignored: the full objects are a superset of the summary.
     states = {s for v in req.query.get("state", []) for s in v.split(",") if s}
     region = req.last("region")
@@ -145,8 +145,8 @@ def list_machines(sim: Simulator, req: Request) -> Response:
     }
     include_deleted = req.flag("include_deleted")
     include_leases = req.flag("include_leases")
-    with sim.lock:
-        app = sim.require_app(req.params["app"])
+    with state.lock:
+        app = state.require_app(req.params["app"])
         result = []
         for machine in app.machines:
             if machine.state == "destroyed" and not include_deleted:
@@ -163,23 +163,23 @@ def list_machines(sim: Simulator, req: Request) -> Response:
 
 
 @route(_MACHINE, "GET", "get_machine")
-def get_machine(sim: Simulator, req: Request) -> Response:
-    with sim.lock:
-        machine = sim.require_machine(sim.require_app(req.params["app"]), req.params["id"])
+def get_machine(state: State, req: Request) -> Response:
+    with state.lock:
+        machine = state.require_machine(state.require_app(req.params["app"]), req.params["id"])
         return Response(200, machine.to_json(include_lease=req.flag("include_leases")))
 
 
 @route(_MACHINE, "POST", "update_machine")
-def update_machine(sim: Simulator, req: Request) -> Response:
-    with sim.lock:
-        app = sim.require_app(req.params["app"])
-        machine = _require_reachable(sim.require_machine(app, req.params["id"]))
-        return Response(200, sim.update_machine(app, machine, req.body, req.nonce))
+def update_machine(state: State, req: Request) -> Response:
+    with state.lock:
+        app = state.require_app(req.params["app"])
+        machine = lifecycle.require_reachable(state.require_machine(app, req.params["id"]))
+        return Response(200, lifecycle.update_machine(state, app, machine, req.body, req.nonce))
 
 
 # --------------------------------------------------------------------------------------- leases
 @route(_MACHINE + "/lease", "POST", "acquire_lease")
-def acquire_lease(sim: Simulator, req: Request) -> Response:
+def acquire_lease(state: State, req: Request) -> Response:
     ttl_text = req.last("ttl")
     description = ""
     if isinstance(req.body, dict):
@@ -189,35 +189,54 @@ def acquire_lease(sim: Simulator, req: Request) -> Response:
     elif req.body is not None:
         raise ApiError(400, "request body must be a JSON object")
     ttl = DEFAULT_LEASE_TTL if ttl_text is None else _positive_int(ttl_text, "ttl")
-    with sim.lock:
-        machine = sim.require_machine(sim.require_app(req.params["app"]), req.params["id"])
-        _require_reachable(machine)
+    with state.lock:
+        machine = state.require_machine(state.require_app(req.params["app"]), req.params["id"])
+        lifecycle.require_reachable(machine)
         lease = leases.acquire(
-            machine, req.nonce, ttl=ttl, owner=sim.lease_owner, description=description
+            machine, req.nonce, ttl=ttl, owner=state.lease_owner, description=description
         )
         return Response(201, lease.envelope())
 
 
 @route(_MACHINE + "/lease", "GET", "get_lease")
-def get_lease(sim: Simulator, req: Request) -> Response:
-    with sim.lock:
-        machine = sim.require_machine(sim.require_app(req.params["app"]), req.params["id"])
-        _require_reachable(machine)
+def get_lease(state: State, req: Request) -> Response:
+    with state.lock:
+        machine = state.require_machine(state.require_app(req.params["app"]), req.params["id"])
+        lifecycle.require_reachable(machine)
         return Response(200, leases.current(machine).envelope())
 
 
 @route(_MACHINE + "/lease", "DELETE", "release_lease")
-def release_lease(sim: Simulator, req: Request) -> Response:
-    with sim.lock:
-        machine = sim.require_machine(sim.require_app(req.params["app"]), req.params["id"])
-        _require_reachable(machine)
+def release_lease(state: State, req: Request) -> Response:
+    with state.lock:
+        machine = state.require_machine(state.require_app(req.params["app"]), req.params["id"])
+        lifecycle.require_reachable(machine)
         leases.release(machine, req.nonce)
         return Response(200, {"status": "success", "data": {"ok": True}})
 
 
 # ----------------------------------------------------------------------------------------- wait
 @route(_MACHINE + "/wait", "GET", "wait")
-def wait(sim: Simulator, req: Request) -> Response:
+def wait(state: State, req: Request) -> Response:
+    target = _wait_request(req)
+    with state.lock:
+        app = state.require_app(req.params["app"])
+        machine = lifecycle.require_reachable(state.require_machine(app, req.params["id"]))
+        version = target.version
+        if version and version != machine.instance_id and version not in machine.previous_versions:
+            raise ApiError(404, f"machine {machine.id} has no version {version}")
+
+    fault = state.armed.take_wait_timeout(req.record)
+    if fault is not None:
+        req.record.fault = fault.label
+        time.sleep(fault.seconds)
+        with state.lock:
+            return Response(*waits.deadline_exceeded(target, machine.state))
+    return Response(*waits.until(state, machine, target))
+
+
+def _wait_request(req: Request) -> waits.Wait:
+    """The wait's query, checked: states, then timeout, then version."""
     states = [s for v in req.query.get("state", []) for s in v.split(",") if s] or ["started"]
     unknown = [s for s in states if s not in models.WAITABLE_STATES]
     if unknown:
@@ -237,60 +256,7 @@ def wait(sim: Simulator, req: Request) -> Response:
         # UNCONFIRMED that the server refuses the request (the OpenAPI spec says nothing); we
         # do, so that a client relying on it being optional fails here first.
         raise ApiError(400, "instance_id (or version) is required when waiting for stopped")
-    wanted = ",".join(states)
-
-    with sim.lock:
-        app = sim.require_app(req.params["app"])
-        machine = _require_reachable(sim.require_machine(app, req.params["id"]))
-        if version and version != machine.instance_id and version not in machine.previous_versions:
-            raise ApiError(404, f"machine {machine.id} has no version {version}")
-
-    fault = sim.faults.take_wait_timeout(req.record)
-    if fault is not None:
-        req.record.fault = fault.label
-        time.sleep(fault.seconds)
-        with sim.lock:
-            return _deadline(wanted, machine.state)
-
-    def current_state() -> str:
-        # An older version was replaced by the update; it will never be started again.
-        if version and version != machine.instance_id:
-            return "replaced"
-        return machine.state
-
-    def reached(state: str) -> bool:
-        return any(
-            state == want or (want == "settled" and state not in models.TRANSIENT_STATES)
-            for want in states
-        )
-
-    deadline = time.monotonic() + timeout
-    with sim.changed:
-        while True:
-            if sim.stopped:
-                return Response(503, {"error": "the simulator is shutting down"})
-            if machine.host_status != "ok":
-                return Response(503, {"error": _unreachable_text(machine)})
-            state = current_state()
-            if reached(state):
-                body = {
-                    "ok": True,
-                    "state": state,
-                    "version": version or machine.instance_id,
-                    "event_id": machine.events[0]["id"] if machine.events else None,
-                }
-                return Response(200, body)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return _deadline(wanted, state)
-            sim.changed.wait(remaining)
-
-
-def _deadline(wanted: str, state: str) -> Response:
-    message = (
-        f"deadline_exceeded: machine failed to reach desired state, {wanted}, currently {state}"
-    )
-    return Response(408, {"error": message})
+    return waits.Wait(states, timeout, version)
 
 
 # ------------------------------------------------------------------------------------- metadata
@@ -298,58 +264,49 @@ def _deadline(wanted: str, state: str) -> Response:
 # taken not to block these (UNCONFIRMED, the safe reading; see :mod:`flysim.metadata`). Nothing
 # here makes a new version, restarts the machine or records a state change.
 @route(_MACHINE + "/metadata", "GET", "metadata")
-def get_metadata(sim: Simulator, req: Request) -> Response:
-    with sim.lock:
-        machine = sim.require_machine(sim.require_app(req.params["app"]), req.params["id"])
-        _require_reachable(machine)
+def get_metadata(state: State, req: Request) -> Response:
+    with state.lock:
+        machine = state.require_machine(state.require_app(req.params["app"]), req.params["id"])
+        lifecycle.require_reachable(machine)
         return Response(200, metadata.read(machine))
 
 
 @route(_MACHINE + "/metadata/(?P<key>[^/]+)", "POST", "metadata")
-def set_metadata(sim: Simulator, req: Request) -> Response:
+def set_metadata(state: State, req: Request) -> Response:
     key = metadata.validate_key(req.params["key"])
     value = metadata.validate_value(req.body)
-    with sim.lock:
-        machine = sim.require_machine(sim.require_app(req.params["app"]), req.params["id"])
-        _require_reachable(machine)
+    with state.lock:
+        machine = state.require_machine(state.require_app(req.params["app"]), req.params["id"])
+        lifecycle.require_reachable(machine)
         metadata.set_value(machine, key, value)
-        sim.after_change()
+        state.after_change()
         return Response(204)
 
 
 @route(_MACHINE + "/metadata/(?P<key>[^/]+)", "DELETE", "metadata")
-def delete_metadata(sim: Simulator, req: Request) -> Response:
+def delete_metadata(state: State, req: Request) -> Response:
     key = metadata.validate_key(req.params["key"])
-    with sim.lock:
-        machine = sim.require_machine(sim.require_app(req.params["app"]), req.params["id"])
-        _require_reachable(machine)
+    with state.lock:
+        machine = state.require_machine(state.require_app(req.params["app"]), req.params["id"])
+        lifecycle.require_reachable(machine)
         metadata.delete(machine, key)
-        sim.after_change()
+        state.after_change()
         return Response(204)
 
 
 # -------------------------------------------------------------------------------- ip_assignments
 @route(_APP + "/ip_assignments", "GET", "list_ip_assignments")
-def list_ips(sim: Simulator, req: Request) -> Response:
-    with sim.lock:
-        app = sim.require_app(req.params["app"])
+def list_ips(state: State, req: Request) -> Response:
+    with state.lock:
+        app = state.require_app(req.params["app"])
         ips = [ip.to_assignment() for ip in app.ips]
         if app.shared_ip is not None:
-            # UNCONFIRMED: the region Fly reports for a shared v4 here; `shared` is confirmed.
-            ips.append(
-                {
-                    "ip": app.shared_ip,
-                    "region": "",
-                    "service_name": "",
-                    "shared": True,
-                    "created_at": _ids.rfc3339(app.shared_ip_created_at),
-                }
-            )
+            ips.append(_shared_ip(app))
         return Response(200, {"ips": ips})
 
 
 @route(_APP + "/ip_assignments", "POST", "assign_ip")
-def assign_ip(sim: Simulator, req: Request) -> Response:
+def assign_ip(state: State, req: Request) -> Response:
     if not isinstance(req.body, dict):
         raise ApiError(400, "request body must be a JSON object")
     type_ = req.body.get("type")
@@ -357,53 +314,39 @@ def assign_ip(sim: Simulator, req: Request) -> Response:
         raise ApiError(422, f"{type_} addresses are not supported by this simulator")
     if type_ not in {"v4", "v6", "shared_v4", "private_v6"}:
         raise ApiError(400, f"invalid type {type_!r}")
-    with sim.lock:
-        app = sim.require_app(req.params["app"])
-        ip = sim.allocate_ip(
+    with state.lock:
+        app = state.require_app(req.params["app"])
+        ip = state.allocate_ip(
             app,
             str(type_),
             str(req.body.get("region") or ""),
             req.body.get("network") or None,
             req.body.get("service_name") or None,
         )
-        if ip is None:
-            assert app.shared_ip is not None
-            body = {
-                "ip": app.shared_ip,
-                "region": "",
-                "service_name": "",
-                "shared": True,
-                "created_at": _ids.rfc3339(app.shared_ip_created_at),
-            }
-        else:
-            body = ip.to_assignment()
-        return Response(200, body)
+        return Response(200, _shared_ip(app) if ip is None else ip.to_assignment())
 
 
 @route(_APP + "/ip_assignments/(?P<ip>[^/]+)", "DELETE", "release_ip_assignment")
-def delete_ip(sim: Simulator, req: Request) -> Response:
-    with sim.lock:
-        app = sim.require_app(req.params["app"])
-        if not sim.release_ip(app, ip_id=None, address=req.params["ip"]):
+def delete_ip(state: State, req: Request) -> Response:
+    with state.lock:
+        app = state.require_app(req.params["app"])
+        if not state.release_ip(app, ip_id=None, address=req.params["ip"]):
             raise ApiError(404, "ip address not found")
         return Response(204)
 
 
 # -------------------------------------------------------------------------------------- helpers
-def _require_reachable(machine: Machine) -> Machine:
-    """Refuse what only the machine's host (flyd) can do while that host is unreachable."""
-    if machine.host_status != "ok":
-        raise ApiError(503, _unreachable_text(machine))
-    return machine
-
-
-def _unreachable_text(machine: Machine) -> str:
-    # UNCONFIRMED: the status and text of a lease/update/wait on a machine whose host is not
-    # `ok`. flyctl does not even try to lease such a machine (`internal/machine/lease.go`).
-    return (
-        f"host unreachable: machine {machine.id} is on a host that cannot be reached "
-        f"(host_status {machine.host_status})"
-    )
+def _shared_ip(app: App) -> dict[str, Any]:
+    """The app's shared v4 as an ip_assignment."""
+    assert app.shared_ip is not None
+    # UNCONFIRMED: the region Fly reports for a shared v4 here; `shared` is confirmed.
+    return {
+        "ip": app.shared_ip,
+        "region": "",
+        "service_name": "",
+        "shared": True,
+        "created_at": _ids.rfc3339(app.shared_ip_created_at),
+    }
 
 
 def _positive_int(text: str, name: str) -> int:

@@ -1,4 +1,9 @@
-"""The HTTP side: one threaded server per API, request logging and fault injection."""
+"""The HTTP side: one threaded server per API, request logging and fault injection.
+
+Each request goes through the same pipeline: the armed faults that answer instead of the API
+(:mod:`flysim.faultrules`), the API's own answer (:mod:`flysim.graphql_api` or
+:mod:`flysim.rest_api`, on the state core), then the faults that shape that answer.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +14,19 @@ import socket
 import struct
 import threading
 import time
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from flysim import _ids, graphql_api, leases, malformed, rest_api
-from flysim.faults import DEADLINE_EXCEEDED
+from flysim.faultrules import DEADLINE_EXCEEDED, FaultRule
 from flysim.requestlog import Api, RequestRecord
 
 if TYPE_CHECKING:
-    from flysim.simulator import Simulator
+    from graphql import GraphQLSchema
+
+    from flysim.state import State
 
 log = logging.getLogger("flysim.server")
 
@@ -33,9 +41,11 @@ class ApiServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, sim: Simulator, api: Api, host: str, port: int) -> None:
-        self.sim = sim
+    def __init__(self, state: State, api: Api, host: str, port: int) -> None:
+        self.state = state
         self.api: Api = api
+        # Fly's schema with its resolvers bound to this state (the GraphQL server's only).
+        self.schema: GraphQLSchema | None = graphql_api.build(state) if api == "graphql" else None
         self.connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
         super().__init__((host, port), _Handler)
@@ -61,6 +71,30 @@ class ApiServer(ThreadingHTTPServer):
                 with contextlib.suppress(OSError):
                     conn.shutdown(socket.SHUT_RDWR)
         self._thread.join(timeout=2)
+
+
+@dataclass
+class _Incoming:
+    """A request as read off the wire, before any fault or API sees it."""
+
+    record: RequestRecord
+    query: dict[str, list[str]]
+    parsed: graphql_api.ParsedRequest | None = None  # a POST to /graphql
+    json_body: Any = None
+    json_error: bool = False
+    nonce: str | None = None
+
+
+@dataclass
+class _Answer:
+    """What the API answers; a ``refused`` request (auth, path, method, body) skips the faults
+    that shape an answer: it was never processed."""
+
+    status: int
+    payload: Any
+    headers: dict[str, str] = field(default_factory=dict)
+    succeeded: bool = False
+    refused: bool = False
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -122,10 +156,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- the pipeline ----------------------------------------------------------------------------
     def _handle(self, method: str) -> None:
-        sim = self.server.sim
-        started = time.monotonic()
         url = urlsplit(self.path)
-        query_multi = parse_qs(url.query, keep_blank_values=True)
+        incoming = self._read(method, url.path, url.query)
+        try:
+            self._pipeline(incoming)
+        except Exception as exc:
+            log.exception("flysim failed on %s %s", method, url.path)
+            if incoming.record.ended is None:  # nothing sent yet: say so, not a dropped line
+                self._respond(incoming.record, 500, {"error": f"simulator error: {exc}"})
+        finally:
+            self._finish_record(incoming.record)
+
+    def _read(self, method: str, path: str, query: str) -> _Incoming:
+        started = time.monotonic()
+        query_multi = parse_qs(query, keep_blank_values=True)
         body = self._read_body()
         auth = self.headers.get("Authorization")
         nonce = self.headers.get(leases.NONCE_HEADER)
@@ -133,7 +177,7 @@ class _Handler(BaseHTTPRequestHandler):
             request_id=_ids.request_id(),
             api=self.server.api,
             method=method,
-            path=url.path,
+            path=path,
             query={k: ",".join(v) for k, v in query_multi.items()},
             auth_scheme=auth.strip().split(" ", 1)[0] if auth and auth.strip() else None,
             has_lease_nonce=nonce is not None,
@@ -141,117 +185,104 @@ class _Handler(BaseHTTPRequestHandler):
             user_agent=self.headers.get("User-Agent"),
             started=started,
         )
-        parsed: graphql_api.ParsedRequest | None = None
-        json_body: Any = None
-        json_error = False
-        if self.server.api == "graphql" and url.path == "/graphql" and method == "POST":
-            parsed = graphql_api.parse_request(body)
+        incoming = _Incoming(record, query_multi, nonce=nonce)
+        if self.server.api == "graphql" and path == "/graphql" and method == "POST":
+            parsed = incoming.parsed = graphql_api.parse_request(body)
             record.operation_name = parsed.operation_name
             record.operation_type = parsed.operation_type
             record.graphql_fields = list(parsed.fields)
             record.graphql_variables = parsed.variables
         elif body:
             try:
-                json_body = json.loads(body)
-                record.json = json_body
+                incoming.json_body = record.json = json.loads(body)
             except ValueError:
-                json_error = True
-        try:
-            self._pipeline(
-                sim,
-                record=record,
-                parsed=parsed,
-                query_multi=query_multi,
-                json_body=json_body,
-                json_error=json_error,
-                nonce=nonce,
-            )
-        except Exception as exc:
-            log.exception("flysim failed on %s %s", method, url.path)
-            if record.ended is None:  # nothing sent yet: say so instead of dropping the line
-                self._respond(record, 500, {"error": f"simulator error: {exc}"})
-        finally:
-            self._finish_record(record)
+                incoming.json_error = True
+        return incoming
 
-    def _pipeline(
-        self,
-        sim: Simulator,
-        *,
-        record: RequestRecord,
-        parsed: graphql_api.ParsedRequest | None,
-        query_multi: dict[str, list[str]],
-        json_body: Any,
-        json_error: bool,
-        nonce: str | None,
-    ) -> None:
-        latency = sim.faults.latency
+    def _pipeline(self, incoming: _Incoming) -> None:
+        state, record = self.server.state, incoming.record
+        latency = state.armed.latency
         if latency:
             time.sleep(latency)
-        rule = sim.faults.take_before(record)
-        if rule is not None:
-            record.fault = rule.label
-            if rule.kind == "reset":
-                self._reset(record)
+        before = state.armed.take_before(record)
+        if before is not None:
+            record.fault = before.label
+            if self._answered_instead(record, before):
                 return
-            if rule.kind == "fail":
-                self._respond(record, rule.status, {"error": _reason(rule.status)})
-                return
-            if rule.kind == "rate_limit":
-                retry: dict[str, str] = {}
-                if rule.retry_after is not None:
-                    retry["Retry-After"] = _seconds(rule.retry_after)
-                self._respond(record, 429, {"error": "rate limit exceeded"}, retry)
-                return
-            if rule.kind == "timeout":
-                # Not processed: flaps gave up before flyd did anything.
-                time.sleep(rule.seconds)
-                self._respond(record, 408, {"error": DEADLINE_EXCEEDED})
-                return
-            if rule.kind == "slow":
-                time.sleep(rule.seconds)
-
-        headers: dict[str, str]
+        authorized = state.authorized(self.headers.get("Authorization"))
         if self.server.api == "graphql":
-            if not sim.authorized(self.headers.get("Authorization")):
-                self._respond(record, 401, graphql_api.UNAUTHENTICATED_BODY)
-                return
-            if record.path != "/graphql":
-                self._respond(record, 404, {"errors": [{"message": "not found"}]})
-                return
-            if parsed is None:
-                self._respond(record, 405, {"errors": [{"message": "use POST for /graphql"}]})
-                return
-            status, payload = graphql_api.execute(sim.schema, parsed)
-            succeeded = status == 200 and not payload.get("errors")
-            headers = {}
+            answer = self._graphql(incoming, authorized)
         else:
-            if not sim.authorized(self.headers.get("Authorization")):
-                self._respond(record, 401, rest_api.REST_UNAUTHENTICATED)
-                return
-            if json_error:
-                self._respond(record, 400, {"error": "request body is not valid JSON"})
-                return
-            response = rest_api.dispatch(
-                sim, rest_api.Request(record, query_multi, json_body, nonce)
-            )
-            status, payload, headers = response.status, response.body, response.headers
-            succeeded = 200 <= status < 300
-
-        after = sim.faults.take_after(record, succeeded=succeeded)
-        if after is not None:
-            record.fault = after.label
-            if after.kind == "malformed":
-                data, record.response = malformed.body(payload, after.at, after.value)
-                self._send(record, status, data, headers)
-                return
-            if after.kind == "timeout":
-                # The change landed, the client is told it timed out: the ambiguous 408.
-                time.sleep(after.seconds)
-                self._respond(record, 408, {"error": DEADLINE_EXCEEDED})
-                return
-            self._reset(record)
+            answer = self._rest(incoming, authorized)
+        if answer.refused:
+            self._respond(record, answer.status, answer.payload)
             return
-        self._respond(record, status, payload, headers)
+        after = state.armed.take_after(record, succeeded=answer.succeeded)
+        if after is None:
+            self._respond(record, answer.status, answer.payload, answer.headers)
+            return
+        record.fault = after.label
+        self._shape_answer(record, after, answer)
+
+    def _answered_instead(self, record: RequestRecord, rule: FaultRule) -> bool:
+        """Answer as a fault armed before processing says; False when the request still goes to
+        the API (a slow answer)."""
+        if rule.kind == "reset":
+            self._reset(record)
+        elif rule.kind == "fail":
+            self._respond(record, rule.status, {"error": _reason(rule.status)})
+        elif rule.kind == "rate_limit":
+            retry: dict[str, str] = {}
+            if rule.retry_after is not None:
+                retry["Retry-After"] = _seconds(rule.retry_after)
+            self._respond(record, 429, {"error": "rate limit exceeded"}, retry)
+        elif rule.kind == "timeout":
+            # Not processed: flaps gave up before flyd did anything.
+            time.sleep(rule.seconds)
+            self._respond(record, 408, {"error": DEADLINE_EXCEEDED})
+        else:  # slow: late, then processed as usual
+            time.sleep(rule.seconds)
+            return False
+        return True
+
+    def _graphql(self, incoming: _Incoming, authorized: bool) -> _Answer:
+        if not authorized:
+            return _Answer(401, graphql_api.UNAUTHENTICATED_BODY, refused=True)
+        if incoming.record.path != "/graphql":
+            return _Answer(404, {"errors": [{"message": "not found"}]}, refused=True)
+        if incoming.parsed is None:
+            return _Answer(405, {"errors": [{"message": "use POST for /graphql"}]}, refused=True)
+        assert self.server.schema is not None
+        status, payload = graphql_api.execute(self.server.schema, incoming.parsed)
+        return _Answer(status, payload, succeeded=status == 200 and not payload.get("errors"))
+
+    def _rest(self, incoming: _Incoming, authorized: bool) -> _Answer:
+        if not authorized:
+            return _Answer(401, rest_api.REST_UNAUTHENTICATED, refused=True)
+        if incoming.json_error:
+            return _Answer(400, {"error": "request body is not valid JSON"}, refused=True)
+        request = rest_api.Request(
+            incoming.record, incoming.query, incoming.json_body, incoming.nonce
+        )
+        response = rest_api.dispatch(self.server.state, request)
+        return _Answer(
+            response.status,
+            response.body,
+            response.headers,
+            succeeded=200 <= response.status < 300,
+        )
+
+    def _shape_answer(self, record: RequestRecord, rule: FaultRule, answer: _Answer) -> None:
+        """Answer as a fault armed after processing says: the change has landed."""
+        if rule.kind == "malformed":
+            data, record.response = malformed.body(answer.payload, rule.at, rule.value)
+            self._send(record, answer.status, data, answer.headers)
+        elif rule.kind == "timeout":
+            # The change landed, the client is told it timed out: the ambiguous 408.
+            time.sleep(rule.seconds)
+            self._respond(record, 408, {"error": DEADLINE_EXCEEDED})
+        else:
+            self._reset(record)
 
     def _respond(
         self,
@@ -285,7 +316,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _finish_record(self, record: RequestRecord) -> None:
         if record.ended is None:
             record.ended = time.monotonic()
-            self.server.sim.log_request(record)
+            self.server.state.log_request(record)
 
     def _reset(self, record: RequestRecord) -> None:
         """Abort the TCP connection (RST) without sending anything."""

@@ -1,48 +1,66 @@
-"""The simulated Fly platform: its state, the lock that guards it, and the public Python API.
+"""The simulated Fly platform as tests use it: :class:`Simulator`, the facade in front of the
+state core.
 
-The state (apps, machines, addresses, the request log and the machine timeline) lives here, behind
-one re-entrant lock. Tests use the seeding, fault and observation methods; flysim's own modules
-use the state API (``lock``, ``require_app``, ``update_machine``, ``allocate_ip``, ...), never the
-private attributes. The behaviours themselves are elsewhere: leases in :mod:`flysim.leases`,
-updates, restarts, checks and failover in :mod:`flysim.lifecycle`, machine metadata in
-:mod:`flysim.metadata`, addresses in :mod:`flysim.ips`, the HTTP APIs in :mod:`flysim.rest_api`,
-:mod:`flysim.graphql_api` and :mod:`flysim.server`.
+The state itself (apps, machines, addresses, the request log, the timeline, the armed faults)
+and the operations the behaviours share are :class:`~flysim.state.State`. The behaviours are
+elsewhere: leases in :mod:`flysim.leases`, updates, restarts, checks and failover in
+:mod:`flysim.lifecycle`, machine metadata in :mod:`flysim.metadata`, addresses in
+:mod:`flysim.ips`, the HTTP APIs in :mod:`flysim.rest_api`, :mod:`flysim.graphql_api` and
+:mod:`flysim.server`. What serves a running simulator (the HTTP servers, the proxy, the timers)
+is :mod:`flysim.serving`; what tests observe is :mod:`flysim.observation`. This module builds and
+wires them, and no module of flysim imports it.
 """
 
 from __future__ import annotations
 
-import random
-import shutil
-import tempfile
 import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Generic, TypeVar, overload
 from urllib.parse import quote
 
-from flysim import graphql_api, ips, leases, lifecycle, metadata, models, seeding
+from flysim import lifecycle, models, seeding
 from flysim.errors import ApiError
 from flysim.faults import Faults
-from flysim.ips import AddressPool, IPHook
-from flysim.lifecycle import StateChange
-from flysim.models import App, IPAddress, Machine
-from flysim.network import PublicNetwork
+from flysim.ips import IPHook
+from flysim.leases import hold
+from flysim.models import App, IPAddress
+from flysim.observation import Observation
 from flysim.postgres import PostgresServer
-from flysim.proxy import Backend, CertificateAuthority, ProxyManager, Route
+from flysim.proxy import Backend
 from flysim.ratelimit import RateLimiter, RateLimits
-from flysim.requestlog import RequestRecord
-from flysim.scheduler import Scheduler
-from flysim.server import ApiServer
-
-if TYPE_CHECKING:
-    from graphql import GraphQLSchema
+from flysim.serving import Serving
+from flysim.state import State
+from flysim.timeline import StateChange
 
 # Re-exported: the Machines API's error and the timeline's entries have always been here.
 __all__ = ["ApiError", "Simulator", "StateChange"]
 
+T = TypeVar("T")
 
-class Simulator:
+
+class _OnState(Generic[T]):
+    """A simulator attribute kept on its state core, where the behaviours read it each time they
+    act: ``sim.restart_seconds = 2`` changes what the next update does."""
+
+    def __set_name__(self, owner: type[Simulator], name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, sim: None, owner: type[Simulator]) -> _OnState[T]: ...
+    @overload
+    def __get__(self, sim: Simulator, owner: type[Simulator]) -> T: ...
+    def __get__(self, sim: Simulator | None, owner: type[Simulator]) -> T | _OnState[T]:
+        if sim is None:
+            return self
+        value: T = getattr(sim._state, self._name)
+        return value
+
+    def __set__(self, sim: Simulator, value: T) -> None:
+        setattr(sim._state, self._name, value)
+
+
+class Simulator(Observation):
     """A local Fly.io: GraphQL and Machines APIs over HTTP, plus a pg_tls proxy.
 
     ``restart_seconds`` is how long an updated machine stays ``replacing``; it then becomes
@@ -65,6 +83,15 @@ class Simulator:
     certificate, to trust as a system store would (``SSL_CERT_FILE``, ``NODE_EXTRA_CA_CERTS``, a
     Java trust store) or to name in ``sslrootcert``.
     """
+
+    restart_seconds = _OnState[float]()
+    check_grace_seconds = _OnState[float]()
+    hostname_on_loopback = _OnState[bool]()
+    lease_owner = _OnState[str]()
+    # UNCONFIRMED (docs/fly-behaviour.md): no source states the status of a stale
+    # `current_version`; 400 is a guess, and the action's tests run against several.
+    stale_version_status = _OnState[int]()
+    on_ip_allocated = _OnState[IPHook | None]()
 
     def __init__(
         self,
@@ -89,66 +116,37 @@ class Simulator:
             raise ValueError("stale_version_status must be an error status (4xx/5xx)")
         self.token = token
         self.postgres = postgres
-        self.restart_seconds = restart_seconds
-        self.check_grace_seconds = check_grace_seconds
-        self.hostname_on_loopback = hostname_on_loopback
         self.host = host
-        self.lease_owner = lease_owner
-        # UNCONFIRMED (docs/fly-behaviour.md): no source states the status of a stale
-        # `current_version`; 400 is a guess, and the action's tests run against several.
-        self.stale_version_status = stale_version_status
-        self.on_ip_allocated = on_ip_allocated
-        self._rate_limiter = RateLimiter(RateLimits.off() if rate_limits is None else rate_limits)
-        self._ports = (api_port, flaps_port)
-        self._rng = random.Random(seed)
-        self._accepted_tokens = _token_parts(token)
-        self._network = PublicNetwork(public_port_map)
-        if v4_prefix is None:
-            # A random /24 inside 127.0.0.0/8 (never 127.0.0.x) so simulators in parallel
-            # processes rarely want the same address.
-            v4_prefix = f"127.{self._rng.randrange(1, 255)}.{self._rng.randrange(1, 255)}"
-        self._addresses = AddressPool(self._rng, v4_prefix)
-        self._app_count = 0
-
-        self._lock = threading.RLock()
-        self._changed = threading.Condition(self._lock)
-        self._apps: dict[str, App] = {}
-        self._requests: list[RequestRecord] = []
-        self._timeline: list[StateChange] = []
-        self._scheduler = Scheduler()
-        self._proxy: ProxyManager | None = None
-        self._servers: list[ApiServer] = []
-        self._tmpdir: str | None = None
-        self._ca = CertificateAuthority()
-        self._ca_path: str | None = None
+        self._state = State(
+            token=token,
+            restart_seconds=restart_seconds,
+            check_grace_seconds=check_grace_seconds,
+            hostname_on_loopback=hostname_on_loopback,
+            public_port_map=public_port_map,
+            v4_prefix=v4_prefix,
+            lease_owner=lease_owner,
+            seed=seed,
+            rate_limits=rate_limits,
+            stale_version_status=stale_version_status,
+            on_ip_allocated=on_ip_allocated,
+        )
+        self.faults = Faults(self._state)
+        self._serving = Serving(
+            self._state, host=host, ports=(api_port, flaps_port), backend=lambda: self.postgres
+        )
         self._started = False
-        self._stopped = False
-        self.faults = Faults(self)
-        self._schema: GraphQLSchema = graphql_api.build(self)
 
     # ============================================================================ lifecycle ====
     def start(self) -> Simulator:
         """Start serving (idempotent). A stopped simulator cannot be started again."""
-        with self._lock:
-            if self._stopped:
+        with self._state.lock:
+            if self._state.stopped:
                 raise RuntimeError("this simulator was stopped; create a new one")
             if self._started:
                 return self
             self._started = True
         try:
-            self._tmpdir = tempfile.mkdtemp(prefix="flysim-")
-            self._ca_path = self._ca.write(self._tmpdir)
-            self._proxy = ProxyManager(
-                lock=self._lock,
-                route=self._route,
-                backend=lambda: self.postgres,
-                cert_dir=self._tmpdir,
-                ca=self._ca,
-            )
-            self._scheduler.start()
-            self._servers.append(ApiServer(self, "graphql", self.host, self._ports[0]))
-            self._servers.append(ApiServer(self, "rest", self.host, self._ports[1]))
-            self.after_change()
+            self._serving.start()
         except BaseException:
             self.stop()
             raise
@@ -156,20 +154,11 @@ class Simulator:
 
     def stop(self) -> None:
         """Stop the HTTP servers, the proxy listeners and all timers (not the Postgres server)."""
-        with self._lock:
-            if not self._started or self._stopped:
-                self._stopped = True
-                return
-            self._stopped = True
-            self._changed.notify_all()
-        for server in self._servers:
-            server.close()
-        with self._lock:
-            if self._proxy is not None:
-                self._proxy.close()
-        self._scheduler.stop()
-        if self._tmpdir is not None:
-            shutil.rmtree(self._tmpdir, ignore_errors=True)
+        with self._state.lock:
+            running = self._started and not self._state.stopped
+            self._state.stop()
+        if running:
+            self._serving.stop()
 
     def __enter__(self) -> Simulator:
         return self.start()
@@ -185,12 +174,12 @@ class Simulator:
     @property
     def api_base_url(self) -> str:
         """For ``FLY_API_BASE_URL``: GraphQL is at ``{api_base_url}/graphql``."""
-        return self._servers[0].base_url
+        return self._serving.api_base_url
 
     @property
     def flaps_base_url(self) -> str:
         """For ``FLY_FLAPS_BASE_URL``: the Machines API is at ``{flaps_base_url}/v1/...``."""
-        return self._servers[1].base_url
+        return self._serving.flaps_base_url
 
     @property
     def ca_cert_path(self) -> str:
@@ -200,9 +189,10 @@ class Simulator:
         and Python; ``NODE_EXTRA_CA_CERTS`` for Node; a trust store made with ``keytool`` for
         Java), or name it in ``sslrootcert``. It exists from :meth:`start` until :meth:`stop`.
         """
-        if self._ca_path is None or self._stopped:
+        path = self._serving.ca_path
+        if path is None or self._state.stopped:
             raise RuntimeError("the CA certificate exists while the simulator runs")
-        return self._ca_path
+        return path
 
     # ============================================================================== seeding ====
     def add_app(
@@ -233,53 +223,46 @@ class Simulator:
         ``machine_states`` gives each machine's initial state (default all ``started``).
         ``postgres=False`` is shorthand for ``role=None``.
         """
-        if not postgres:
-            role = None
-        with self._lock:
-            if name in self._apps:
-                raise ValueError(f"app {name!r} already exists")
-            self._app_count += 1
-            app = App(
-                name=name,
-                org_slug=org_slug,
-                role=role,
-                internal_numeric_id=100000 + self._app_count,
-                region=region,
+        state = self._state
+        with state.lock:
+            app = state.new_app(
+                name, org_slug=org_slug, role=role if postgres else None, region=region
             )
-            self._apps[name] = app
-            machines_of_app = seeding.seed_machines(
+            for machine in seeding.seed_machines(
                 app,
-                self._rng,
+                state.rng,
                 count=machines,
                 legacy=legacy,
                 pg_version=pg_version,
                 services=services,
                 machine_states=machine_states,
                 primary_index=primary_index,
-            )
-            for machine in machines_of_app:
+            ):
                 app.machines.append(machine)
-                self.record_change(app, machine, "seed")
+                state.record_change(app, machine, "seed")
             if private_v6 if private_v6 is not None else (app.is_postgres and not legacy):
-                self.allocate_ip(app, "private_v6", region)
-            if public_v4:
-                self.allocate_ip(app, "v4", "")
-            if public_v6:
-                self.allocate_ip(app, "v6", "")
-            if shared_v4:
-                self.allocate_ip(app, "shared_v4", "")
-            self.after_change()
+                state.allocate_ip(app, "private_v6", region)
+            for type_, wanted in (("v4", public_v4), ("v6", public_v6), ("shared_v4", shared_v4)):
+                if wanted:
+                    state.allocate_ip(app, type_, "")
+            state.after_change()
             return app
 
     def app(self, name: str) -> App:
         """The live state object of an app (read it; change state through the APIs)."""
-        with self._lock:
-            return self._apps[name]
+        with self._state.lock:
+            app = self._state.find_app(name)
+            if app is None:
+                raise KeyError(name)
+            return app
 
     @property
     def apps(self) -> dict[str, App]:
-        with self._lock:
-            return dict(self._apps)
+        return self._state.apps()
+
+    def find_app(self, name: str) -> App | None:
+        """The live state object of an app, or None."""
+        return self._state.find_app(name)
 
     def hold_lease(
         self,
@@ -290,13 +273,15 @@ class Simulator:
         description: str = "",
     ) -> str:
         """Make someone else hold the machine's lease for ``ttl`` seconds; returns its nonce."""
-        with self._lock:
-            machine = self.require_machine(self.require_app(app), machine_id)
-            return leases.hold(machine, owner=owner, ttl=ttl, description=description).nonce
+        state = self._state
+        with state.lock:
+            machine = state.require_machine(state.require_app(app), machine_id)
+            return hold(machine, owner=owner, ttl=ttl, description=description).nonce
 
     def clear_lease(self, app: str, machine_id: str) -> None:
-        with self._lock:
-            self.require_machine(self.require_app(app), machine_id).lease = None
+        state = self._state
+        with state.lock:
+            state.require_machine(state.require_app(app), machine_id).lease = None
 
     def set_host_status(self, app: str, machine_id: str, status: str) -> None:
         """Make the machine's host ``unreachable`` (or ``unknown``), or ``ok`` again.
@@ -306,16 +291,16 @@ class Simulator:
         its ``state`` stays the last known one, it serves no pg_tls connection, it counts as not
         healthy, and lease, update, wait and metadata requests on it are answered 503.
         """
-        lifecycle.set_host_status(self, app, machine_id, status)
+        lifecycle.set_host_status(self._state, app, machine_id, status)
 
     @property
     def rate_limits(self) -> RateLimits:
         """The Machines API's rate limits. Setting them starts every bucket afresh (full)."""
-        return self._rate_limiter.limits
+        return self._state.rate_limiter.limits
 
     @rate_limits.setter
     def rate_limits(self, limits: RateLimits | None) -> None:
-        self._rate_limiter = RateLimiter(RateLimits.off() if limits is None else limits)
+        self._state.rate_limiter = RateLimiter(RateLimits.off() if limits is None else limits)
 
     def attach_database(self, app: str, user: str, password: str, dbname: str) -> str:
         """Create a role and database on the Postgres server and return the internal
@@ -323,160 +308,21 @@ class Simulator:
         if not isinstance(self.postgres, PostgresServer):
             raise RuntimeError("the simulator has no PostgresServer to create a database on")
         self.postgres.create_database(user, password, dbname)
-        with self._lock:
-            state = self.require_app(app)
-            flycast = any(ip.type == "private_v6" for ip in state.ips)
+        with self._state.lock:
+            flycast = any(ip.type == "private_v6" for ip in self._state.require_app(app).ips)
         host = f"{app}.flycast" if flycast else f"top2.nearest.of.{app}.internal"
         return (
             f"postgres://{quote(user, safe='')}:{quote(password, safe='')}@{host}:5432/"
             f"{quote(dbname, safe='')}?sslmode=disable"
         )
 
-    # ======================================================================= observation ====
-    @property
-    def requests(self) -> list[RequestRecord]:
-        """Every finished request, oldest first (a copy)."""
-        with self._lock:
-            return list(self._requests)
-
-    def clear_requests(self) -> None:
-        with self._lock:
-            self._requests.clear()
-
-    def mutating_requests(self) -> list[RequestRecord]:
-        """REST POST/PUT/PATCH/DELETE and GraphQL mutations."""
-        return [r for r in self.requests if r.is_mutating]
-
-    def throttled(self) -> list[RequestRecord]:
-        """Requests the rate limits answered 429 (not those of an injected ``rate_limit_next``):
-        empty when the client never went faster than Fly allows."""
-        return [r for r in self.requests if r.throttled]
-
-    def timeline(self, app: str | None = None) -> list[StateChange]:
-        """Machine state changes (seeding, updates, restarts, checks, failovers), oldest first."""
-        with self._lock:
-            return [c for c in self._timeline if app is None or c.app == app]
-
-    def machine_metadata(self, app: str, machine_id: str) -> dict[str, str]:
-        """The machine's metadata (``config.metadata``, what GET .../metadata answers), a copy."""
-        with self._lock:
-            return metadata.read(self.require_machine(self.require_app(app), machine_id))
-
-    def max_machines_down(self, app: str) -> int:
-        """The most machines of ``app`` that were at the same time not healthy (started on a
-        reachable host with every defined check passing; an empty check list right after a start
-        is not healthy) after having been healthy: how much capacity a rollout took away."""
-        return lifecycle.max_down(self.timeline(app))
-
-    def wait_for(self, condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-        """Block until ``condition()`` (run under the state lock) is true; False on timeout."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while not condition():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._changed.wait(min(remaining, 0.05))
-            return True
-
-    def listening(self) -> dict[tuple[str, int], str]:
-        """Open pg_tls listeners: (address, port) -> app."""
-        with self._lock:
-            return {} if self._proxy is None else self._proxy.listening()
-
-    @property
-    def listener_errors(self) -> list[str]:
-        with self._lock:
-            return [] if self._proxy is None else list(self._proxy.errors)
-
-    @property
-    def hostname_app(self) -> str | None:
-        """The app whose ``<app>.fly.dev`` is played by 127.0.0.1 (see ``hostname_on_loopback``)."""
-        with self._lock:
-            return self._network.hostname_app
-
-    def listen_port(self, service_port: int) -> int:
-        """The local port a public service port listens on (see ``public_port_map``)."""
-        with self._lock:
-            return self._network.listen_port(service_port)
-
-    def public_endpoint(self, app: str, port: int = 5432) -> tuple[str, int] | None:
-        """Where a client reaches ``<app>.fly.dev:<port>`` now: 127.0.0.1 if this app plays the
-        hostname, else its first listening IP; None when nothing listens."""
-        with self._lock:
-            listening = self.listening()
-            return self._network.endpoint(self.require_app(app), port, listening)
-
-    @property
-    def proxied_connections(self) -> int:
-        with self._lock:
-            return 0 if self._proxy is None else self._proxy.connection_count
-
-    # ============================================================================ state API ====
-    # For flysim's own modules (the APIs and the behaviours), and for tests that read several
-    # objects at once: hold ``lock`` while reading or changing live state objects. Every method
-    # here takes the lock itself (it is re-entrant), so each call is consistent on its own.
+    # ================================================================ changing as a client ====
+    # Tests that play another client, or read several objects at once, use these: hold ``lock``
+    # while reading live state objects.
     @property
     def lock(self) -> threading.RLock:
         """The state lock: hold it to read or change apps, machines and addresses consistently."""
-        return self._lock
-
-    @property
-    def changed(self) -> threading.Condition:
-        """Notified (on ``lock``) after every state change; wait on it for a machine's state."""
-        return self._changed
-
-    @property
-    def stopped(self) -> bool:
-        """Whether :meth:`stop` was called: waiters give up, scheduled transitions do nothing."""
-        return self._stopped
-
-    @property
-    def schema(self) -> GraphQLSchema:
-        """Fly's GraphQL schema, its resolvers bound to this simulator."""
-        return self._schema
-
-    def authorized(self, header: str | None) -> bool:
-        """Whether an ``Authorization`` header carries the simulator's token."""
-        return bool(header) and not _token_parts(header or "").isdisjoint(self._accepted_tokens)
-
-    def throttle(self, action: str, identifier: str) -> int | None:
-        """Count one Machines API ``action`` on ``identifier`` against the rate limits: None
-        when allowed, else the seconds for ``Retry-After``."""
-        return self._rate_limiter.take(action, identifier)
-
-    def log_request(self, record: RequestRecord) -> None:
-        """Add a finished request to :attr:`requests`."""
-        with self._lock:
-            self._requests.append(record)
-
-    def find_app(self, name: str) -> App | None:
-        """The app, or None (for callers with their own "not found", such as GraphQL's)."""
-        with self._lock:
-            return self._apps.get(name)
-
-    def require_app(self, name: str) -> App:
-        """The app, or the Machines API's 404."""
-        with self._lock:
-            app = self._apps.get(name)
-            if app is None:
-                raise ApiError(404, "app not found")
-            return app
-
-    def require_machine(self, app: App, machine_id: str) -> Machine:
-        """The app's machine, or the Machines API's 404 (a destroyed machine is gone)."""
-        with self._lock:
-            machine = app.machine(machine_id)
-            if machine is None or machine.state == "destroyed":
-                raise ApiError(404, "machine not found")
-            return machine
-
-    def update_machine(
-        self, app: App, machine: Machine, body: Any, nonce: str | None
-    ) -> dict[str, Any]:
-        """Apply a Machines API update body (see :func:`flysim.lifecycle.update_machine`)."""
-        with self._lock:
-            return lifecycle.update_machine(self, app, machine, body, nonce)
+        return self._state.lock
 
     def allocate_ip(
         self,
@@ -486,87 +332,10 @@ class Simulator:
         network: str | None = None,
         service_name: str | None = None,
     ) -> IPAddress | None:
-        """Allocate an address; None for ``shared_v4``, which lives in ``app.shared_ip``."""
-        with self._lock:
-            ip = self._addresses.allocate(
-                app,
-                type_,
-                region,
-                network,
-                service_name,
-                apps=self._apps.values(),
-                on_allocated=self.on_ip_allocated,
-            )
-            self.after_change()
-            return ip
+        """Allocate an address as another client would; None for ``shared_v4``, which lives in
+        ``app.shared_ip``."""
+        return self._state.allocate_ip(app, type_, region, network, service_name)
 
     def release_ip(self, app: App, *, ip_id: str | None, address: str | None) -> bool:
         """Release the app's address with this id or this address; False if it has none."""
-        with self._lock:
-            if not ips.release(app, ip_id=ip_id, address=address):
-                return False
-            self.after_change()
-            return True
-
-    def record_change(self, app: App, machine: Machine, reason: str) -> None:
-        """Add the machine's current state to the :meth:`timeline`."""
-        with self._lock:
-            self._timeline.append(
-                StateChange(
-                    at=time.monotonic(),
-                    app=app.name,
-                    machine_id=machine.id,
-                    state=machine.state,
-                    healthy=machine.healthy,
-                    role=machine.role,
-                    instance_id=machine.instance_id,
-                    reason=reason,
-                    host_status=machine.host_status,
-                )
-            )
-
-    def after_change(self) -> None:
-        """Open/close listeners to match the new state and wake every waiter."""
-        with self._lock:
-            if self._proxy is not None and not self._stopped:
-                self._proxy.reconcile(
-                    self._network.desired_listeners(
-                        self._apps.values(), hostname_on_loopback=self.hostname_on_loopback
-                    )
-                )
-            self._changed.notify_all()
-
-    def call_later(self, delay: float, fn: Callable[[], None]) -> None:
-        """Run ``fn`` on the scheduler's thread after ``delay`` seconds (it takes the lock)."""
-        self._scheduler.call_later(delay, fn)
-
-    def cut_connections(self, route: Callable[[Route], bool]) -> None:
-        """Drop every proxied pg_tls connection whose route matches."""
-        with self._lock:
-            if self._proxy is not None:
-                self._proxy.cut(route)
-
-    # ============================================================================ internals ====
-    def _route(self, app_name: str, service_port: int) -> Route | None:
-        """The proxy's question for each new connection (asked under the lock)."""
-        with self._lock:
-            app = self._apps.get(app_name)
-            if app is None or self._stopped:
-                return None
-            return self._network.route(app, service_port)
-
-
-def _token_parts(value: str) -> set[str]:
-    """Tokens in an Authorization value: scheme stripped (repeatedly, any case), comma-split."""
-    parts: set[str] = set()
-    for part in value.split(","):
-        token = part.strip()
-        while True:
-            head, _, rest = token.partition(" ")
-            if rest and head.lower() in {"bearer", "flyv1"}:
-                token = rest.strip()
-            else:
-                break
-        if token:
-            parts.add(token)
-    return parts
+        return self._state.release_ip(app, ip_id=ip_id, address=address)

@@ -74,6 +74,17 @@ class VerifyError(ActionError):
     title = "Verification failed"
 
 
+class CredentialsError(ActionError):
+    """A temporary role could not be created, checked or dropped (`credentials: temporary`)."""
+
+    title = "Temporary credentials"
+
+    def __init__(self, message: str, *, hint: str | None = None, title: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        if title:
+            self.title = title
+
+
 class FlyError(ActionError):
     """A Fly API call failed. `message` is Fly's own text (`message`, else `error`)."""
 

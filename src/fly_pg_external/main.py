@@ -14,6 +14,7 @@ from types import FrameType
 
 from . import log as logchannel
 from . import ownership
+from .credential_steps import hand_out, sweep_expired
 from .describe import describe_plan, describe_state
 from .domain import IpAddress, IpFamily
 from .errors import ActionError, FlyAuthError
@@ -188,6 +189,7 @@ def _run(
         if fork is not None:
             gha.notice(withheld_notice(fork, ctx), title="Connection outputs withheld")
         plan, holding = _read_and_plan(settings, fly, gha, env, ctx)
+        roles_swept = sweep_expired(settings, gha)  # before a release closes the database
         if settings.lifetime == "job":
             # Saved whatever follows: the post step then always knows whose hold to drop, and
             # says truthfully what the job allocated (maybe nothing).
@@ -221,6 +223,7 @@ def _run(
     if error is None:
         _after_change(outcome, plan, settings, gha, env)
     exposure = _check_exposed(outcome, plan, settings)
+    settings = _credentials(settings, outcome, plan, gha, env, withheld=fork is not None)
     outcome = redacted(outcome, gha.redactor)
     set_outputs(settings, gha, outcome, plan, exposure, withheld=fork is not None)
     comment_url = _report(outcome, settings, gha, ctx, publish)
@@ -228,7 +231,7 @@ def _run(
         gha.save_state(STATE_COMMENT_URL, comment_url)
     gha.set_output("comment-url", comment_url)
     _final_summary(outcome)
-    return 1 if outcome.status == "failed" else 0
+    return 1 if outcome.status == "failed" or not roles_swept else 0
 
 
 def _report(
@@ -273,6 +276,22 @@ def _after_change(
             verify_expose(outcome, settings)
     if outcome.status == "failed" and outcome.error:
         log.error(outcome.error, extra={"title": "Verification failed"})
+
+
+def _credentials(
+    settings: Settings,
+    outcome: Outcome,
+    plan: Plan,
+    gha: Actions,
+    env: Mapping[str, str],
+    *,
+    withheld: bool,
+) -> Settings:
+    """The settings whose URLs carry a role made for this run, when it hands out URLs and asks
+    for `credentials: temporary`."""
+    if settings.credentials.temporary and not withheld and _hands_out(outcome, plan, settings):
+        return hand_out(settings, outcome, gha, env)
+    return settings
 
 
 def _progress(settings: Settings, plan: Plan, gha: Actions) -> Progress:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from types import FrameType
 
 from . import log as logchannel
+from .credential_steps import drop_at_job_end
 from .describe import describe_plan
 from .domain import IP_FAMILIES
 from .errors import ActionError
@@ -77,13 +78,18 @@ def main(env: Mapping[str, str] | None = None) -> int:
             logchannel.to_workflow(gha),
             gha.group(f"Close what this job opened on {settings.app}"),
         ):
-            return close(
-                settings,
-                fly,
-                gha,
-                holder=holder,
-                allocated=allocated,
-                on_report=_comment_updater(settings, env),
+            # The temporary role first: once the addresses close, the database is out of reach.
+            dropped = drop_at_job_end(settings, env, gha, cancelled=Cancelled)
+            return max(
+                dropped,
+                close(
+                    settings,
+                    fly,
+                    gha,
+                    holder=holder,
+                    allocated=allocated,
+                    on_report=_comment_updater(settings, env),
+                ),
             )
     finally:
         fly.close()

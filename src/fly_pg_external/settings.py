@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from .connstr import ConnString
+from .credentials import CredentialSettings, clean_credential_inputs
 from .domain import (
     IMAGE_POLICIES,
     LIFETIMES,
@@ -92,6 +93,9 @@ class Settings:
     allow_forks: bool = False
     # What a persistent run's hold is called (holders.py); empty: after the workflow's file.
     hold_name: str = ""
+    # Whose login the URLs carry: the internal URL's, or a role made for the run that expires
+    # by itself (credentials.py).
+    credentials: CredentialSettings = field(default_factory=CredentialSettings)
 
     @property
     def read_only(self) -> bool:
@@ -279,5 +283,8 @@ def from_environ(env: Mapping[str, str], read_input: Callable[[str], str | None]
         pr_number=clean_pr_number(inp("pr-number")),
         allow_forks=clean_bool("allow-forks", inp("allow-forks", "false")),
         hold_name=hold_name,
+        credentials=clean_credential_inputs(
+            inp, mode=mode, has_database_url=database_url is not None
+        ),
         **_Environment.read(env)._asdict(),
     )

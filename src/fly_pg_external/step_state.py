@@ -2,11 +2,13 @@
 
 The main step saves each value through the runner's GITHUB_STATE file command as soon as it is
 known (a save overwrites: the runner keeps the last value saved for a name); at the end of the
-job the runner starts the post step with every saved value as `STATE_<name>`. Three values:
+job the runner starts the post step with every saved value as `STATE_<name>`. Four values:
 
 - `HOLDER`: whom the run holds the exposure for (holders.job_holder), unique to the step;
 - `ALLOCATED`: the addresses it allocated, comma-separated, saved the moment each is made;
-- `COMMENT_URL`: the pull request comment it wrote, which the post step updates.
+- `COMMENT_URL`: the pull request comment it wrote, which the post step updates;
+- `TEMP_ROLE`: the temporary role of `credentials: temporary` (credential_steps.py), saved
+  before it is created, which the post step drops.
 
     main step:  save_holder(gha, holder); save_allocated(gha, addresses); save_comment_url(...)
     post step:  state = load(env); state.holder, state.allocated, state.comment_url
@@ -25,7 +27,8 @@ from .gha import Actions
 HOLDER = "HOLDER"
 ALLOCATED = "ALLOCATED"
 COMMENT_URL = "COMMENT_URL"
-NAMES = (HOLDER, ALLOCATED, COMMENT_URL)
+TEMP_ROLE = "TEMP_ROLE"
+NAMES = (HOLDER, ALLOCATED, COMMENT_URL, TEMP_ROLE)
 # What the runner prefixes each saved name with in the post step's environment.
 ENV_PREFIX = "STATE_"
 
@@ -37,6 +40,7 @@ class StepState:
     holder: str = ""
     allocated: tuple[str, ...] = ()
     comment_url: str = ""
+    temp_role: str = ""
 
     @classmethod
     def from_saved(cls, saved: Mapping[str, str]) -> StepState:
@@ -45,6 +49,7 @@ class StepState:
             holder=saved.get(HOLDER, ""),
             allocated=tuple(a for a in saved.get(ALLOCATED, "").split(",") if a),
             comment_url=saved.get(COMMENT_URL, ""),
+            temp_role=saved.get(TEMP_ROLE, ""),
         )
 
 
@@ -66,3 +71,7 @@ def save_allocated(gha: Actions, addresses: Iterable[str]) -> None:
 
 def save_comment_url(gha: Actions, url: str) -> None:
     gha.save_state(COMMENT_URL, url)
+
+
+def save_temp_role(gha: Actions, name: str) -> None:
+    gha.save_state(TEMP_ROLE, name)

@@ -40,7 +40,7 @@ import pytest
 from flysim import PostgresServer, Simulator
 from flysim.proxy import CertificateAuthority
 
-from action_run import TOKEN, run_main_step
+from action_run import TOKEN, run_main_step, run_post_step, step_state
 
 HERE = Path(__file__).resolve().parent
 NODE_DIR = HERE / "node"
@@ -280,17 +280,40 @@ def libpq_version(library_path: str | None) -> int:
     return int(out.stdout)
 
 
+@dataclass(frozen=True)
+class Session:
+    """What a client does once logged in, when not `select current_user`: one statement, then
+    a query whose first value it prints; and the outputs its login comes from (pgjdbc's `user`
+    and `password`), when not those of the cell's configuration."""
+
+    setup: str
+    query: str
+    outputs: dict[str, str]
+
+
 def run_client(
-    client: Client, config: Config, url: str, *, trust: Trust, m: Matrix, home: Path
+    client: Client,
+    config: Config,
+    url: str,
+    *,
+    trust: Trust,
+    m: Matrix,
+    home: Path,
+    session: Session | None = None,
 ) -> Attempt:
     """The client, in a process of its own: `url`, the trust given, `HOME` an empty directory."""
     home.mkdir(parents=True, exist_ok=True)
     env = {"PATH": os.environ["PATH"], "HOME": str(home), "LANG": "C.UTF-8"}
+    if session is not None:
+        env |= {"CLIENT_SETUP": session.setup, "CLIENT_QUERY": session.query}
     if client in (PSQL15, PSQL16, PSYCOPG, ASYNCPG) and trust.ca:
         env["SSL_CERT_FILE"] = trust.ca
     if client in (PSQL15, PSQL16):
         argv = [need("psql", "postgresql-client"), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"]
-        argv += ["-c", "select current_user", "-c", r"\conninfo", url]
+        statements = [session.setup, session.query] if session else ["select current_user"]
+        for statement in statements:
+            argv += ["-c", statement]
+        argv += ["-c", r"\conninfo", url]
         env["PGCONNECT_TIMEOUT"] = "10"
         if client is PSQL16:
             env["LD_LIBRARY_PATH"] = m.libpq16_path
@@ -309,7 +332,7 @@ def run_client(
         if trust.ca:
             env["NODE_EXTRA_CA_CERTS"] = trust.ca
     else:
-        outputs = m.outputs(config)
+        outputs = session.outputs if session else m.outputs(config)
         env |= {"PGUSER": outputs["user"], "PGPASSWORD": outputs["password"]}
         if not PGJDBC_JAR.exists():
             pytest.fail(
@@ -429,3 +452,86 @@ def test_libpq15_reads_sslrootcert_system_as_a_file(matrix: Matrix, tmp_path: Pa
         PSQL15, VERIFY_FULL_SYSTEM, url, trust=matrix.test_ca, m=matrix, home=tmp_path
     )
     assert_refused(attempt, r'root certificate file "system" does not exist')
+
+
+# -- temporary credentials ---------------------------------------------------------------------
+
+# A client per output, under verify-full with the CA by path: the login is the role's, the
+# rest of the URL as the cells above check it.
+TEMPORARY_CLIENTS = (PSQL16, PSYCOPG, NODE_PG, PGJDBC)
+CREATOR, CREATOR_PASSWORD = "mx_roles", "Creator-pw-for-the-matrix-1"
+
+
+@pytest.fixture(scope="module")
+def creator_url(pg_server: PostgresServer, matrix: Matrix) -> str:
+    """The internal URL of a role that may only manage roles and hand out the database's user,
+    the README's least-privilege setup (the database's user as the group role)."""
+    pg_server.psql(
+        f"""
+        DO $$ BEGIN
+          IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{CREATOR}') THEN
+            CREATE ROLE {CREATOR} LOGIN CREATEROLE;
+          END IF;
+        END $$;
+        ALTER ROLE {CREATOR} PASSWORD '{CREATOR_PASSWORD}';
+        GRANT {USER} TO {CREATOR} WITH ADMIN OPTION;
+        """
+    )
+    return f"postgres://{CREATOR}:{CREATOR_PASSWORD}@{APP}.flycast:5432/{DB}?sslmode=disable"
+
+
+def printed_value(client: Client, attempt: Attempt) -> list[str]:
+    """What the client printed for its query (psql prints the statements' tags too)."""
+    if client in (PSYCOPG, NODE_PG):
+        return [json.loads(attempt.stdout)["user"]]
+    return attempt.stdout.splitlines()
+
+
+@pytest.mark.parametrize("client", TEMPORARY_CLIENTS, ids=lambda c: f"{c.id}-temporary")
+def test_temporary_credentials_log_in_and_end_with_the_job(
+    client: Client, matrix: Matrix, creator_url: str, pg_server: PostgresServer, tmp_path: Path
+) -> None:
+    """`credentials: temporary`, main and post step as the runner runs them: the client logs in
+    with its output as the run's role, which becomes the database's user at login, so the table
+    it creates is that user's; after the post step the role is gone and the same login is
+    refused."""
+    config = VERIFY_FULL_PATH
+    inputs = {
+        **matrix.base,
+        "database-url": creator_url,
+        "lifetime": "job",
+        "credentials": "temporary",
+        "credentials-role": USER,
+        "sslmode": config.sslmode,
+        "sslrootcert": matrix.sim.ca_cert_path,
+    }
+    job = {"GITHUB_RUN_ID": "77", "GITHUB_RUN_ATTEMPT": "1", "GITHUB_JOB": "clients"}
+    main = run_main_step(matrix.sim, tmp_path / "main", inputs, job)
+    assert main.code == 0, main.log
+    role = main.outputs["user"]
+    assert re.fullmatch(r"fpe_tmp_[0-9a-f]{16}", role), role
+    session = Session(
+        setup="create table made_in_the_job (id int)",
+        query="select session_user || ' ' || current_user || ' ' || "
+        "(select tableowner from pg_tables where tablename = 'made_in_the_job')",
+        outputs=main.outputs,
+    )
+    url = main.outputs[client.output]
+    assert url, f"the action set no `{client.output}` output"
+    attempt = run_client(
+        client, config, url, trust=Trust(), m=matrix, home=tmp_path / "job", session=session
+    )
+    try:
+        assert attempt.code == 0, str(attempt)
+        assert f"{role} {USER} {USER}" in printed_value(client, attempt), str(attempt)
+
+        post = run_post_step(matrix.sim, tmp_path / "post", inputs, step_state(main), extra_env=job)
+
+        assert post.code == 0, post.log
+        assert f"Role `{role}`: dropped" in post.summary, post.summary
+        again = run_client(
+            client, config, url, trust=Trust(), m=matrix, home=tmp_path / "after", session=session
+        )
+        assert_refused(again, "password authentication failed")
+    finally:
+        pg_server.psql("DROP TABLE IF EXISTS made_in_the_job", dbname=DB)

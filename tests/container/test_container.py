@@ -30,11 +30,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
 import yaml
 from runner_step import parse_file_command, prepare_step
 
-from flysim import Simulator
+from flysim import PostgresServer, Simulator
 
 pytestmark = [pytest.mark.container, pytest.mark.timeout(900)]
 
@@ -222,13 +223,15 @@ def test_image_holds_the_runtime_code_and_nothing_else(action_image: str) -> Non
     probe = """
 import importlib.util, json, os, sys
 import fly_pg_external.main, fly_pg_external.github, httpx, tomlkit, github, actions_toolkit
+import psycopg
 print(json.dumps({
     "uid": os.getuid(),
+    "libpq": [psycopg.pq.__impl__, psycopg.pq.version()],
     "files": sorted(
         os.path.relpath(os.path.join(d, f), "/app")
         for d, _, fs in os.walk("/app") for f in fs if not f.endswith(".pyc")
     ),
-    "absent": [m for m in ("flysim", "fakegithub", "psycopg", "pytest")
+    "absent": [m for m in ("flysim", "fakegithub", "pytest")
                if importlib.util.find_spec(m) is None],
 }))
 """
@@ -236,7 +239,9 @@ print(json.dumps({
     assert proc.returncode == 0, proc.stderr
     seen = json.loads(proc.stdout)
     assert seen["uid"] == 0
-    assert seen["absent"] == ["flysim", "fakegithub", "psycopg", "pytest"]
+    assert seen["absent"] == ["flysim", "fakegithub", "pytest"]
+    # psycopg with the libpq its wheel bundles (temporary credentials): no system library needed.
+    assert seen["libpq"][0] == "binary" and seen["libpq"][1] >= 160000, seen["libpq"]
     package = sorted(
         str(p.relative_to(ROOT))
         for p in (ROOT / "src" / "fly_pg_external").rglob("*")
@@ -312,3 +317,36 @@ def test_lifetime_job_post_step_releases_what_the_main_step_allocated(
     assert [ip for ip in sim.app(APP).ips if ip.type in ("v4", "v6")] == []
     assert "end of the job" in post.summary and "released" in post.summary
     assert not post.errors(), post.log
+
+
+def test_temporary_credentials_from_the_image(
+    action_image: str, flysim: Callable[..., Simulator], pg_server: PostgresServer, tmp_path: Path
+) -> None:
+    """`credentials: temporary` in the image: its psycopg (libpq from the wheel) creates the
+    run's role through the simulator's pg_tls endpoint, the URL logs in as it, and the post
+    step drops it."""
+    sim = flysim(apps={APP: {"machines": 2}}, postgres=True, token=TOKEN)
+    internal = sim.attach_database(APP, "image_owner", "Image-owner-pw-1", "image_db")
+    pg_server.psql('ALTER ROLE "image_owner" SUPERUSER')
+    inputs = {
+        **BASE_INPUTS,
+        "database-url": internal,
+        "host": "localhost",
+        "verify": "true",
+        "lifetime": "job",
+        "credentials": "temporary",
+    }
+    main = run_like_the_runner(action_image, sim, tmp_path / "main", inputs)
+    assert main.returncode == 0, main.log
+    role = main.outputs["user"]
+    assert re.fullmatch(r"fpe_tmp_[0-9a-f]{16}", role), role
+    assert main.state["TEMP_ROLE"] == role
+    with psycopg.connect(main.outputs["database-url"], connect_timeout=10) as conn:
+        assert conn.execute("SELECT session_user, current_user").fetchone() == (role, "image_owner")
+
+    post = run_like_the_runner(action_image, sim, tmp_path / "post", inputs, post=main.state)
+
+    assert post.returncode == 0, post.log
+    assert f"Role `{role}`: dropped" in post.summary
+    gone = pg_server.psql(f"SELECT count(*) FROM pg_roles WHERE rolname = '{role}'")  # noqa: S608
+    assert gone.strip() == "0"

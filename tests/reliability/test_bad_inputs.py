@@ -194,6 +194,31 @@ CASES = [
         {"hold-name": "bi", "lifetime": "job"},
     ),
     Bad("allow-forks-yes", "allow-forks", "is not a boolean", {"allow-forks": "yes"}),
+    Bad("credentials-unknown", "credentials", "is not accepted", {"credentials": "ephemeral"}),
+    Bad(
+        "credentials-without-url",
+        "credentials",
+        "temporary needs the database-url input",
+        {"credentials": "temporary"},
+    ),
+    Bad(
+        "credentials-valid-for-month",
+        "credentials-valid-for",
+        "use a duration from 1m to 7d",
+        {"credentials-valid-for": "30d"},
+    ),
+    Bad(
+        "credentials-role-reserved",
+        "credentials-role",
+        "is a name PostgreSQL reserves",
+        {"credentials-role": "pg_read_all_data"},
+    ),
+    Bad(
+        "credentials-connection-limit-zero",
+        "credentials-connection-limit",
+        "from 1 to 1000",
+        {"credentials-connection-limit": "0"},
+    ),
     Bad(
         "github-token-newline",
         "github-token",

@@ -17,12 +17,13 @@ from urllib.parse import quote
 
 import leaks
 import pytest
-from reliability_runs import GITHUB_TOKEN, PASSWORD, SECRETS, Background, checked
+import workflow_log
+from reliability_runs import GITHUB_TOKEN, PASSWORD, SECRETS, Background, check, checked
 
 from fakegithub import FakeGitHub
 from flysim import PostgresServer, Simulator
 
-from action_run import TOKEN, ActionResult
+from action_run import TOKEN, ActionResult, run_main_step, run_post_step, step_state
 
 GROUP = "Leak scan"
 APP = "my-db"
@@ -310,6 +311,56 @@ def test_query_string_secrets_are_masked_first_and_shown_nowhere(
     scenario.outcome = (
         f"0 hits in {report.sources} texts; {len(QUERY_SECRETS)} values masked before the "
         "first line"
+    )
+
+
+# -- temporary credentials ------------------------------------------------------------------------
+
+
+def test_temporary_credentials_keep_the_long_lived_password_out_of_every_output(
+    pg_sim: Simulator, pg_server: PostgresServer, tmp_path: Path, scenario: Any
+) -> None:
+    scenario.describe(
+        GROUP,
+        "temporary credentials",
+        injected="a lifetime: job expose with credentials: temporary, its database-url a "
+        "superuser's whose password is full of URL metacharacters; then its post step, with the "
+        "state the main step saved",
+        checked="the long-lived password is in nothing either step left (the log but its mask "
+        "line, every output (database-url, node-database-url and password too), the summaries, "
+        "fly.toml, the step state); the outputs carry the temporary role, whose password is "
+        "masked and only in the masked outputs",
+    )
+    owner = "leak_owner"
+    internal = pg_sim.attach_database(APP, owner, PASSWORD, DB)
+    pg_server.psql(f'ALTER ROLE "{owner}" SUPERUSER')  # as fly pg attach makes it
+    inputs = {
+        "app": APP,
+        "database-url": internal,
+        "host": "localhost",
+        "verify": "true",
+        "lifetime": "job",
+        "credentials": "temporary",
+    }
+    job = {"GITHUB_RUN_ID": "4242", "GITHUB_RUN_ATTEMPT": "1", "GITHUB_JOB": "leaks"}
+    main = check(run_main_step(pg_sim, tmp_path / "main", inputs, job))
+    assert main.code == 0, main.log
+    assert main.outputs["user"].startswith("fpe_tmp_")
+    state = (tmp_path / "main" / "file_commands" / "state").read_text(encoding="utf-8")
+    everywhere = frozenset[str]()  # no output is excused: none may carry the long-lived one
+    report = leaks.assert_no_leaks(main, SECRETS, extra={"step state": state}, excused=everywhere)
+    assert PASSWORD in workflow_log.parse(main.stdout).masks  # masked all the same
+    temporary = {"temporary password": main.outputs["password"]}
+    leaks.assert_no_leaks(main, temporary, extra={"step state": state})
+
+    post = check(run_post_step(pg_sim, tmp_path / "post", inputs, step_state(main), extra_env=job))
+    assert post.code == 0, post.log
+    leaks.assert_no_leaks(post, SECRETS, excused=everywhere)
+    leaks.assert_no_leaks(post, temporary)
+    assert f"Role `{main.outputs['user']}`: dropped" in post.summary
+    scenario.outcome = (
+        f"0 hits in {report.sources + len(leaks.run_texts(post))} texts of both steps; the "
+        "long-lived password only in its mask line"
     )
 
 

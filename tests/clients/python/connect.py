@@ -1,6 +1,7 @@
 """A Python client with the URL it is given: connect, run ``select current_user``, print the
 user (and, for psycopg, whether TLS is on and the libpq version), as JSON. On failure: the
-error's class and message on stderr, exit 1.
+error's class and message on stderr, exit 1. ``CLIENT_SETUP`` in the environment: a statement
+run first; ``CLIENT_QUERY``: the query whose value is printed as the user.
 
     python connect.py psycopg URL
     python connect.py asyncpg URL [--ssl-default-context]
@@ -14,15 +15,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import ssl
 import sys
+
+SETUP = os.environ.get("CLIENT_SETUP", "")
+QUERY = os.environ.get("CLIENT_QUERY", "select current_user")
 
 
 def with_psycopg(url: str) -> dict[str, object]:
     import psycopg
 
     with psycopg.connect(url, connect_timeout=10) as conn:
-        row = conn.execute("select current_user").fetchone()
+        if SETUP:
+            conn.execute(SETUP)
+        row = conn.execute(QUERY).fetchone()
         assert row is not None
         return {"user": row[0], "tls": conn.pgconn.ssl_in_use, "libpq": psycopg.pq.version()}
 
@@ -36,7 +43,9 @@ async def with_asyncpg(url: str, default_context: bool) -> dict[str, object]:
     conn = await asyncpg.connect(url, **options)
     try:
         # asyncpg does not say whether TLS is on; the pg_tls proxy refuses plaintext anyway.
-        return {"user": await conn.fetchval("select current_user")}
+        if SETUP:
+            await conn.execute(SETUP)
+        return {"user": await conn.fetchval(QUERY)}
     finally:
         await conn.close()
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from .gitdata import GitCommit, Release
-from .server import ACTIONS_BOT, BODY_LIMIT, Comment, FakeGitHub, Identity, PullRequest, Request
+from .models import ACTIONS_BOT, BODY_LIMIT, Comment, Identity, PullRequest, Request
+from .server import FakeGitHub
 
 __all__ = [
     "ACTIONS_BOT",

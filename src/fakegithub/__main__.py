@@ -12,7 +12,8 @@ import contextlib
 import signal
 import threading
 
-from .server import ACTIONS_BOT, FakeGitHub, Identity
+from .models import ACTIONS_BOT, Identity
+from .server import FakeGitHub
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,6 @@
-"""The shape the code keeps: small modules and functions, a core that does no I/O of its own
-making, and tests that use only the simulator's public API (docs/architecture.md)."""
+"""The shape the code keeps: small modules and functions in every package under src/ (the action,
+the Fly simulator and the fake GitHub), no import loop among them, a core that does no I/O of its
+own making, and tests that use only the simulator's public API (docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGE = ROOT / "src" / "fly_pg_external"
+SRC = ROOT / "src"
+PACKAGE = SRC / "fly_pg_external"
+# Every package under src/: the limits and the import-loop check hold for the test servers too.
+PACKAGES = ("fly_pg_external", "flysim", "fakegithub")
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
 # The edges: they talk to the runner, to GitHub, to sockets or to Fly. Everything else is the
@@ -41,6 +45,10 @@ def modules() -> list[Path]:
     return sorted(PACKAGE.rglob("*.py"))
 
 
+def package_modules(package: str) -> list[Path]:
+    return sorted((SRC / package).rglob("*.py"))
+
+
 def module_name(path: Path) -> str:
     parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
     return ".".join(p for p in parts if p != "__init__")
@@ -68,24 +76,117 @@ def is_core(path: Path) -> bool:
     return relative.parts[0] != "fly" and relative.stem not in EDGES
 
 
-def test_no_module_is_longer_than_the_limit() -> None:
+@pytest.mark.parametrize("package", PACKAGES)
+def test_no_module_is_longer_than_the_limit(package: str) -> None:
     long = {
         str(p.relative_to(ROOT)): n
-        for p in modules()
+        for p in package_modules(package)
         if (n := p.read_text().count("\n")) > MAX_MODULE_LINES
     }
     assert long == {}
 
 
-def test_no_function_is_longer_than_the_limit() -> None:
+@pytest.mark.parametrize("package", PACKAGES)
+def test_no_function_is_longer_than_the_limit(package: str) -> None:
     long = {}
-    for path in modules():
+    for path in package_modules(package):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 length = (node.end_lineno or node.lineno) - node.lineno + 1
                 if length > MAX_FUNCTION_LINES:
                     long[f"{path.relative_to(ROOT)}:{node.lineno} {node.name}"] = length
     assert long == {}
+
+
+def imported_modules(
+    name: str, source: str, known: set[str], *, is_package: bool = False
+) -> set[str]:
+    """The modules of ``known`` that module ``name`` (its ``source``) imports, anywhere in it: at
+    module level, under ``if TYPE_CHECKING`` and inside functions alike.
+
+    ``from pkg import sub`` names the module ``pkg.sub`` when it is one, else ``pkg`` itself (a
+    name its ``__init__`` exports). The package ``__init__`` that Python runs before any of its
+    modules is not an edge: it runs whoever imports, so it says nothing about who depends on whom.
+    """
+    package = name.split(".") if is_package else name.split(".")[:-1]
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, *(node.module.split(".") if node.module else [])])
+            for alias in node.names:
+                sub = f"{module}.{alias.name}"
+                names.add(sub if sub in known else module)
+    return names & known
+
+
+def import_loops(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected set of two or more modules (or one that imports itself): each is
+    a loop, whatever path through it one follows. Tarjan's algorithm."""
+    order: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    loops: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        order[module] = low[module] = len(order)
+        stack.append(module)
+        for target in sorted(graph[module]):
+            if target not in order:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in stack:
+                low[module] = min(low[module], order[target])
+        if low[module] == order[module]:
+            members = stack[stack.index(module) :]
+            del stack[stack.index(module) :]
+            if len(members) > 1 or module in graph[module]:
+                loops.append(sorted(members))
+
+    for module in sorted(graph):
+        if module not in order:
+            visit(module)
+    return loops
+
+
+def test_no_import_loop_under_src() -> None:
+    """No module reaches itself through imports, across all three packages.
+
+    Every import counts, including those under ``if TYPE_CHECKING`` and inside functions: a loop
+    the interpreter is spared at run time is still modules that cannot be read, tested or changed
+    one without the others. Behaviours take the state core they work on; the facade in front of
+    them imports them, never the other way round.
+    """
+    paths = {module_name(p): p for package in PACKAGES for p in package_modules(package)}
+    known = set(paths)
+    graph = {
+        name: imported_modules(name, path.read_text(), known, is_package=path.name == "__init__.py")
+        for name, path in paths.items()
+    }
+    assert import_loops(graph) == []
+
+
+def test_the_loop_check_counts_every_import() -> None:
+    assert import_loops({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"d"}, "e": {"a"}}) == [
+        ["a", "b", "c"],
+        ["d"],
+    ]
+    source = (
+        "from typing import TYPE_CHECKING\n"
+        "from flysim import Nothing\n"
+        "if TYPE_CHECKING:\n"
+        "    from flysim.simulator import Simulator\n"
+        "def f():\n"
+        "    from . import models, _ids\n"
+        "    import flysim.errors\n"
+    )
+    known = {"flysim", "flysim.simulator", "flysim.models", "flysim._ids", "flysim.errors", "x"}
+    assert imported_modules("flysim.probe", source, known) == known - {"x"}
+    assert imported_modules("flysim", "from . import models", known, is_package=True) == {
+        "flysim.models"
+    }
 
 
 @pytest.mark.parametrize("path", [p for p in modules() if is_core(p)], ids=module_name)

@@ -4,23 +4,20 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 import tempfile
 import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from types import FrameType
 
 from . import log as logchannel
-from . import ownership
+from . import ownership, step_state
 from .credential_steps import hand_out, sweep_expired
 from .describe import describe_plan, describe_state
 from .domain import IpAddress, IpFamily
 from .errors import ActionError, FlyAuthError
 from .event import RunContext
 from .exposure import Exposure, exposure_of
-from .fly.client import FlyClient
 from .flyapi import FlyApi
 from .forks import guard_fork_runs, withheld_notice
 from .gha import Actions
@@ -32,33 +29,13 @@ from .progress import Progress
 from .releases import Holding
 from .rollout import apply, read_cluster
 from .settings import Settings, from_environ
+from .steps import Cancelled, cancellable, make_fly
 from .verification import verify_expose, verify_unexpose
 
 log = logging.getLogger(__name__)
 
-# The step state a `lifetime: job` run leaves for its post step (read back as STATE_<name>).
-STATE_HOLDER = "HOLDER"
-STATE_ALLOCATED = "ALLOCATED"
-STATE_COMMENT_URL = "COMMENT_URL"  # the PR comment the post step updates at the end of the job
 
 Publisher = Callable[[Outcome, Settings, Actions, RunContext], str]
-
-
-class Cancelled(BaseException):
-    """SIGTERM/SIGINT (a cancelled workflow): unwind so every lease is released."""
-
-
-def _on_signal(signum: int, _frame: FrameType | None) -> None:
-    raise Cancelled(signal.Signals(signum).name)
-
-
-def make_fly(settings: Settings) -> FlyClient:
-    return FlyClient.connect(
-        api_base_url=settings.api_base_url,
-        flaps_base_url=settings.flaps_base_url,
-        auth=settings.fly_auth,
-        timeout=settings.http_timeout,
-    )
 
 
 def _write_fly_toml(plan: Plan, env: Mapping[str, str], gha: Actions) -> str | None:
@@ -193,7 +170,7 @@ def _run(
         if settings.lifetime == "job":
             # Saved whatever follows: the post step then always knows whose hold to drop, and
             # says truthfully what the job allocated (maybe nothing).
-            gha.save_state(STATE_HOLDER, plan.holder)
+            step_state.save_holder(gha, plan.holder)
         if not plan.read_only and (plan.changed or plan.record is not None):
             # Ours: what apply does is in it however apply ends.
             progress = _progress(settings, plan, gha)
@@ -228,7 +205,7 @@ def _run(
     set_outputs(settings, gha, outcome, plan, exposure, withheld=fork is not None)
     comment_url = _report(outcome, settings, gha, ctx, publish)
     if comment_url and settings.lifetime == "job":
-        gha.save_state(STATE_COMMENT_URL, comment_url)
+        step_state.save_comment_url(gha, comment_url)
     gha.set_output("comment-url", comment_url)
     _final_summary(outcome)
     return 1 if outcome.status == "failed" or not roles_swept else 0
@@ -301,7 +278,7 @@ def _progress(settings: Settings, plan: Plan, gha: Actions) -> Progress:
         return Progress()
 
     def save(allocated: dict[IpFamily, IpAddress]) -> None:
-        gha.save_state(STATE_ALLOCATED, ",".join(ip.address for ip in allocated.values()))
+        step_state.save_allocated(gha, (ip.address for ip in allocated.values()))
 
     return Progress(on_allocated=save)
 
@@ -370,15 +347,13 @@ def main(env: Mapping[str, str] | None = None) -> int:
         return 1
     for secret in settings.secrets:
         gha.add_mask(secret)
-    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     fly = make_fly(settings)
     try:
-        return run(settings, fly, gha, env, _publish)
+        with cancellable():
+            return run(settings, fly, gha, env, _publish)
     except Exception as exc:
         gha.error(f"Unexpected error: {type(exc).__name__}: {exc}", title="Unexpected error")
         sys.stderr.write(gha.redactor.redact(traceback.format_exc()))
         return 1
     finally:
         fly.close()
-        for s, handler in previous.items():
-            signal.signal(s, handler)

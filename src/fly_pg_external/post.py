@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from types import FrameType
 
 from . import log as logchannel
+from . import step_state
 from .credential_steps import drop_at_job_end
 from .describe import describe_plan
 from .domain import IP_FAMILIES
@@ -28,7 +27,6 @@ from .errors import ActionError
 from .flyapi import FlyApi
 from .gha import Actions
 from .inputs import Addresses
-from .main import STATE_ALLOCATED, STATE_COMMENT_URL, STATE_HOLDER, Cancelled, make_fly
 from .outcome import Outcome, build_outcome
 from .plan import Plan, make_plan
 from .poll import SYSTEM_CLOCK
@@ -37,13 +35,10 @@ from .releases import Holding
 from .report_sections import inline_code
 from .rollout import apply, read_cluster
 from .settings import Settings, from_environ
+from .steps import Cancelled, cancellable, make_fly
 from .verification import verify_unexpose
 
 log = logging.getLogger(__name__)
-
-
-def _on_signal(signum: int, _frame: FrameType | None) -> None:
-    raise Cancelled(signal.Signals(signum).name)
 
 
 def main(env: Mapping[str, str] | None = None) -> int:
@@ -63,18 +58,18 @@ def main(env: Mapping[str, str] | None = None) -> int:
             "exposure stays after the job)."
         )
         return 0
-    holder = env.get(f"STATE_{STATE_HOLDER}", "")
-    allocated = tuple(a for a in env.get(f"STATE_{STATE_ALLOCATED}", "").split(",") if a)
+    saved = step_state.load(env)
+    holder, allocated = saved.holder, saved.allocated
     if not holder:
         gha.info(
             "fly-pg-external: the main step stopped before it held or allocated anything; "
             "nothing to release."
         )
         return 0
-    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     fly = make_fly(settings)
     try:
         with (
+            cancellable(),
             logchannel.to_workflow(gha),
             gha.group(f"Close what this job opened on {settings.app}"),
         ):
@@ -93,14 +88,12 @@ def main(env: Mapping[str, str] | None = None) -> int:
             )
     finally:
         fly.close()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 def _comment_updater(settings: Settings, env: Mapping[str, str]) -> Callable[[str], object] | None:
     """Where the end of the job is reported besides the summary: the PR comment the main step
     wrote (its URL in the step state), which would otherwise go on saying "open"."""
-    comment_url = env.get(f"STATE_{STATE_COMMENT_URL}", "")
+    comment_url = step_state.load(env).comment_url
     if not comment_url or not settings.pr_comment:
         return None
     from . import publish  # PyGithub only when there is a comment to update

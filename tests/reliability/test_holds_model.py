@@ -39,7 +39,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from fakegithub import FakeGitHub
 from fly_pg_external import main as action_main
 from fly_pg_external import post as action_post
-from fly_pg_external.main import Cancelled
+from fly_pg_external.steps import Cancelled
 from flysim import RateLimits, Simulator
 
 from action_run import action_env, parse_file_command, parse_outputs

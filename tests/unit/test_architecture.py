@@ -31,6 +31,9 @@ EDGES = {
     "pgwire",
     "verification",
     "log",
+    "pgroles",
+    "credential_steps",
+    "steps",
 }
 FORBIDDEN_IN_CORE = ("fly_pg_external.fly", "httpx", "github", "fly_pg_external.github")
 # Fly's formats with no I/O: the machine config's typed views and builders, and fly.toml. The

@@ -1,6 +1,7 @@
-"""One clock and one retry policy: `poll.Clock` is the only way the action reads time or waits
-(the HTTP client's retries, the rate limiter, leases, holds, the verification all take one), so a
-test can run any of them on a fake clock, and `poll.RetryPolicy` is the only retry schedule."""
+"""Mechanisms written once. One clock and one retry policy: `poll.Clock` is the only way the
+action reads time or waits (the HTTP client's retries, the rate limiter, leases, holds and the
+verification all take one), so a test can run any of them on a fake clock, and
+`poll.RetryPolicy` is the only retry schedule. And the two steps share modules, not each other."""
 
 from __future__ import annotations
 
@@ -51,3 +52,13 @@ def test_the_http_client_and_its_limiter_share_the_retry_policys_clock() -> None
         assert http.limiter._clock is clock
     finally:
         http.close()
+
+
+def test_the_post_step_does_not_import_the_main_step() -> None:
+    """What both steps share lives in `steps.py` and `step_state.py`: the post step runs at the
+    end of the job with nothing of the main step's module but its saved state."""
+    tree = ast.parse((PACKAGE / "post.py").read_text())
+    names = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
+        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+    }
+    assert not names & {"main", "fly_pg_external.main"}

@@ -90,7 +90,7 @@ def _hands_out(outcome: Outcome | None, plan: Plan | None, settings: Settings) -
     return (
         outcome is not None
         and plan is not None
-        and plan.external_url is not None
+        and plan.redacted_url is not None
         and outcome.mode == "expose"
         and outcome.status != "failed"
         and (settings.connect or not settings.read_only)
@@ -181,7 +181,7 @@ def _run(
                     progress,
                     wait_timeout=settings.wait_timeout,
                     lease_wait=settings.lease_wait,
-                    replan=lambda cluster: make_plan(settings, cluster, holding),
+                    replan=lambda cluster: make_plan(settings.intent, cluster, holding),
                 )
     except ActionError as exc:
         error = _report_error(exc, settings)
@@ -248,7 +248,7 @@ def _after_change(
         return
     with gha.group("Verify"):
         if settings.releasing:
-            verify_unexpose(outcome, settings)
+            verify_unexpose(outcome, settings.port)
         else:
             verify_expose(outcome, settings)
     if outcome.status == "failed" and outcome.error:
@@ -292,7 +292,7 @@ def _read_and_plan(
     reachable = [m for m in cluster.machines if m.reachable]
     record = ownership.read(reachable, cluster.app.ips, now=int(SYSTEM_CLOCK.wall()))
     holding = holding_for(settings, env, record, ctx=ctx)
-    plan = make_plan(settings, cluster, holding)
+    plan = make_plan(settings.intent, cluster, holding)
     hands_out = not settings.releasing and (settings.connect or not settings.read_only)
     if settings.database_url is not None and not hands_out and not settings.releasing:
         gha.notice(

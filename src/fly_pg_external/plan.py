@@ -1,9 +1,9 @@
 """The planning core: every decision of a run, computed from data, with no I/O.
 
-Given the validated Settings and the ClusterState read from Fly, `make_plan` decides which IP
-families to allocate (or release), which machines need a new config and in which order (machines
-whose role check is failing first, then replicas, the primary last), what their new configs
-are, the fly.toml before/after and the external URL.
+Given the run's `Intent` (intent.py: what it asks for, and no secret) and the ClusterState read
+from Fly, `make_plan` decides which IP families to allocate (or release), which machines need a
+new config and in which order (machines whose role check is failing first, then replicas, the
+primary last), what their new configs are, the fly.toml before/after and the URL as shown.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from .domain import (
 from .errors import PlanError
 from .fly import config as machine_config
 from .fly import flytoml
+from .intent import Intent
 from .ownership import PERSISTENT, Ownership
 from .releases import Holding, Kept, expose_record, plan_releases, record_warnings
-from .settings import Settings
 
 _TAG_RE = re.compile(r"^(?P<major>\d+)(?:\.\d+)*(?:[-.].*)?$")
 
@@ -78,7 +78,6 @@ class Plan:
     host: str
     port: int
     image_policy: ImagePolicy
-    external_url: str | None = field(repr=False)
     redacted_url: str | None
     warnings: tuple[PlanWarning, ...]
     # The ownership record (ownership.py) as read, who this run holds the exposure for, the
@@ -193,10 +192,10 @@ def _unreachable_warning(machine: Machine, restarts: bool, read_only: bool) -> s
     return text
 
 
-def make_plan(settings: Settings, cluster: ClusterState, holding: Holding | None = None) -> Plan:
+def make_plan(intent: Intent, cluster: ClusterState, holding: Holding | None = None) -> Plan:
     holding = holding or Holding()
     if not cluster.machines:
-        raise PlanError(f"app {settings.app!r} has no active machines to serve Postgres.")
+        raise PlanError(f"app {intent.app!r} has no active machines to serve Postgres.")
     existing = {
         fam: addrs
         for fam in IP_FAMILIES
@@ -210,21 +209,20 @@ def make_plan(settings: Settings, cluster: ClusterState, holding: Holding | None
     owned = ownership.read(reachable, cluster.app.ips, now=holding.now)
     kept: tuple[Kept, ...] = ()
     dropped: tuple[str, ...] = ()
-    if settings.releasing:
-        dropped, record, decided = plan_releases(settings, cluster, owned, holding)
+    if intent.releasing:
+        dropped, record, decided = plan_releases(intent, cluster, owned, holding)
         release, kept = decided.release, decided.kept
     else:
-        allocate = tuple(f for f in settings.ip_versions if f not in existing)
-        updates, untouched = _machine_updates(settings, reachable)
+        allocate = tuple(f for f in intent.families if f not in existing)
+        updates, untouched = _machine_updates(intent, reachable)
         record = expose_record(owned, holding, allocating=bool(allocate))
 
-    before, after = _fly_tomls(settings.app, reachable, updates)
-    external_url, redacted = _urls(settings)
+    before, after = _fly_tomls(intent.app, reachable, updates)
     return Plan(
-        app=settings.app,
-        mode=settings.mode,
-        read_only=settings.read_only,
-        requested=settings.ip_versions,
+        app=intent.app,
+        mode=intent.mode,
+        read_only=intent.read_only,
+        requested=intent.families,
         allocate=allocate,
         existing=existing,
         release=release,
@@ -234,14 +232,13 @@ def make_plan(settings: Settings, cluster: ClusterState, holding: Holding | None
         fly_toml_before=before,
         fly_toml_after=after,
         config_diff=flytoml.unified_diff(before, after),
-        host=settings.host,
-        port=settings.port,
-        image_policy=settings.postgres_image,
-        external_url=external_url,
-        redacted_url=redacted,
-        warnings=_warnings(settings, cluster, allocate, updates)
+        host=intent.host,
+        port=intent.port,
+        image_policy=intent.image_policy,
+        redacted_url=None if intent.releasing else intent.shown_url,
+        warnings=_warnings(intent, cluster, allocate, updates)
         + record_warnings(owned)
-        + tuple(k.warning(settings.app) for k in kept if k.foreign),
+        + tuple(k.warning(intent.app) for k in kept if k.foreign),
         holder=holding.holder,
         ownership=owned,
         record=record,
@@ -260,23 +257,15 @@ def _fly_tomls(app: str, reachable: list[Machine], updates: list[MachineUpdate])
     return before, after
 
 
-def _urls(settings: Settings) -> tuple[str | None, str | None]:
-    """The external libpq URL and its redacted form; none for a releasing run."""
-    urls = settings.urls
-    if urls is None or settings.releasing:
-        return None, None
-    return urls.libpq, urls.redacted
-
-
 def _machine_updates(
-    settings: Settings, reachable: list[Machine]
+    intent: Intent, reachable: list[Machine]
 ) -> tuple[list[MachineUpdate], list[Machine]]:
     """The updates in rollout order, and the machines that already comply."""
     for machine in reachable:
-        conflict = machine_config.port_conflict(machine.config, settings.port)
+        conflict = machine_config.port_conflict(machine.config, intent.port)
         if conflict is not None:
             raise PlanError(
-                f"port {settings.port} is already used on machine {machine.id} by the service "
+                f"port {intent.port} is already used on machine {machine.id} by the service "
                 f"to internal port {conflict.internal_port}; choose another port "
                 "(5432 is the default and reaches the primary through HAProxy).",
                 "port",
@@ -284,7 +273,7 @@ def _machine_updates(
     updates: list[MachineUpdate] = []
     untouched: list[Machine] = []
     for machine in sorted(reachable, key=rollout_order):
-        update = plan_machine(machine, settings.port, settings.postgres_image)
+        update = plan_machine(machine, intent.port, intent.image_policy)
         if update is None:
             untouched.append(machine)
         else:
@@ -293,13 +282,13 @@ def _machine_updates(
 
 
 def _warnings(
-    settings: Settings,
+    intent: Intent,
     cluster: ClusterState,
     allocate: tuple[IpFamily, ...],
     updates: list[MachineUpdate],
 ) -> tuple[PlanWarning, ...]:
     warnings: list[PlanWarning] = []
-    exposing = not settings.releasing
+    exposing = not intent.releasing
     if cluster.app.shared_ipv4 and exposing:
         warnings.append(
             PlanWarning(
@@ -308,7 +297,7 @@ def _warnings(
                 "pg_tls, so it is not counted as external access.",
             )
         )
-    if exposing and "v6" in settings.ip_versions and "v4" not in settings.ip_versions:
+    if exposing and "v6" in intent.families and "v4" not in intent.families:
         warnings.append(
             PlanWarning(
                 "ipv6-only",
@@ -317,7 +306,7 @@ def _warnings(
             )
         )
     for machine in cluster.unreachable:
-        text = _unreachable_warning(machine, bool(updates), settings.read_only)
+        text = _unreachable_warning(machine, bool(updates), intent.read_only)
         warnings.append(PlanWarning("unreachable-host", text, subject=machine.id))
     if updates:
         warnings.append(

@@ -16,17 +16,16 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from . import log as logchannel
 from . import step_state
 from .credential_steps import drop_at_job_end
 from .describe import describe_plan
-from .domain import IP_FAMILIES
 from .errors import ActionError
 from .flyapi import FlyApi
 from .gha import Actions
-from .inputs import Addresses
+from .intent import Intent
 from .outcome import Outcome, build_outcome
 from .plan import Plan, make_plan
 from .poll import SYSTEM_CLOCK
@@ -132,11 +131,7 @@ def close(
 ) -> int:
     """Drop `holder`'s hold, release what no hold covers any more, check it closed; the exit
     code. The report goes to the job summary, and to `on_report` (the PR comment's update)."""
-    # Every family: the last holder closes every address of the action's own, whichever run
-    # asked for it.
-    releasing = replace(
-        settings, mode="unexpose", dry_run=False, addresses=Addresses(), ip_versions=IP_FAMILIES
-    )
+    releasing = Intent.closing(settings.app, host=settings.host, port=settings.port)
     closing = _Closing(settings.app, allocated)
     progress = Progress()
     try:
@@ -172,7 +167,7 @@ def close(
     if closing.plan is not None:
         closing.outcome = build_outcome(closing.plan, progress, closing.error)
     if closing.outcome is not None and closing.error is None and settings.verify:
-        verify_unexpose(closing.outcome, releasing)
+        verify_unexpose(closing.outcome, settings.port)
     still_open = _still_open(closing)
     report = _summary(closing, still_open)
     gha.append_summary(report)

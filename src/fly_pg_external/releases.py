@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from .domain import IP_FAMILIES, ClusterState, IpAddress, IpFamily, PlanWarning
 from .errors import PlanError
+from .intent import Intent
 from .ownership import PERSISTENT, Ownership, describe_holds
-from .settings import Settings
 
 
 @dataclass(frozen=True)
@@ -155,11 +155,11 @@ def expose_record(owned: Ownership, holding: Holding, *, allocating: bool) -> Ow
 
 
 def plan_releases(
-    settings: Settings, cluster: ClusterState, owned: Ownership, holding: Holding
+    intent: Intent, cluster: ClusterState, owned: Ownership, holding: Holding
 ) -> tuple[tuple[str, ...], Ownership | None, Releases]:
     """The holds a releasing run drops, the record to write, and what it releases or keeps."""
-    if settings.mode == "sweep":
-        dropped = stale_holds(owned, now=holding.now, max_age=settings.max_age, gone=holding.gone)
+    if intent.mode == "sweep":
+        dropped = stale_holds(owned, now=holding.now, max_age=intent.max_age, gone=holding.gone)
     else:
         mine = (holding.holder, *holding.legacy)
         dropped = tuple(h for h in mine if h in owned.holds)
@@ -174,9 +174,9 @@ def plan_releases(
     decided = decide(
         cluster,
         after,
-        families=settings.ip_versions,
-        named=settings.addresses.named,
-        every=settings.addresses.every,
+        families=intent.families,
+        named=intent.addresses.named,
+        every=intent.addresses.every,
     )
     owned_released = any(owned.owns(ip) for ip in decided.release)
     write = dropped or owned_released or (claimed and owned.known)

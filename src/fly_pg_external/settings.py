@@ -47,6 +47,7 @@ from .inputs import (
     clean_wait_timeout,
     env_seconds,
 )
+from .intent import Intent
 from .urls import SYSTEM, ClientUrls, Tls, client_urls
 
 DEFAULT_API_BASE_URL = "https://api.fly.io"
@@ -112,6 +113,23 @@ class Settings:
         if self.database_url is None:
             return None
         return client_urls(self.database_url, self.host, self.port, self.tls)
+
+    @property
+    def intent(self) -> Intent:
+        """What the planner gets: the run's request, without tokens or passwords."""
+        urls = self.urls
+        return Intent(
+            app=self.app,
+            mode=self.mode,
+            families=self.ip_versions,
+            host=self.host,
+            port=self.port,
+            read_only=self.read_only,
+            image_policy=self.postgres_image,
+            shown_url=urls.redacted if urls is not None and not self.releasing else None,
+            addresses=self.addresses,
+            max_age=self.max_age,
+        )
 
     @property
     def releasing(self) -> bool:

@@ -225,7 +225,7 @@ def _unreadable_roots(settings: Settings) -> str | None:
     )
 
 
-def verify_unexpose(outcome: Outcome, settings: Settings) -> None:
+def verify_unexpose(outcome: Outcome, port: int) -> None:
     """Check that every released address stops accepting connections; record each."""
     released = outcome.released()
     if not released:
@@ -235,7 +235,7 @@ def verify_unexpose(outcome: Outcome, settings: Settings) -> None:
 
     def all_closed() -> bool | None:
         nonlocal pending
-        pending = [a for a in pending if still_open(a, settings.port, timeout=1.0)]
+        pending = [a for a in pending if still_open(a, port, timeout=1.0)]
         return True if not pending else None
 
     poll(
@@ -248,10 +248,10 @@ def verify_unexpose(outcome: Outcome, settings: Settings) -> None:
         ok = address not in pending
         outcome.verify.append(VerifyResult(address, ok, "closed" if ok else "still accepts"))
         if ok:
-            log.info(f"✓ {address}:{settings.port} no longer accepts connections")
+            log.info(f"✓ {address}:{port} no longer accepts connections")
         else:
             log.warning(
-                f"{address}:{settings.port} still accepts connections {deadline:.0f} s after its "
+                f"{address}:{port} still accepts connections {deadline:.0f} s after its "
                 "release; Fly's proxy may take a moment to forget it.",
                 extra={"title": "Released address still answers"},
             )

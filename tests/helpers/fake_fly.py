@@ -450,4 +450,4 @@ def settings(**inputs: str) -> Settings:
 
 def plan_of(fly: FakeFly, **inputs: str) -> Plan:
     """The plan a run makes from what `fly` holds now."""
-    return make_plan(settings(**inputs), read_cluster(fly, fly.app))
+    return make_plan(settings(**inputs).intent, read_cluster(fly, fly.app))

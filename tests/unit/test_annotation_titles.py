@@ -21,6 +21,7 @@ from fly_pg_external.describe import WARNING_TITLES, describe_plan
 from fly_pg_external.domain import AppInfo, ClusterState, IpAddress
 from fly_pg_external.fly.machines import machine_from_api
 from fly_pg_external.gha import Actions
+from fly_pg_external.intent import Intent
 from fly_pg_external.log import to_workflow
 from fly_pg_external.ownership import RECORD_KEY
 from fly_pg_external.plan import Plan, make_plan
@@ -145,6 +146,11 @@ def settings(**inputs: str) -> Settings:
     return from_environ(env, lambda n: env.get("INPUT_" + n.upper()))
 
 
+def intent(**inputs: str) -> Intent:
+    """What the planner gets from a run with these inputs."""
+    return settings(**inputs).intent
+
+
 def cluster(
     machines: list[dict[str, Any]], ips: tuple[IpAddress, ...] = (), shared: str | None = None
 ) -> ClusterState:
@@ -159,14 +165,10 @@ def plans() -> dict[str, Plan]:
     bad_record = machine("m1", "primary")
     bad_record["config"].setdefault("metadata", {})[RECORD_KEY] = "not json"
     return {
-        "expose": make_plan(settings(**{"dry-run": "true"}), cluster(legacy, shared="66.241.1.1")),
-        "v6 only": make_plan(
-            settings(**{"ip-versions": "v6"}), cluster([machine("m1", "primary")])
-        ),
-        "unexpose": make_plan(
-            settings(mode="unexpose"), cluster([machine("m1", "primary")], (V4,))
-        ),
-        "bad record": make_plan(settings(mode="unexpose"), cluster([bad_record], (V4,))),
+        "expose": make_plan(intent(**{"dry-run": "true"}), cluster(legacy, shared="66.241.1.1")),
+        "v6 only": make_plan(intent(**{"ip-versions": "v6"}), cluster([machine("m1", "primary")])),
+        "unexpose": make_plan(intent(mode="unexpose"), cluster([machine("m1", "primary")], (V4,))),
+        "bad record": make_plan(intent(mode="unexpose"), cluster([bad_record], (V4,))),
     }
 
 

@@ -35,7 +35,10 @@ EDGES = {
     "credential_steps",
     "steps",
 }
-FORBIDDEN_IN_CORE = ("fly_pg_external.fly", "httpx", "github", "fly_pg_external.github")
+FORBIDDEN_IN_CORE = (
+    *("fly_pg_external.fly", "httpx", "github", "fly_pg_external.github"),
+    *("psycopg", "fly_pg_external.pgroles"),
+)
 # Fly's formats with no I/O: the machine config's typed views and builders, and fly.toml. The
 # core reads and changes configs only through them, so the wire shape is known in fly/ alone.
 PURE_FLY = ("fly_pg_external.fly.config", "fly_pg_external.fly.flytoml")

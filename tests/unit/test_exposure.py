@@ -32,13 +32,13 @@ def cluster(ips: tuple[IpAddress, ...], *, legacy: bool = False) -> ClusterState
 
 
 def test_an_exposed_cluster_is_exposed() -> None:
-    plan = make_plan(settings(), cluster((V4, V6)))
+    plan = make_plan(settings().intent, cluster((V4, V6)))
     exposure = exposure_of(plan, build_outcome(plan))
     assert exposure.exposed and exposure.gaps(5432) == []
 
 
 def test_a_dry_run_is_judged_as_things_are_now() -> None:
-    plan = make_plan(settings(**{"dry-run": "true"}), cluster((V6,), legacy=True))
+    plan = make_plan(settings(**{"dry-run": "true"}).intent, cluster((V6,), legacy=True))
     exposure = exposure_of(plan, build_outcome(plan))
     assert not exposure.exposed
     assert exposure.gaps(5432) == [
@@ -48,12 +48,12 @@ def test_a_dry_run_is_judged_as_things_are_now() -> None:
 
 
 def test_only_the_requested_families_count() -> None:
-    plan = make_plan(settings(**{"ip-versions": "v4", "dry-run": "true"}), cluster((V4,)))
+    plan = make_plan(settings(**{"ip-versions": "v4", "dry-run": "true"}).intent, cluster((V4,)))
     assert exposure_of(plan, build_outcome(plan)).exposed
 
 
 def test_a_machine_counts_once_its_update_is_done() -> None:
-    plan = make_plan(settings(), cluster((V4, V6), legacy=True))
+    plan = make_plan(settings().intent, cluster((V4, V6), legacy=True))
     progress = Progress()
     progress.machines["m2"] = "updated"
     progress.machines["m1"] = "rolled-back"

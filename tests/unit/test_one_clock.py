@@ -62,3 +62,14 @@ def test_the_post_step_does_not_import_the_main_step() -> None:
         a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
     }
     assert not names & {"main", "fly_pg_external.main"}
+
+
+@pytest.mark.parametrize("name", ["plan.py", "releases.py"])
+def test_the_planner_and_the_release_rule_take_only_the_intent(name: str) -> None:
+    """They read what the run asks for (`Intent`), never the settings with their tokens and
+    passwords, and never the time (it comes in with the `Holding`)."""
+    tree = ast.parse((PACKAGE / name).read_text())
+    modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
+        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+    }
+    assert not modules & {"settings", "fly_pg_external.settings", "time"}

@@ -11,6 +11,7 @@ import pytest
 from fly_pg_external.domain import AppInfo, ClusterState, IpAddress
 from fly_pg_external.errors import InputError, PlanError
 from fly_pg_external.fly.machines import machine_from_api
+from fly_pg_external.intent import Intent
 from fly_pg_external.ownership import (
     MAX_HOLDS,
     RECORD_KEY,
@@ -37,6 +38,11 @@ def settings(**inputs: str) -> Settings:
     env = {"INPUT_APP": "my-db", "INPUT_FLY-API-TOKEN": "fo1_x"}
     env.update({f"INPUT_{k.upper()}": v for k, v in inputs.items()})
     return from_environ(env, lambda n: env.get("INPUT_" + n.upper()))
+
+
+def intent(**inputs: str) -> Intent:
+    """What the planner gets from a run with these inputs."""
+    return settings(**inputs).intent
 
 
 def with_record(data: dict[str, Any], record: Ownership | None) -> dict[str, Any]:
@@ -123,10 +129,10 @@ def test_a_copy_that_cannot_be_read_makes_the_record_unknown() -> None:
     assert read_now(state).unreadable == (
         "machine m2: format version 3, this version of the action reads 1 and 2",
     )
-    plan = make_plan(settings(mode="unexpose"), state, Holding(A + "wf-x", NOW))
+    plan = make_plan(intent(mode="unexpose"), state, Holding(A + "wf-x", NOW))
     assert plan.release == () and {k.ip.address for k in plan.kept} == {V4.address, V6.address}
     assert plan.warnings[0].kind == "record"
-    named = make_plan(settings(mode="unexpose", addresses=V4.address), state, Holding(now=NOW))
+    named = make_plan(intent(mode="unexpose", addresses=V4.address), state, Holding(now=NOW))
     assert [ip.address for ip in named.release] == [V4.address]
 
 
@@ -147,7 +153,7 @@ def test_an_address_recycled_under_another_id_is_not_ours() -> None:
     recycled = IpAddress("ip7", V4.address, "v4", "global", "2026-02-01T00:00:00Z")
     state = cluster((recycled,), Ownership({"ip1": V4.address}, {}, generation=1))
     assert read_now(state).addresses == {}
-    plan = make_plan(settings(mode="unexpose"), state, Holding(now=NOW))
+    plan = make_plan(intent(mode="unexpose"), state, Holding(now=NOW))
     assert plan.release == () and plan.kept[0].foreign
 
 
@@ -173,7 +179,7 @@ def test_a_recorded_attempt_claims_the_one_address_that_turned_up_in_its_window(
 
 def test_an_expose_that_allocates_holds_the_exposure_for_what_it_asked() -> None:
     plan = make_plan(
-        settings(**{"ip-versions": "v4"}), cluster(()), Holding(A + "pr-3", NOW, families=("v4",))
+        intent(**{"ip-versions": "v4"}), cluster(()), Holding(A + "pr-3", NOW, families=("v4",))
     )
     assert plan.record == Ownership({}, held(A + "pr-3", families=("v4",)))
 
@@ -181,28 +187,28 @@ def test_an_expose_that_allocates_holds_the_exposure_for_what_it_asked() -> None
 def test_an_expose_of_addresses_no_record_names_writes_its_hold_and_nothing_else() -> None:
     """They may be another run's, landed and not recorded yet: the hold goes in, in this run's
     turn; no address is claimed, so a release later keeps them."""
-    plan = make_plan(settings(), cluster((V4, V6)), Holding(A + "pr-3", NOW))
+    plan = make_plan(intent(), cluster((V4, V6)), Holding(A + "pr-3", NOW))
     assert not plan.changed and plan.record is not None
     assert set(plan.record.holds) == {A + "pr-3"} and plan.record.addresses == {}
     again = Ownership({}, plan.record.holds, generation=1)
-    rerun = make_plan(settings(), cluster((V4, V6), again, again), Holding(A + "pr-3", NOW + 60))
+    rerun = make_plan(intent(), cluster((V4, V6), again, again), Holding(A + "pr-3", NOW + 60))
     assert rerun.record is None  # the next run of the same holder is the cheap no-op again
 
 
 def test_a_second_pull_request_adds_its_hold_a_fresh_rerun_writes_nothing() -> None:
     one = Ownership(OURS.addresses, held(A + "pr-1"), generation=5)
-    second = make_plan(settings(), cluster((V4, V6), one, one), Holding(A + "pr-2", NOW))
+    second = make_plan(intent(), cluster((V4, V6), one, one), Holding(A + "pr-2", NOW))
     assert second.record is not None and set(second.record.holds) == {A + "pr-1", A + "pr-2"}
-    rerun = make_plan(settings(), cluster((V4, V6), one, one), Holding(A + "pr-1", NOW + 60))
+    rerun = make_plan(intent(), cluster((V4, V6), one, one), Holding(A + "pr-1", NOW + 60))
     assert rerun.record is None
 
 
 def test_an_old_hold_is_renewed_and_a_machine_without_the_record_gets_it() -> None:
     one = Ownership(OURS.addresses, held(A + "pr-1"), generation=5)
     later = Holding(A + "pr-1", NOW + HOLD_RENEWAL + 1)
-    renewed = make_plan(settings(), cluster((V4, V6), one, one), later).record
+    renewed = make_plan(intent(), cluster((V4, V6), one, one), later).record
     assert renewed is not None and renewed.holds[A + "pr-1"].since == NOW + HOLD_RENEWAL + 1
-    repaired = make_plan(settings(), cluster((V4, V6), one, None), Holding(A + "pr-1", NOW + 5))
+    repaired = make_plan(intent(), cluster((V4, V6), one, None), Holding(A + "pr-1", NOW + 5))
     assert repaired.record is not None and repaired.record.generation == 5
 
 
@@ -211,14 +217,14 @@ def test_an_old_hold_is_renewed_and_a_machine_without_the_record_gets_it() -> No
 
 def test_unexpose_releases_our_addresses_when_the_last_hold_goes() -> None:
     one = Ownership(OURS.addresses, held(A + "pr-1"))
-    plan = make_plan(settings(mode="unexpose"), cluster((V4, V6), one), Holding(A + "pr-1", NOW))
+    plan = make_plan(intent(mode="unexpose"), cluster((V4, V6), one), Holding(A + "pr-1", NOW))
     assert plan.dropped_holds == (A + "pr-1",) and len(plan.release) == 2
     assert plan.record is not None and plan.record.holds == {}
 
 
 def test_unexpose_keeps_our_addresses_while_another_holder_covers_their_family() -> None:
     two = Ownership(OURS.addresses, {**held(A + "pr-1"), **held(A + "pr-2", families=("v4",))})
-    plan = make_plan(settings(mode="unexpose"), cluster((V4, V6), two), Holding(A + "pr-1", NOW))
+    plan = make_plan(intent(mode="unexpose"), cluster((V4, V6), two), Holding(A + "pr-1", NOW))
     # pr-2 asked for v4 only: it keeps the v4, not the v6 nobody relies on any more.
     assert [ip.address for ip in plan.release] == [V6.address]
     assert [(k.ip.address, k.reason) for k in plan.kept] == [(V4.address, f"still held by {A}pr-2")]
@@ -226,19 +232,19 @@ def test_unexpose_keeps_our_addresses_while_another_holder_covers_their_family()
 
 def test_same_pull_request_number_in_another_repository_is_another_holder() -> None:
     two = Ownership(OURS.addresses, {**held(A + "pr-5"), **held("acme/web#pr-5")})
-    plan = make_plan(settings(mode="unexpose"), cluster((V4, V6), two), Holding(A + "pr-5", NOW))
+    plan = make_plan(intent(mode="unexpose"), cluster((V4, V6), two), Holding(A + "pr-5", NOW))
     assert plan.release == () and plan.dropped_holds == (A + "pr-5",)
 
 
 def test_a_legacy_hold_is_dropped_by_the_run_it_belonged_to() -> None:
     legacy = Ownership(OURS.addresses, {"pr-1": Hold(NOW)})
     holding = Holding(A + "pr-1", NOW, legacy=("pr-1",))
-    plan = make_plan(settings(mode="unexpose"), cluster((V4, V6), legacy), holding)
+    plan = make_plan(intent(mode="unexpose"), cluster((V4, V6), legacy), holding)
     assert plan.dropped_holds == ("pr-1",) and len(plan.release) == 2
 
 
 def test_unexpose_keeps_addresses_that_are_not_ours_and_warns_how_to_release_them() -> None:
-    plan = make_plan(settings(mode="unexpose"), cluster((HAND_V4,)), Holding(now=NOW))
+    plan = make_plan(intent(mode="unexpose"), cluster((HAND_V4,)), Holding(now=NOW))
     assert plan.release == ()
     [kept] = plan.kept
     assert kept.foreign and kept.ip == HAND_V4
@@ -248,14 +254,14 @@ def test_unexpose_keeps_addresses_that_are_not_ours_and_warns_how_to_release_the
 def test_named_addresses_are_released_whoever_owns_or_holds_them() -> None:
     two = Ownership({"ip2": V6.address}, held(A + "pr-2"))
     plan = make_plan(
-        settings(mode="unexpose", addresses="all"), cluster((HAND_V4, V6), two), Holding(now=NOW)
+        intent(mode="unexpose", addresses="all"), cluster((HAND_V4, V6), two), Holding(now=NOW)
     )
     assert {ip.address for ip in plan.release} == {HAND_V4.address, V6.address}
 
 
 def test_a_named_address_the_app_does_not_have_changes_nothing() -> None:
     with pytest.raises(PlanError) as err:
-        make_plan(settings(mode="unexpose", addresses="192.0.2.1"), cluster((V4,), OURS))
+        make_plan(intent(mode="unexpose", addresses="192.0.2.1"), cluster((V4,), OURS))
     assert err.value.input_name == "addresses" and "192.0.2.1" in str(err.value)
 
 
@@ -265,10 +271,10 @@ def test_the_post_step_releases_every_address_no_hold_covers_and_claims_its_own(
     # no hold: the last holder closes both.
     record = Ownership(OURS.addresses, held(job))
     post = Holding(job, NOW, claims=(V4.address,))
-    plan = make_plan(settings(mode="unexpose"), cluster((V4, V6), record), post)
+    plan = make_plan(intent(mode="unexpose"), cluster((V4, V6), record), post)
     assert {ip.address for ip in plan.release} == {V4.address, V6.address}
     # Its own by the step state, even when the record never got written.
-    unrecorded = make_plan(settings(mode="unexpose"), cluster((V4, V6)), post)
+    unrecorded = make_plan(intent(mode="unexpose"), cluster((V4, V6)), post)
     assert [ip.address for ip in unrecorded.release] == [V4.address]
     assert unrecorded.record is not None
 
@@ -293,10 +299,10 @@ def test_a_sweep_drops_old_holds_and_those_of_closed_pull_requests() -> None:
 
 def test_a_sweep_releases_what_nobody_holds_any_more() -> None:
     old = Ownership(OURS.addresses, held(A + "pr-1", since=NOW - 10 * 86400))
-    plan = make_plan(settings(mode="sweep"), cluster((V4, V6), old), Holding(now=NOW))
+    plan = make_plan(intent(mode="sweep"), cluster((V4, V6), old), Holding(now=NOW))
     assert plan.dropped_holds == (A + "pr-1",) and len(plan.release) == 2
     fresh = Ownership(OURS.addresses, held(A + "pr-1", since=NOW - 60))
-    kept = make_plan(settings(mode="sweep"), cluster((V4, V6), fresh), Holding(now=NOW))
+    kept = make_plan(intent(mode="sweep"), cluster((V4, V6), fresh), Holding(now=NOW))
     assert kept.release == () and kept.record is None
 
 

@@ -33,14 +33,14 @@ def cluster(*, legacy: bool, ips: tuple[IpAddress, ...] = ()) -> ClusterState:
 
 
 def test_a_fly_pg_create_cluster_opens_5432_and_5433() -> None:
-    plan = make_plan(settings(), cluster(legacy=False))
+    plan = make_plan(settings().intent, cluster(legacy=False))
     assert [p.port for p in plan.open_ports] == [5432, 5433]
     assert "primary, read-write, through HAProxy" in plan.open_ports[0].what
     assert "each node directly, replicas too" in plan.open_ports[1].what
 
 
 def test_a_legacy_cluster_opens_only_the_service_the_action_adds() -> None:
-    plan = make_plan(settings(), cluster(legacy=True))
+    plan = make_plan(settings().intent, cluster(legacy=True))
     assert [p.port for p in plan.open_ports] == [5432]
 
 
@@ -54,7 +54,7 @@ def test_other_services_are_named_by_their_internal_port() -> None:
 def test_the_log_the_summary_and_the_comment_name_every_open_port(
     legacy: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
-    plan = make_plan(settings(), cluster(legacy=legacy))
+    plan = make_plan(settings().intent, cluster(legacy=legacy))
     with caplog.at_level(logging.INFO):
         describe_plan(plan)
     outcome = build_outcome(plan)
@@ -68,7 +68,7 @@ def test_the_log_the_summary_and_the_comment_name_every_open_port(
 
 
 def test_nothing_is_said_about_ports_when_no_address_opens_them() -> None:
-    unexpose = make_plan(settings(mode="unexpose"), cluster(legacy=False, ips=(V4,)))
+    unexpose = make_plan(settings(mode="unexpose").intent, cluster(legacy=False, ips=(V4,)))
     assert not unexpose.opens and build_outcome(unexpose).open_ports == ()
     assert "Open on every public address" not in summary_markdown(
         build_outcome(unexpose), commit=None, run_url=None

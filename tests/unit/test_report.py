@@ -532,7 +532,7 @@ def real_plan(
     }
     settings = from_environ(env, lambda n: env.get("INPUT_" + n.upper()))
     app = AppInfo("app1", "my-db", "postgres_cluster", ips, None)
-    return make_plan(settings, ClusterState.of(app, [machine_from_api(m) for m in machines]))
+    return make_plan(settings.intent, ClusterState.of(app, [machine_from_api(m) for m in machines]))
 
 
 def legacy_machines() -> list[dict[str, Any]]:

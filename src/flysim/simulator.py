@@ -19,11 +19,10 @@ from types import TracebackType
 from typing import Any, Generic, TypeVar, overload
 from urllib.parse import quote
 
-from flysim import lifecycle, models, seeding
+from flysim import leases, lifecycle, models, seeding
 from flysim.errors import ApiError
 from flysim.faults import Faults
 from flysim.ips import IPHook
-from flysim.leases import hold
 from flysim.models import App, IPAddress
 from flysim.observation import Observation
 from flysim.postgres import PostgresServer
@@ -276,7 +275,7 @@ class Simulator(Observation):
         state = self._state
         with state.lock:
             machine = state.require_machine(state.require_app(app), machine_id)
-            return hold(machine, owner=owner, ttl=ttl, description=description).nonce
+            return leases.hold(machine, owner=owner, ttl=ttl, description=description).nonce
 
     def clear_lease(self, app: str, machine_id: str) -> None:
         state = self._state

@@ -64,7 +64,7 @@ class State:
         self.rate_limiter = RateLimiter(RateLimits.off() if rate_limits is None else rate_limits)
         # One generator for every identifier, so that a seeded simulator is reproducible.
         self.rng = random.Random(seed)
-        self._accepted_tokens = token_parts(token)
+        self._accepted_tokens = _token_parts(token)
         self.network = PublicNetwork(public_port_map)
         if v4_prefix is None:
             # A random /24 inside 127.0.0.0/8 (never 127.0.0.x) so simulators in parallel
@@ -109,7 +109,7 @@ class State:
     # ============================================================================ requests ====
     def authorized(self, header: str | None) -> bool:
         """Whether an ``Authorization`` header carries the simulator's token."""
-        return bool(header) and not token_parts(header or "").isdisjoint(self._accepted_tokens)
+        return bool(header) and not _token_parts(header or "").isdisjoint(self._accepted_tokens)
 
     def throttle(self, action: str, identifier: str) -> int | None:
         """Count one Machines API ``action`` on ``identifier`` against the rate limits: None
@@ -257,7 +257,7 @@ class State:
             return self.network.route(app, service_port)
 
 
-def token_parts(value: str) -> set[str]:
+def _token_parts(value: str) -> set[str]:
     """Tokens in an Authorization value: scheme stripped (repeatedly, any case), comma-split."""
     parts: set[str] = set()
     for part in value.split(","):

@@ -23,7 +23,6 @@ from . import step_state
 from .credentials import TemporaryRole, comment_for, new_role, temporary_conn
 from .errors import CredentialsError
 from .gha import Actions
-from .outcome import Outcome
 from .report_sections import inline_code
 from .settings import Settings
 
@@ -44,11 +43,10 @@ def duration(seconds: float) -> str:
     return f"{seconds:g} s"
 
 
-def hand_out(
-    settings: Settings, outcome: Outcome, gha: Actions, env: Mapping[str, str]
-) -> Settings:
-    """The run's role, made and logged in with; the settings whose URLs carry it. On failure
-    the outcome fails (so no URL is handed out) and `settings` comes back unchanged."""
+def hand_out(settings: Settings, gha: Actions, env: Mapping[str, str]) -> Settings:
+    """The run's role, made and logged in with; the settings whose URLs carry it. A
+    `CredentialsError` when it cannot be made: the run then fails and hands out no URL, never
+    one with the internal URL's credentials instead."""
     db = settings.database_url
     if db is None:  # settings.py refuses temporary credentials without database-url
         return settings
@@ -57,13 +55,7 @@ def hand_out(
     if settings.lifetime == "job":
         step_state.save_temp_role(gha, role.name)
     with gha.group("Temporary credentials"):
-        try:
-            until = _make(settings, role, env)
-        except CredentialsError as exc:
-            outcome.status = "failed"
-            outcome.error = exc.explained
-            log.error(exc.explained, extra={"title": exc.title})
-            return settings
+        until = _make(settings, role, env)
         temporary = replace(settings, database_url=temporary_conn(db, role))
         for secret in temporary.secrets:
             gha.add_mask(secret)
@@ -78,8 +70,6 @@ def hand_out(
             f"({duration(role.valid_for)}), at most {role.connection_limit} connections; {ends}. "
             f"The URL outputs, user and password carry it, never {db.user}'s password."
         )
-    urls = temporary.urls
-    outcome.redacted_url = urls.redacted if urls is not None else outcome.redacted_url
     return temporary
 
 

@@ -68,10 +68,20 @@ class RunError(ActionError):
     title = "Rollout stopped"
 
 
+class LandingUnknown(RunError):
+    """A write failed and whether it was carried out cannot be told (the target cannot be read)."""
+
+
 class VerifyError(ActionError):
     """The endpoint was changed but does not answer as it should."""
 
     title = "Verification failed"
+
+
+class NotExposed(ActionError):
+    """`mode: connect` on a database that is not reachable from outside Fly."""
+
+    title = "Database not exposed"
 
 
 class CredentialsError(ActionError):

@@ -8,11 +8,12 @@ counted either way: its config is unknown, and the cluster answers through the o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .domain import IpFamily
 from .fly.config import serves_pg_tls
-from .outcome import Outcome
+from .outcome import Outcome, VerifyResult
 from .plan import Plan
 
 _FAMILY_NAMES = {"v4": "no dedicated IPv4 (v4)", "v6": "no public IPv6 (v6)"}
@@ -45,7 +46,11 @@ class Exposure:
         return out
 
 
-def exposure_of(plan: Plan, outcome: Outcome) -> Exposure:
+def exposure_of(
+    plan: Plan, outcome: Outcome, verify: Sequence[VerifyResult] | None = None
+) -> Exposure:
+    """As the run leaves the database (`outcome`: what the change did), with the verification's
+    results (`verify`, by default those the outcome holds)."""
     missing = tuple(f for f in plan.requested if not outcome.addresses(f))
     changed = {m.id: m for m in outcome.machines if m.services_change}
     not_serving = [id_ for id_, m in changed.items() if m.result != "updated"]
@@ -57,6 +62,7 @@ def exposure_of(plan: Plan, outcome: Outcome) -> Exposure:
         else:
             not_serving.append(machine.id)
     # After unexpose the checks are that released addresses closed, which says nothing here.
-    failed_checks = [v for v in outcome.verify if not v.ok and not v.warning_only]
+    checks = outcome.verify if verify is None else verify
+    failed_checks = [v for v in checks if not v.ok and not v.warning_only]
     answers = plan.releasing or not failed_checks
     return Exposure(missing, tuple(sorted(not_serving)), serving, answers)

@@ -8,6 +8,7 @@ import sys
 import tempfile
 import traceback
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import log as logchannel
@@ -15,14 +16,21 @@ from . import ownership, step_state
 from .credential_steps import hand_out, sweep_expired
 from .describe import describe_plan, describe_state
 from .domain import IpAddress, IpFamily
-from .errors import ActionError, FlyAuthError
+from .errors import ActionError, FlyAuthError, NotExposed
 from .event import RunContext
 from .exposure import Exposure, exposure_of
 from .flyapi import FlyApi
 from .forks import guard_fork_runs, withheld_notice
 from .gha import Actions
 from .holders import holding_for
-from .outcome import Outcome, build_outcome, redacted, stopped_outcome
+from .outcome import (
+    Outcome,
+    VerifyResult,
+    build_outcome,
+    concluded,
+    redacted,
+    stopped_outcome,
+)
 from .plan import Plan, make_plan
 from .poll import SYSTEM_CLOCK
 from .progress import Progress
@@ -30,7 +38,7 @@ from .releases import Holding
 from .rollout import apply, read_cluster
 from .settings import Settings, from_environ
 from .steps import Cancelled, cancellable, make_fly
-from .verification import verify_expose, verify_unexpose
+from .verification import raise_if_failed, verify_expose, verify_unexpose
 
 log = logging.getLogger(__name__)
 
@@ -97,21 +105,17 @@ def _hands_out(outcome: Outcome | None, plan: Plan | None, settings: Settings) -
     )
 
 
-def _check_exposed(outcome: Outcome, plan: Plan, settings: Settings) -> Exposure:
-    """Whether the database is reachable as the run leaves it (after unexpose too: addresses
-    someone else holds stay open). A `connect` run, which would hand out a URL that cannot
-    connect, fails here, saying what is missing."""
-    exposure = exposure_of(plan, outcome)
-    if exposure.exposed or not settings.connect or outcome.status == "failed":
-        return exposure
+def _require_reachable(exposure: Exposure, settings: Settings) -> None:
+    """A `connect` run would hand out a URL that cannot connect: it fails, saying what is
+    missing."""
+    if exposure.exposed or not settings.connect:
+        return
     gaps = "; ".join(exposure.gaps(settings.port))
-    outcome.status = "failed"
-    outcome.error = (
-        f"mode connect: {settings.app} is not reachable from outside Fly: {gaps}. Run this "
-        "action with mode: expose first (e.g. in the job that provisions the database)."
+    raise NotExposed(
+        f"mode connect: {settings.app} is not reachable from outside Fly: {gaps}.",
+        hint="Run this action with mode: expose first (e.g. in the job that provisions the "
+        "database).",
     )
-    log.error(outcome.error, extra={"title": "Database not exposed"})
-    return exposure
 
 
 def _final_summary(outcome: Outcome) -> None:
@@ -196,13 +200,11 @@ def _run(
             return 1
     except Cancelled as exc:
         return _cancelled(exc, settings, plan, progress, gha)
-    outcome = build_outcome(plan, progress, error, closes_at_job_end=settings.lifetime == "job")
-    if error is None:
-        _after_change(outcome, plan, settings, gha, env)
-    exposure = _check_exposed(outcome, plan, settings)
-    settings = _credentials(settings, outcome, plan, gha, env, withheld=fork is not None)
-    outcome = redacted(outcome, gha.redactor)
-    set_outputs(settings, gha, outcome, plan, exposure, withheld=fork is not None)
+    facts = build_outcome(plan, progress, error, closes_at_job_end=settings.lifetime == "job")
+    checked = _after_change(facts, plan, settings, gha, env, withheld=fork is not None)
+    settings = checked.settings
+    outcome = redacted(checked.outcome(facts), gha.redactor)
+    set_outputs(settings, gha, outcome, plan, checked.exposure, withheld=fork is not None)
     comment_url = _report(outcome, settings, gha, ctx, publish)
     if comment_url and settings.lifetime == "job":
         step_state.save_comment_url(gha, comment_url)
@@ -235,40 +237,71 @@ def _cancelled(
     return 1
 
 
+@dataclass(frozen=True)
+class _Checked:
+    """What the checks after the change returned; the outcome is built from them."""
+
+    settings: Settings  # its URLs carry the run's temporary role when one was made
+    exposure: Exposure
+    verify: list[VerifyResult]
+    error: str | None = None
+    fly_toml_path: str | None = None
+
+    def outcome(self, facts: Outcome) -> Outcome:
+        urls = self.settings.urls
+        shown = urls.redacted if urls is not None and self.settings.credentials.temporary else None
+        return concluded(
+            facts,
+            verify=self.verify,
+            error=self.error,
+            fly_toml_path=self.fly_toml_path,
+            shown_url=shown,
+        )
+
+
 def _after_change(
-    outcome: Outcome, plan: Plan, settings: Settings, gha: Actions, env: Mapping[str, str]
-) -> None:
-    """Write the fly.toml for the reader, then check the endpoint as the change left it. A
-    dry run changes nothing to check; a `connect` run proves the URL it hands out connects
-    (when the app looks exposed), so a later job never gets a dead one."""
-    if not settings.releasing:
-        outcome.fly_toml_path = _write_fly_toml(plan, env, gha)
-    handing_out = settings.connect and exposure_of(plan, outcome).exposed
-    if not settings.verify or (settings.read_only and not handing_out):
-        return
-    with gha.group("Verify"):
-        if settings.releasing:
-            verify_unexpose(outcome, settings.port)
-        else:
-            verify_expose(outcome, settings)
-    if outcome.status == "failed" and outcome.error:
-        log.error(outcome.error, extra={"title": "Verification failed"})
-
-
-def _credentials(
-    settings: Settings,
-    outcome: Outcome,
+    facts: Outcome,
     plan: Plan,
+    settings: Settings,
     gha: Actions,
     env: Mapping[str, str],
     *,
     withheld: bool,
-) -> Settings:
-    """The settings whose URLs carry a role made for this run, when it hands out URLs and asks
-    for `credentials: temporary`."""
-    if settings.credentials.temporary and not withheld and _hands_out(outcome, plan, settings):
-        return hand_out(settings, outcome, gha, env)
-    return settings
+) -> _Checked:
+    """After a change that did not fail: write the fly.toml for the reader, check the endpoint
+    as the change left it, judge whether the database is reachable, and make the run's
+    temporary role; each returns what it found, and the first failure (an error of the one
+    tree) is the run's. A dry run changes nothing to check; a `connect` run proves the URL it
+    hands out connects (when the app looks exposed), so a later job never gets a dead one."""
+    path = None if settings.releasing or facts.error else _write_fly_toml(plan, env, gha)
+    verify: list[VerifyResult] = []
+    error: str | None = None
+    try:
+        if facts.error is None:
+            verify = _verify(facts, plan, settings, gha)
+            if not settings.releasing:
+                raise_if_failed(verify, settings.host)
+            _require_reachable(exposure_of(plan, facts, verify), settings)
+            if (
+                settings.credentials.temporary
+                and not withheld
+                and _hands_out(facts, plan, settings)
+            ):
+                settings = hand_out(settings, gha, env)
+    except ActionError as exc:
+        error = _report_error(exc, settings)
+    return _Checked(settings, exposure_of(plan, facts, verify), verify, error, path)
+
+
+def _verify(facts: Outcome, plan: Plan, settings: Settings, gha: Actions) -> list[VerifyResult]:
+    """The verification's results (none when it does not apply)."""
+    handing_out = settings.connect and exposure_of(plan, facts).exposed
+    if not settings.verify or (settings.read_only and not handing_out):
+        return []
+    with gha.group("Verify"):
+        if settings.releasing:
+            return verify_unexpose(facts, settings.port)
+        return verify_expose(facts, settings)
 
 
 def _progress(settings: Settings, plan: Plan, gha: Actions) -> Progress:

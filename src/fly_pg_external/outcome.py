@@ -61,8 +61,12 @@ class VerifyResult:
     warning_only: bool = False  # an IPv6 the runner cannot route: reported, not fatal
 
 
-@dataclass
+@dataclass(frozen=True)
 class Outcome:
+    """What a run did: built from the plan and its record (`build_outcome`), then once more with
+    what the checks after the change returned (`concluded`); never changed in place, so the log,
+    the outputs, the summary and the comment all render the same one."""
+
     app: str
     mode: Mode
     status: Status
@@ -235,6 +239,29 @@ def _machines(plan: Plan, done: Progress, *, applied: bool) -> list[MachineChang
         for m in (*plan.untouched, *plan.unreachable)
     ]
     return planned + left_alone
+
+
+def concluded(
+    facts: Outcome,
+    *,
+    verify: list[VerifyResult],
+    error: str | None = None,
+    fly_toml_path: str | None = None,
+    shown_url: str | None = None,
+) -> Outcome:
+    """The outcome a run reports: `facts` (what the change did, `build_outcome`) with the
+    results of the checks that followed it, the error that failed one (if the change itself did
+    not fail first), where the fly.toml went, and the URL as shown when the run's credentials
+    changed it."""
+    failed = facts.error or error
+    return replace(
+        facts,
+        status="failed" if failed else facts.status,
+        error=failed,
+        verify=list(verify),
+        fly_toml_path=fly_toml_path,
+        redacted_url=shown_url if shown_url is not None else facts.redacted_url,
+    )
 
 
 def redacted(outcome: Outcome, redactor: Redactor) -> Outcome:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from .errors import FlyError, FlyTimeout, FlyTransient, RunError
+from .errors import FlyError, FlyTimeout, FlyTransient, LandingUnknown
 
 _T = TypeVar("_T")
 
@@ -111,10 +111,6 @@ def poll(
 LANDING_CHECKS = Backoff(0.25, 2.0)
 # A 5xx answer was most likely not carried out: a short look is enough.
 SETTLE_AFTER_5XX = 1.0
-
-
-class LandingUnknown(RunError):
-    """A write failed and whether it was carried out cannot be told (the target cannot be read)."""
 
 
 def ambiguous(exc: FlyError) -> bool:

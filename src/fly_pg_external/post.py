@@ -26,7 +26,7 @@ from .errors import ActionError
 from .flyapi import FlyApi
 from .gha import Actions
 from .intent import Intent
-from .outcome import Outcome, build_outcome
+from .outcome import Outcome, build_outcome, concluded
 from .plan import Plan, make_plan
 from .poll import SYSTEM_CLOCK
 from .progress import Progress
@@ -167,7 +167,9 @@ def close(
     if closing.plan is not None:
         closing.outcome = build_outcome(closing.plan, progress, closing.error)
     if closing.outcome is not None and closing.error is None and settings.verify:
-        verify_unexpose(closing.outcome, settings.port)
+        closing.outcome = concluded(
+            closing.outcome, verify=verify_unexpose(closing.outcome, settings.port)
+        )
     still_open = _still_open(closing)
     report = _summary(closing, still_open)
     gha.append_summary(report)

@@ -1,6 +1,8 @@
 """After the change: does the endpoint answer (expose), or has it closed (unexpose)?
 
-Each target's result is recorded in the outcome; the probing itself is `verify.py`. The login is
+Each check returns its targets' results, and `raise_if_failed` turns a failed check into a
+`VerifyError`; the outcome is built from both afterwards (main.py). The probing itself is
+`verify.py`. The login is
 the one the `database-url` output hands out, read exactly as libpq reads it (`libpq_uri.py`):
 its user, password and database, and the parameters a server applies at login (`options`,
 `application_name`, `client_encoding`). A URL that libpq would refuse, or that names another
@@ -15,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 
+from .errors import VerifyError
 from .libpq_uri import Conninfo, UriError, parse_uri
 from .outcome import Outcome, VerifyResult
 from .pgwire import APPLICATION_NAME, Login, PasswordWithheld, ProbeError
@@ -41,26 +44,25 @@ class UrlMismatch(ValueError):
     """The URL handed out does not mean, to libpq, what this step verifies."""
 
 
-def verify_expose(outcome: Outcome, settings: Settings) -> None:
-    """Probe every public address and the hostname, all at once; record each result."""
+def verify_expose(facts: Outcome, settings: Settings) -> list[VerifyResult]:
+    """Probe every public address the run leaves (`facts`) and the hostname, all at once; each
+    target's result, in order."""
     unreadable = _unreadable_roots(settings)
     if unreadable is not None:
-        _fail_unprobed(outcome, settings.sslrootcert, unreadable)
-        return
+        return [VerifyResult(settings.sslrootcert, False, unreadable)]
+    results: list[VerifyResult] = []
     try:
-        login = url_login(outcome, settings)
+        login = url_login(results, settings)
     except UrlMismatch as exc:
-        _fail_unprobed(outcome, URL_OUTPUT, str(exc))
-        return
+        return [VerifyResult(URL_OUTPUT, False, str(exc))]
     # A family this runner has no route to is not probed: its failure would say nothing about
     # the database, and a warning on every run would be one the user cannot act on.
-    unrouted = [a for a in outcome.addresses("v6") if not has_route(a, settings.port)]
-    for address in unrouted:
-        outcome.verify.append(VerifyResult(address, False, NO_ROUTE, warning_only=True))
-    routed_v6 = [a for a in outcome.addresses("v6") if a not in unrouted]
-    targets = [*outcome.addresses("v4"), *routed_v6, settings.host]
+    unrouted = [a for a in facts.addresses("v6") if not has_route(a, settings.port)]
+    results += [VerifyResult(a, False, NO_ROUTE, warning_only=True) for a in unrouted]
+    routed_v6 = [a for a in facts.addresses("v6") if a not in unrouted]
+    targets = [*facts.addresses("v4"), *routed_v6, settings.host]
     # All at once, within one bound for the whole step; reported in the order of `targets`.
-    results = probe_all(
+    probes = probe_all(
         targets,
         settings.port,
         server_name=settings.host,
@@ -69,44 +71,48 @@ def verify_expose(outcome: Outcome, settings: Settings) -> None:
         login=login,
         bound=settings.verify_timeout,
     )
-    for target, result in zip(targets, results, strict=True):
-        if isinstance(result, ProbeError):
-            _record_failure(outcome, settings, target, result)
+    for target, probe in zip(targets, probes, strict=True):
+        if isinstance(probe, ProbeError):
+            results.append(_failure(settings, target, probe))
         else:
-            detail = result.tls_version + (_login_detail(result) if login else "")
-            outcome.verify.append(VerifyResult(target, True, detail, result.server_version))
+            detail = probe.tls_version + (_login_detail(probe) if login else "")
+            results.append(VerifyResult(target, True, detail, probe.server_version))
             log.info(f"✓ {target}:{settings.port} answers pg_tls ({detail})")
-    _notice_unreached_v6(outcome, settings.port)
-    if login is not None and any(isinstance(r, ProbeResult) and r.auth == "MD5" for r in results):
+    _notice_unreached_v6(results, settings.port)
+    if login is not None and any(isinstance(p, ProbeResult) and p.auth == "MD5" for p in probes):
         _warn_md5(login.user, settings.sslmode)
-    if any(not v.ok and not v.warning_only for v in outcome.verify):
-        outcome.status = "failed"
-        outcome.error = "The external endpoint did not pass verification (see the errors above)."
+    return results
 
 
-def _fail_unprobed(outcome: Outcome, target: str, message: str) -> None:
-    outcome.verify.append(VerifyResult(target, False, message))
-    outcome.status = "failed"
-    outcome.error = message  # main reports it, as every failed verification
+def raise_if_failed(results: list[VerifyResult], host: str) -> None:
+    """A `VerifyError` when a check failed that counts (not a warning-only one): its reason
+    when nothing was probed (no result for `host`, which every probing includes), else a
+    pointer to the errors logged for each target."""
+    failed = [v for v in results if not v.ok and not v.warning_only]
+    if not failed:
+        return
+    if all(v.target != host for v in results):
+        raise VerifyError(failed[0].detail)
+    raise VerifyError("The external endpoint did not pass verification (see the errors above).")
 
 
-def _record_failure(outcome: Outcome, settings: Settings, target: str, exc: ProbeError) -> None:
+def _failure(settings: Settings, target: str, exc: ProbeError) -> VerifyResult:
     # Only "cannot reach it" is excusable for IPv6: a v6 that answers must work.
     v6 = is_ipv6(target) and exc.stage == "tcp"
-    outcome.verify.append(VerifyResult(target, False, str(exc), warning_only=v6))
     if not v6:  # an IPv6 that did not answer is in the one notice (_notice_unreached_v6)
         withheld = isinstance(exc, PasswordWithheld)  # the probe's refusal, not the server's
         log.error(
             f"Verification of {target}:{settings.port} failed: {exc}",
             extra={"title": "Password not sent" if withheld else "Verification failed"},
         )
+    return VerifyResult(target, False, str(exc), warning_only=v6)
 
 
-def _notice_unreached_v6(outcome: Outcome, port: int) -> None:
+def _notice_unreached_v6(results: list[VerifyResult], port: int) -> None:
     """One notice for every IPv6 address not checked from here: no route (GitHub-hosted
     runners have no IPv6), or no answer to TCP. Not a warning: nothing in the workflow can
     change it, and IPv4 and the hostname were checked."""
-    unreached = [v for v in outcome.verify if v.warning_only and is_ipv6(v.target)]
+    unreached = [v for v in results if v.warning_only and is_ipv6(v.target)]
     if not unreached:
         return
     parts = "; ".join(f"{v.target} ({v.detail})" for v in unreached)
@@ -139,9 +145,10 @@ def _warn_md5(user: str, sslmode: str) -> None:
     )
 
 
-def url_login(outcome: Outcome, settings: Settings) -> Login | None:
+def url_login(results: list[VerifyResult], settings: Settings) -> Login | None:
     """The login of the `database-url` output, as libpq reads it; None without one. UrlMismatch
-    when libpq would refuse the URL or take it elsewhere than this step probes."""
+    when libpq would refuse the URL or take it elsewhere than this step probes. Parameters it
+    leaves out are a warning-only result in `results`."""
     urls = settings.urls
     if urls is None:
         return None
@@ -154,7 +161,7 @@ def url_login(outcome: Outcome, settings: Settings) -> Login | None:
             "of the database-url input is percent-encoded."
         ) from None
     _check_endpoint(info, settings)
-    _report_other_keys(outcome, info)
+    _report_other_keys(results, info)
     user = info.get("user")
     if not user:
         raise UrlMismatch(
@@ -193,7 +200,7 @@ def _check_endpoint(info: Conninfo, settings: Settings) -> None:
             )
 
 
-def _report_other_keys(outcome: Outcome, info: Conninfo) -> None:
+def _report_other_keys(results: list[VerifyResult], info: Conninfo) -> None:
     if info.skipped:
         message = (
             f"The {URL_OUTPUT} output has parameters libpq does not know "
@@ -202,7 +209,7 @@ def _report_other_keys(outcome: Outcome, info: Conninfo) -> None:
             "unless only clients that read them use the URL."
         )
         log.warning(message, extra={"title": "URL parameters libpq refuses"})
-        outcome.verify.append(VerifyResult(URL_OUTPUT, False, message, warning_only=True))
+        results.append(VerifyResult(URL_OUTPUT, False, message, warning_only=True))
     unchecked = sorted(set(info.params) - CHECKED)
     if unchecked:
         log.info(f"{URL_OUTPUT} also sets {', '.join(unchecked)}: not checked by this step.")
@@ -225,11 +232,12 @@ def _unreadable_roots(settings: Settings) -> str | None:
     )
 
 
-def verify_unexpose(outcome: Outcome, port: int) -> None:
-    """Check that every released address stops accepting connections; record each."""
-    released = outcome.released()
+def verify_unexpose(facts: Outcome, port: int) -> list[VerifyResult]:
+    """Check that every address the run released (`facts`) stops accepting connections; each
+    one's result (one still open is a warning: Fly's proxy may take a moment)."""
+    released = facts.released()
     if not released:
-        return
+        return []
     deadline = UNEXPOSE_VERIFY_BOUND
     pending = list(released)
 
@@ -244,9 +252,10 @@ def verify_unexpose(outcome: Outcome, port: int) -> None:
         pauses=Backoff(0.5, 0.5),
         clock=SYSTEM_CLOCK,
     )
+    results = []
     for address in released:
         ok = address not in pending
-        outcome.verify.append(VerifyResult(address, ok, "closed" if ok else "still accepts"))
+        results.append(VerifyResult(address, ok, "closed" if ok else "still accepts"))
         if ok:
             log.info(f"✓ {address}:{port} no longer accepts connections")
         else:
@@ -255,3 +264,4 @@ def verify_unexpose(outcome: Outcome, port: int) -> None:
                 "release; Fly's proxy may take a moment to forget it.",
                 extra={"title": "Released address still answers"},
             )
+    return results

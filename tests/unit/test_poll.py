@@ -7,8 +7,8 @@ from collections.abc import Callable
 import pytest
 from fake_clock import FakeClock
 
-from fly_pg_external.errors import FlyConflict, FlyError, FlyTimeout, FlyTransient
-from fly_pg_external.poll import SETTLE_AFTER_5XX, Backoff, LandingUnknown, poll, write_once
+from fly_pg_external.errors import FlyConflict, FlyError, FlyTimeout, FlyTransient, LandingUnknown
+from fly_pg_external.poll import SETTLE_AFTER_5XX, Backoff, poll, write_once
 
 
 def reads(clock: FakeClock, *answers: str | None) -> tuple[Callable[[], str | None], list[float]]:

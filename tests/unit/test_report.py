@@ -21,6 +21,7 @@ from fly_pg_external.outcome import (
     Outcome,
     VerifyResult,
     build_outcome,
+    concluded,
     redacted,
 )
 from fly_pg_external.plan import Plan, make_plan
@@ -552,15 +553,12 @@ def legacy_applied() -> Outcome:
     progress.allocated_ip("v6", V6)
     for u in plan.updates:
         progress.machine(u.machine.id, "updated")
-    outcome = build_outcome(plan, progress)
-    assert outcome.status == "applied"
-    # As main records them after the change: where fly.toml went, what the check saw.
-    outcome.fly_toml_path = RUNNER_FLY_TOML
+    facts = build_outcome(plan, progress)
+    assert facts.status == "applied"
+    # As main concludes it after the change: where fly.toml went, what the check saw.
     detail = "TLSv1.3, logged in, PostgreSQL 16.4"
-    outcome.verify = [
-        VerifyResult(t, True, detail, "16.4") for t in ("137.66.1.2", "my-db.fly.dev")
-    ]
-    return outcome
+    checks = [VerifyResult(t, True, detail, "16.4") for t in ("137.66.1.2", "my-db.fly.dev")]
+    return concluded(facts, verify=checks, fly_toml_path=RUNNER_FLY_TOML)
 
 
 def kept_addresses(status: str) -> Outcome:

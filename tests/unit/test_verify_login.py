@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 import pytest
 from psycopg.conninfo import conninfo_to_dict
+from verified import verified
 
 from fly_pg_external.gha import Actions
 from fly_pg_external.log import to_workflow
@@ -174,11 +175,11 @@ def verified_settings(port: int, ca: CertificateAuthority, tmp_path: Path, **kw:
 
 def run(settings: Settings) -> tuple[Outcome, list[str]]:
     """verify_expose on the hostname alone; the outcome and the workflow commands it printed."""
-    outcome = Outcome("my-db", "expose", "applied", True)
+    facts = Outcome("my-db", "expose", "applied", True)
     out = io.StringIO()
     with to_workflow(Actions(env={}, out=out)):
-        verify_expose(outcome, settings)
-    return outcome, out.getvalue().splitlines()
+        results = verify_expose(facts, settings)
+    return verified(facts, results, settings.host), out.getvalue().splitlines()
 
 
 def password_messages(seen: Seen) -> list[bytes]:

@@ -12,11 +12,11 @@ import logging
 from dataclasses import dataclass, replace
 
 from ..domain import Machine
-from ..errors import ActionError, FlyError, RunError
+from ..errors import ActionError, FlyError, LandingUnknown, RunError
 from ..flyapi import FlyApi
 from ..ownership import record_text, with_record
 from ..plan import MachineUpdate, Plan, plan_machine, rollout_order
-from ..poll import Backoff, Clock, LandingUnknown, poll
+from ..poll import Backoff, Clock, poll
 from ..progress import MachineResult, Progress
 from .leases import LeaseSet
 from .machine import HealthWait, active_machines, down, update_machine, wait_healthy

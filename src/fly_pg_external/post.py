@@ -203,9 +203,19 @@ def _still_open(closing: _Closing) -> list[str]:
     return open_
 
 
+def _headline(closing: _Closing, still_open: list[str]) -> str:
+    """What is true once the job is over, first (the PR comment shows this line on top)."""
+    app = inline_code(closing.app)
+    if still_open or closing.cancelled or (closing.error and closing.allocated):
+        return f"⚠️ End of the job: {app} may still be open to external connections"
+    if closing.plan is not None and any(not k.foreign for k in closing.plan.kept):
+        return f"End of the job: {app} stays open for its other holders"
+    return f"🔒 End of the job: what this job opened on {app} is closed"
+
+
 def _summary(closing: _Closing, still_open: list[str]) -> str:
     app, plan, allocated = closing.app, closing.plan, closing.allocated
-    lines = [f"### fly-pg-external: end of the job on {inline_code(app)}", ""]
+    lines = [f"### {_headline(closing, still_open)}", ""]
     if closing.cancelled:
         lines += [f"**Cancelled** before it was done: {closing.error}", ""]
     released = set(closing.outcome.released()) if closing.outcome is not None else set()

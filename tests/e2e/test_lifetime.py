@@ -157,7 +157,7 @@ def test_post_step_releases_exactly_what_the_job_allocated(
     assert refused(v4) and refused(v6) and refused("127.0.0.1")
     with pytest.raises(psycopg.OperationalError):
         select_one(main.outputs["database-url"])
-    assert "### fly-pg-external: end of the job on `my-db`" in post.summary
+    assert "### 🔒 End of the job: what this job opened on `my-db` is closed" in post.summary
     assert summary_rows(post) == {v4: "released", v6: "released"}
     assert f"✓ {v4}:5432 no longer accepts connections" in post.stdout
     assert post.errors() == []
@@ -603,7 +603,7 @@ def test_post_step_makes_the_pull_request_comment_say_the_job_closed_it(
         # The first thing a reader sees is what is true now; the main step's report is folded.
         lines = after.body.splitlines()
         assert lines[0].startswith("<!-- fly-pg-external: ")
-        assert lines[1] == "### fly-pg-external: end of the job on `my-db`"
+        assert lines[1] == "### 🔒 End of the job: what this job opened on `my-db` is closed"
         assert "released" in after.body
         assert after.body.index("What the main step reported") > after.body.index("released")
         assert "Applied:" in after.body  # kept, folded

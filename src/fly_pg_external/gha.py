@@ -37,6 +37,7 @@ class Actions:
         self.redactor = redactor or Redactor()
         self.outputs: dict[str, str] = {}
         self._masked: set[str] = set()
+        self._group_depth = 0  # groups open now: the runner shows only the outermost
 
     # -- inputs ---------------------------------------------------------------------------
     def input(self, name: str) -> str | None:
@@ -92,11 +93,19 @@ class Actions:
 
     @contextmanager
     def group(self, title: str) -> Iterator[None]:
-        self._command("group", title)
+        """A foldable group of log lines. The runner does not nest groups (an inner `::group::`
+        would end the outer one), so a group opened inside another is a plain title line."""
+        if self._group_depth:
+            self.info(f"── {title}")
+        else:
+            self._command("group", title)
+        self._group_depth += 1
         try:
             yield
         finally:
-            self._write("::endgroup::")
+            self._group_depth -= 1
+            if not self._group_depth:
+                self._write("::endgroup::")
 
     @contextmanager
     def stop_commands(self) -> Iterator[None]:

@@ -21,21 +21,20 @@ from dataclasses import dataclass
 from . import log as logchannel
 from . import step_state
 from .credential_steps import drop_at_job_end
-from .describe import describe_plan
 from .errors import ActionError
 from .flyapi import FlyApi
 from .gha import Actions
 from .intent import Intent
-from .outcome import Outcome, build_outcome, concluded
-from .plan import Plan, make_plan
+from .outcome import Outcome, build_outcome
+from .pipeline import carry_out, check, plan_for
+from .plan import Plan
 from .poll import SYSTEM_CLOCK
 from .progress import Progress
 from .releases import Holding
 from .report_sections import inline_code
-from .rollout import apply, read_cluster
+from .rollout import read_cluster
 from .settings import Settings, from_environ
 from .steps import Cancelled, cancellable, make_fly
-from .verification import verify_unexpose
 
 log = logging.getLogger(__name__)
 
@@ -137,17 +136,10 @@ def close(
     try:
         cluster = read_cluster(fly, settings.app)
         holding = Holding(holder=holder, now=int(SYSTEM_CLOCK.wall()), claims=allocated)
-        closing.plan = make_plan(releasing, cluster, holding)
-        describe_plan(closing.plan)
-        if closing.plan.release or closing.plan.record is not None:
-            closing.plan = apply(
-                fly,
-                closing.plan,
-                progress,
-                wait_timeout=settings.wait_timeout,
-                lease_wait=settings.lease_wait,
-                replan=lambda fresh: make_plan(releasing, fresh, holding),
-            )
+        closing.plan = plan_for(releasing, cluster, holding)
+        closing.plan = carry_out(
+            fly, closing.plan, releasing, holding=holding, progress=progress, settings=settings
+        )
         if not closing.plan.release and not allocated:
             log.info(
                 "This job allocated no address, and none of the action's own is left without "
@@ -166,10 +158,12 @@ def close(
         log.error(closing.error, extra={"title": "Cancelled"})
     if closing.plan is not None:
         closing.outcome = build_outcome(closing.plan, progress, closing.error)
-    if closing.outcome is not None and closing.error is None and settings.verify:
-        closing.outcome = concluded(
-            closing.outcome, verify=verify_unexpose(closing.outcome, settings.port)
+    if closing.outcome is not None and closing.plan is not None:
+        facts = closing.outcome
+        checked = check(
+            facts, closing.plan, releasing, settings=settings, gha=gha, env={}, withheld=True
         )
+        closing.outcome = checked.outcome(facts)
     still_open = _still_open(closing)
     report = _summary(closing, still_open)
     gha.append_summary(report)

@@ -34,6 +34,7 @@ EDGES = {
     "pgroles",
     "credential_steps",
     "steps",
+    "pipeline",
 }
 FORBIDDEN_IN_CORE = (
     *("fly_pg_external.fly", "httpx", "github", "fly_pg_external.github"),

@@ -93,3 +93,12 @@ def test_token_scheme_rule_follows_fly_go() -> None:
     assert mixed.flaps_header == "FlyV1 fm1r_m"
     assert strip_scheme("bearer FlyV1  fo1_x") == "fo1_x"
     assert set(mixed.secrets) >= {"fm1r_m", "fo1_o", "fm1r_m,fo1_o"}
+
+
+def test_a_group_inside_a_group_is_a_title_line_not_a_second_group() -> None:
+    # The runner does not nest groups: an inner ::group:: would end the outer one early.
+    out = io.StringIO()
+    gha = Actions(env={}, out=out)
+    with gha.group("Close"), gha.group("Verify"):
+        gha.info("inside")
+    assert out.getvalue().splitlines() == ["::group::Close", "── Verify", "inside", "::endgroup::"]

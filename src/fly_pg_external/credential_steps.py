@@ -23,7 +23,7 @@ from . import step_state
 from .credentials import TemporaryRole, comment_for, new_role, temporary_conn
 from .errors import CredentialsError
 from .gha import Actions
-from .report_sections import inline_code
+from .markdown import inline_code
 from .settings import Settings
 
 if TYPE_CHECKING:

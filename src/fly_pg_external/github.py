@@ -21,8 +21,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .comment_marker import marker_digest, parse_marker
 from .log import silence
-from .report import marker_digest, parse_marker
 
 if TYPE_CHECKING:
     from github import Github, GithubException

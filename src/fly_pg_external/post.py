@@ -25,13 +25,13 @@ from .errors import ActionError
 from .flyapi import FlyApi
 from .gha import Actions
 from .intent import Intent
+from .markdown import inline_code
 from .outcome import Outcome, build_outcome
 from .pipeline import carry_out, check, plan_for
 from .plan import Plan
 from .poll import SYSTEM_CLOCK
 from .progress import Progress
 from .releases import Holding
-from .report_sections import inline_code
 from .rollout import read_cluster
 from .settings import Settings, from_environ
 from .steps import Cancelled, cancellable, make_fly

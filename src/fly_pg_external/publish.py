@@ -15,10 +15,11 @@ import re
 from typing import Protocol
 
 from . import github
+from .comment_marker import job_end_comment, parse_marker
 from .event import PR_EVENTS, RunContext
 from .github import ClientTuning
 from .outcome import Outcome
-from .report import comment_body, job_end_comment, parse_marker, summary_markdown
+from .report import comment_body, summary_markdown
 
 log = logging.getLogger(__name__)
 

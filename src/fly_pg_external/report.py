@@ -5,8 +5,8 @@ already clean (main passes it through `outcome.redacted(outcome, redactor)` once
 it), and the footer's commit and run URL are the runner's own values (read once by
 `github.RunContext.from_env`), so nothing here knows the run's secrets. The same run always
 renders the same text, and the PR comment's digest only changes when what the report says
-changes. The comment adds a hidden marker line in front (app + digest) and the same footer as the
-summary. The sections themselves are drawn in `report_sections`.
+changes. The comment adds a hidden marker line in front (app + digest, `comment_marker.py`) and the
+same footer as the summary. The sections are drawn in `report_sections`, with `markdown.py`.
 
 Sizing happens in one place, `fit`: GitHub takes a comment of at most 65,536 characters, the
 runner a step summary of at most 1 MiB. The fly.toml diff is the part that gives way, so it is
@@ -15,46 +15,23 @@ drawn here (`diff_section`), collapsed, with the full image references a table s
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from dataclasses import dataclass
 
-from .outcome import Outcome
-from .report_sections import (
-    escape,
-    fenced,
-    inline_code,
-    link_target,
-    render,
-    short_image,
-    split_lines,
+from .comment_marker import (
+    COMMENT_SAFETY_MARGIN,
+    GITHUB_COMMENT_LIMIT,
+    content_digest,
+    render_marker,
 )
+from .markdown import escape, fenced, inline_code, link_target, split_lines
+from .outcome import Outcome
+from .report_sections import render, short_image
 
-# GitHub refuses a comment body longer than this ("Body is too long (maximum is 65536
-# characters)").
-GITHUB_COMMENT_LIMIT = 65_536
-# The comment is built to stay this far below the limit: GitHub counts characters on its side
-# after its own normalisation, and a few hundred characters of slack cost nothing.
-COMMENT_SAFETY_MARGIN = 512
 # The runner refuses a step summary over 1 MiB per step. The report stays well below, leaving
 # room for whatever else the step appends.
 SUMMARY_MAX_BYTES = 1024 * 1024 - 64 * 1024
 SUMMARY_NOTE = "The job summary of a step holds at most 1 MiB; the rest of the diff is left out."
-
-MARKER_NAME = "fly-pg-external"
-MARKER_VERSION = 1
-_MARKER_RE = re.compile(r"\A<!-- fly-pg-external: (\{[^\n]*\}) -->(?:\r?\n|\Z)")
-
-
-@dataclass(frozen=True)
-class Marker:
-    """What the hidden first line of one of our comments says."""
-
-    app: str
-    digest: str
-    version: int = MARKER_VERSION
-
 
 # -- public API -----------------------------------------------------------------------------
 
@@ -220,83 +197,3 @@ def render_footer(*, commit: str | None, run_url: str | None) -> str:
 
 def _is_sha(text: str) -> bool:
     return bool(re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", text))
-
-
-def content_digest(content: str) -> str:
-    return "sha256:" + hashlib.sha256(content.encode("utf-8")).hexdigest()
-
-
-def render_marker(app: str, digest: str) -> str:
-    payload = json.dumps({"v": MARKER_VERSION, "app": app, "digest": digest}, separators=(",", ":"))
-    # "--" cannot occur in a JSON string of a Fly app name, but an HTML comment must not contain
-    # "-->" whatever the input, or the rest of the marker would be shown on the page.
-    payload = payload.replace("-->", "--\\u003e")
-    return f"<!-- {MARKER_NAME}: {payload} -->"
-
-
-def parse_marker(body: str | None) -> Marker | None:
-    """The marker of a comment this action wrote, or None.
-
-    Only the first line counts: a marker quoted further down (in a diff, or a reply that copies
-    our text) does not make a comment ours.
-    """
-    m = _MARKER_RE.match(body or "")
-    if not m:
-        return None
-    try:
-        data = json.loads(m.group(1))
-    except ValueError:
-        return None
-    if not isinstance(data, dict):
-        return None
-    app, digest, version = data.get("app"), data.get("digest"), data.get("v")
-    if not isinstance(app, str) or not isinstance(digest, str) or not isinstance(version, int):
-        return None
-    return Marker(app=app, digest=digest, version=version)
-
-
-def marker_digest(body: str) -> str | None:
-    marker = parse_marker(body)
-    return marker.digest if marker else None
-
-
-# -- the comment once a `lifetime: job` post step has run -----------------------------------
-
-# Where the main step's report starts in a comment the post step rewrote: found again if the
-# post step runs a second time (a re-run), so its part is replaced, never nested.
-MAIN_REPORT_START = "<!-- fly-pg-external: main step -->"
-_FOLD_OPEN = "<details><summary>What the main step reported</summary>\n\n"
-_FOLD_CLOSE = "\n\n</details>\n"
-
-
-def job_end_comment(
-    old_body: str,
-    job_end: str,
-    *,
-    app: str,
-    max_chars: int = GITHUB_COMMENT_LIMIT - COMMENT_SAFETY_MARGIN,
-) -> str:
-    """The comment after the post step of `lifetime: job`: what it did at the end of the job
-    (`job_end`, its own Markdown) first, the main step's report folded below, so the first thing
-    a reader sees is true once the job is over ("open" no longer is). Within `max_chars`: the
-    main step's report gives way, whole, to a pointer at the job summary."""
-    head = job_end.rstrip("\n") + "\n\n"
-    folded = f"{MAIN_REPORT_START}\n{_FOLD_OPEN}{main_step_report(old_body)}{_FOLD_CLOSE}"
-    marker_len = len(render_marker(app, content_digest(""))) + 1
-    content = head + folded
-    if marker_len + len(content) > max_chars:
-        content = head + "The main step's report is in the job summary of its workflow run.\n"
-    return render_marker(app, content_digest(content)) + "\n" + content
-
-
-def main_step_report(body: str) -> str:
-    """The main step's report in one of our comments: all of it after the marker line, or, once
-    a post step rewrote the comment, what it folded."""
-    _, _, rest = body.partition("\n") if parse_marker(body) else ("", "", body)
-    start = rest.find(MAIN_REPORT_START)
-    if start < 0:
-        return rest.strip("\n")
-    inner = rest[start + len(MAIN_REPORT_START) :].lstrip("\n")
-    inner = inner.removeprefix(_FOLD_OPEN)
-    end = inner.rfind(_FOLD_CLOSE.rstrip("\n"))
-    return (inner[:end] if end >= 0 else inner).strip("\n")

@@ -1,4 +1,4 @@
-"""The sections of the report and the Markdown primitives they share.
+"""The sections of the report, drawn with the Markdown helpers of `markdown.py`.
 
 The report reads top down in the order a pull request reviewer asks: what happened (title, and
 for a dry run how to apply it), where to connect (and whether that was checked), the addresses
@@ -14,12 +14,12 @@ from an exception is escaped, so it shows as text and cannot open HTML or close 
 
 from __future__ import annotations
 
-import html
 import re
 
 from . import ports
 from .connstr import hide_secrets
 from .domain import PlanWarning, WarningKind
+from .markdown import clip, escape, fenced, inline_code, plural, table
 from .outcome import IpChange, MachineChange, Outcome, VerifyResult
 
 # Free text from Fly or from an exception is capped so one runaway message cannot crowd the
@@ -39,67 +39,10 @@ _DIGEST_RE = re.compile(rf"@sha256:([0-9a-f]{{{SHORT_DIGEST}}})[0-9a-f]{{{64 - S
 _RESTATED: frozenset[WarningKind] = frozenset({"restarts", "billing"})
 
 
-# -- markdown helpers -----------------------------------------------------------------------
-
-
-def fenced(text: str, lang: str = "") -> str:
-    """A code block that `text` cannot close, whatever backticks it contains."""
-    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
-    fence = "`" * max(3, longest + 1)
-    body = text if text.endswith("\n") or not text else text + "\n"
-    return f"{fence}{lang}\n{body}{fence}"
-
-
-def inline_code(text: str) -> str:
-    """An inline code span that survives backticks and newlines in `text`."""
-    text = " ".join(text.splitlines())
-    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
-    delim = "`" * (longest + 1)
-    pad = " " if text.startswith("`") or text.endswith("`") else ""
-    return f"{delim}{pad}{text}{pad}{delim}"
-
-
-def escape(text: str) -> str:
-    """Plain text that cannot open HTML (and so cannot hide or break the rest of the report)."""
-    return html.escape(text, quote=False)
-
-
-def _cell(text: str) -> str:
-    # A pipe ends a table cell even inside a code span; GFM strips this escape before it
-    # parses the cell, so the pipe still shows.
-    return text.replace("|", "\\|")
-
-
-def link_target(url: str) -> str:
-    return url.replace(" ", "%20").replace("(", "%28").replace(")", "%29")
-
-
-def _clip(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    return text[:limit] + f" … ({len(text) - limit:,} more characters cut)"
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word if n == 1 else word + 's'}"
-
-
-def split_lines(text: str) -> list[str]:
-    """`text` split after each newline and only there, so that some lines of a diff are always a
-    prefix of it (`str.splitlines` also splits at CR, form feeds and Unicode separators)."""
-    return re.findall(r"[^\n]*\n|[^\n]+\Z", text)
-
-
 def short_image(image: str) -> str:
     """`flyio/postgres-flex:15.6@sha256:<64 hex>` → `flyio/postgres-flex:15.6@sha256:1a2b3c4d5e6f…`:
     the digest cut to `SHORT_DIGEST` hex digits, enough to tell images apart at a glance."""
     return _DIGEST_RE.sub(lambda m: f"@sha256:{m.group(1)}…", image)
-
-
-def _table(head: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 # -- title, lead, endpoint ------------------------------------------------------------------
@@ -174,7 +117,7 @@ def _endpoint(outcome: Outcome) -> str:
 
 
 def _verify_detail(v: VerifyResult) -> str:
-    detail = " ".join(_clip(v.detail, 500).splitlines())
+    detail = " ".join(clip(v.detail, 500).splitlines())
     if v.server_version and v.server_version not in detail:
         detail += f", PostgreSQL {v.server_version}"
     return escape(detail)
@@ -230,14 +173,14 @@ def _service_row(outcome: Outcome) -> list[str]:
     changing = [m for m in outcome.machines if m.services_change]
     if not changing:
         return [label, "on the machine" if n == 1 else f"on all {n} machines", "unchanged"]
-    before = f"missing on {len(changing)} of {_plural(n, 'machine')}"
+    before = f"missing on {len(changing)} of {plural(n, 'machine')}"
     done = sum(1 for m in changing if m.result == "updated")
     if outcome.status == "plan":
-        after = f"added to {_plural(len(changing), 'machine')} on apply"
+        after = f"added to {plural(len(changing), 'machine')} on apply"
     elif done == len(changing):
-        after = f"added to {_plural(done, 'machine')}"
+        after = f"added to {plural(done, 'machine')}"
     else:
-        after = f"added to {done} of {_plural(len(changing), 'machine')}"
+        after = f"added to {done} of {plural(len(changing), 'machine')}"
     return [label, before, after]
 
 
@@ -254,7 +197,7 @@ def _image_row(outcome: Outcome) -> list[str]:
     if outcome.status == "plan":
         after += " on apply"
     elif done != len(changing):
-        after += f" on {done} of {_plural(len(changing), 'machine')}"
+        after += f" on {done} of {plural(len(changing), 'machine')}"
     return ["Image", _images({m.image_before for m in changing}), after]
 
 
@@ -268,7 +211,7 @@ def _summary_table(outcome: Outcome) -> str:
         rows += [_service_row(outcome), _image_row(outcome)]
     if not rows:
         return ""
-    return _table(["", "Before", "After apply" if outcome.status == "plan" else "After"], rows)
+    return table(["", "Before", "After apply" if outcome.status == "plan" else "After"], rows)
 
 
 # -- warnings ---------------------------------------------------------------------------------
@@ -308,7 +251,7 @@ def _warnings(outcome: Outcome) -> str:
         if w.kind in _RESTATED:
             continue
         kept = _kept_hint(w, outcome)
-        out.append(kept or escape(" ".join(_clip(w.text, _MAX_WARNING_CHARS).splitlines())))
+        out.append(kept or escape(" ".join(clip(w.text, _MAX_WARNING_CHARS).splitlines())))
     # A blank quoted line between warnings keeps each in its own paragraph.
     return "\n>\n".join(f"> ⚠️ {w}" for w in out)
 
@@ -323,14 +266,14 @@ def _restart_lead(outcome: Outcome) -> str:
     restart, n = outcome.machines_to_restart, len(outcome.machines)
     if outcome.status == "plan":
         return (
-            f"⚠️ **Applying will restart {len(restart)} of {_plural(n, 'machine')}**, one at a time "
+            f"⚠️ **Applying will restart {len(restart)} of {plural(n, 'machine')}**, one at a time "
             "in this order, the primary last. Each drops its connections while it restarts; "
             "writes pause while the primary restarts."
         )
     count = {r: sum(1 for m in restart if m.result == r) for r in _REACHED}
     if outcome.status != "failed":
         return (
-            f"**Restarted {count['updated']} of {_plural(n, 'machine')}**, one at a time in "
+            f"**Restarted {count['updated']} of {plural(n, 'machine')}**, one at a time in "
             "this order, the primary last; clients connected to them had to reconnect."
         )
     rest = len(restart) - sum(count.values())
@@ -367,7 +310,7 @@ def _restart_section(outcome: Outcome) -> str:
     head = ["#", "Machine", "Region", "Role", "Change"]
     head += [] if outcome.status == "plan" else ["Result"]
     rows = [_machine_cells(i, m, outcome.status) for i, m in enumerate(outcome.machines, 1)]
-    return _restart_lead(outcome) + "\n\n" + _table(head, rows)
+    return _restart_lead(outcome) + "\n\n" + table(head, rows)
 
 
 # -- error and the whole ---------------------------------------------------------------------
@@ -377,7 +320,7 @@ def _error_section(outcome: Outcome) -> str:
     if outcome.status != "failed" and not outcome.error:
         return ""
     text = outcome.error or "The run failed; the log of the step has the details."
-    return "**Error**\n\n" + fenced(_clip(text, _MAX_ERROR_CHARS), "text")
+    return "**Error**\n\n" + fenced(clip(text, _MAX_ERROR_CHARS), "text")
 
 
 def render(outcome: Outcome, diff_section: str) -> str:

@@ -21,6 +21,7 @@ from urllib.parse import quote, quote_plus
 import pytest
 
 from fakegithub import FakeGitHub, Identity
+from fly_pg_external.comment_marker import GITHUB_COMMENT_LIMIT, parse_marker
 from fly_pg_external.domain import PlanWarning
 from fly_pg_external.event import RunContext
 from fly_pg_external.github import ClientTuning
@@ -28,12 +29,7 @@ from fly_pg_external.log import to_workflow
 from fly_pg_external.outcome import IpChange, MachineChange, Outcome, redacted
 from fly_pg_external.publish import publish
 from fly_pg_external.redact import Redactor
-from fly_pg_external.report import (
-    GITHUB_COMMENT_LIMIT,
-    SUMMARY_MAX_BYTES,
-    comment_body,
-    parse_marker,
-)
+from fly_pg_external.report import SUMMARY_MAX_BYTES, comment_body
 
 from action_run import run_inprocess
 

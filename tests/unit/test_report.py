@@ -13,8 +13,15 @@ import cmarkgfm
 import pytest
 from cmarkgfm.cmark import Options
 
+from fly_pg_external.comment_marker import (
+    GITHUB_COMMENT_LIMIT,
+    content_digest,
+    parse_marker,
+    render_marker,
+)
 from fly_pg_external.domain import AppInfo, ClusterState, IpAddress, PlanWarning
 from fly_pg_external.fly.machines import machine_from_api
+from fly_pg_external.markdown import fenced, inline_code
 from fly_pg_external.outcome import (
     IpChange,
     MachineChange,
@@ -28,17 +35,12 @@ from fly_pg_external.plan import Plan, make_plan
 from fly_pg_external.progress import Progress
 from fly_pg_external.redact import Redactor, secret_forms
 from fly_pg_external.report import (
-    GITHUB_COMMENT_LIMIT,
     SUMMARY_MAX_BYTES,
     comment_body,
-    content_digest,
     fit,
-    parse_marker,
     render_markdown,
-    render_marker,
     summary_markdown,
 )
-from fly_pg_external.report_sections import fenced, inline_code
 from fly_pg_external.settings import from_environ
 
 from machines_data import IMAGE, machine, owning
@@ -766,7 +768,7 @@ def test_documented_example_is_what_the_renderer_writes() -> None:
 
 
 def test_job_end_comment_puts_the_end_of_the_job_first_and_folds_the_main_report() -> None:
-    from fly_pg_external.report import job_end_comment, main_step_report, parse_marker
+    from fly_pg_external.comment_marker import job_end_comment, main_step_report, parse_marker
 
     main = '<!-- fly-pg-external: {"v":1,"app":"my-db","digest":"sha256:x"} -->\n### Applied\n'
     end = "### fly-pg-external: end of the job on `my-db`\n\n| a | released |\n"
@@ -782,7 +784,7 @@ def test_job_end_comment_puts_the_end_of_the_job_first_and_folds_the_main_report
 
 
 def test_job_end_comment_drops_the_main_report_rather_than_exceed_the_limit() -> None:
-    from fly_pg_external.report import job_end_comment
+    from fly_pg_external.comment_marker import job_end_comment
 
     main = '<!-- fly-pg-external: {"v":1,"app":"my-db","digest":"sha256:x"} -->\n' + ("x" * 2000)
     body = job_end_comment(main, "### end\n", app="my-db", max_chars=1000)

@@ -9,6 +9,7 @@ primary last), what their new configs are, the fly.toml before/after and the URL
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -202,32 +203,19 @@ def make_plan(intent: Intent, cluster: ClusterState, holding: Holding | None = N
         if (addrs := tuple(ip.address for ip in cluster.public_ips(fam)))
     }
     reachable = [m for m in cluster.machines if m.reachable]
-    allocate: tuple[IpFamily, ...] = ()
-    release: tuple[IpAddress, ...] = ()
-    updates: list[MachineUpdate] = []
-    untouched = reachable
     owned = ownership.read(reachable, cluster.app.ips, now=holding.now)
-    kept: tuple[Kept, ...] = ()
-    dropped: tuple[str, ...] = ()
-    if intent.releasing:
-        dropped, record, decided = plan_releases(intent, cluster, owned, holding)
-        release, kept = decided.release, decided.kept
-    else:
-        allocate = tuple(f for f in intent.families if f not in existing)
-        updates, untouched = _machine_updates(intent, reachable)
-        record = expose_record(owned, holding, allocating=bool(allocate))
-
-    before, after = _fly_tomls(intent.app, reachable, updates)
+    d = _decide(intent, cluster, reachable, owned, holding=holding, existing=existing)
+    before, after = _fly_tomls(intent.app, reachable, d.updates)
     return Plan(
         app=intent.app,
         mode=intent.mode,
         read_only=intent.read_only,
         requested=intent.families,
-        allocate=allocate,
+        allocate=d.allocate,
         existing=existing,
-        release=release,
-        updates=tuple(updates),
-        untouched=tuple(untouched),
+        release=d.release,
+        updates=d.updates,
+        untouched=d.untouched,
         unreachable=cluster.unreachable,
         fly_toml_before=before,
         fly_toml_after=after,
@@ -236,19 +224,60 @@ def make_plan(intent: Intent, cluster: ClusterState, holding: Holding | None = N
         port=intent.port,
         image_policy=intent.image_policy,
         redacted_url=None if intent.releasing else intent.shown_url,
-        warnings=_warnings(intent, cluster, allocate, updates)
+        warnings=_warnings(intent, cluster, d.allocate, list(d.updates))
         + record_warnings(owned)
-        + tuple(k.warning(intent.app) for k in kept if k.foreign),
+        + tuple(k.warning(intent.app) for k in d.kept if k.foreign),
         holder=holding.holder,
         ownership=owned,
-        record=record,
-        kept=kept,
-        dropped_holds=dropped,
+        record=d.record,
+        kept=d.kept,
+        dropped_holds=d.dropped,
         now=holding.now,
     )
 
 
-def _fly_tomls(app: str, reachable: list[Machine], updates: list[MachineUpdate]) -> tuple[str, str]:
+@dataclass(frozen=True)
+class _Decision:
+    """What the run changes: addresses to allocate or release, machine updates, the record."""
+
+    record: Ownership | None
+    allocate: tuple[IpFamily, ...] = ()
+    release: tuple[IpAddress, ...] = ()
+    updates: tuple[MachineUpdate, ...] = ()
+    untouched: tuple[Machine, ...] = ()
+    kept: tuple[Kept, ...] = ()
+    dropped: tuple[str, ...] = ()
+
+
+def _decide(
+    intent: Intent,
+    cluster: ClusterState,
+    reachable: list[Machine],
+    owned: Ownership,
+    *,
+    holding: Holding,
+    existing: dict[IpFamily, tuple[str, ...]],
+) -> _Decision:
+    """A releasing run's releases (the release rule decides), or an exposing run's
+    allocations and machine updates."""
+    if intent.releasing:
+        dropped, record, decided = plan_releases(intent, cluster, owned, holding)
+        return _Decision(
+            record,
+            release=decided.release,
+            untouched=tuple(reachable),
+            kept=decided.kept,
+            dropped=dropped,
+        )
+    allocate = tuple(f for f in intent.families if f not in existing)
+    updates, untouched = _machine_updates(intent, reachable)
+    record = expose_record(owned, holding, allocating=bool(allocate))
+    return _Decision(record, allocate, updates=tuple(updates), untouched=tuple(untouched))
+
+
+def _fly_tomls(
+    app: str, reachable: list[Machine], updates: Sequence[MachineUpdate]
+) -> tuple[str, str]:
     """The app's fly.toml before and after. Only reachable machines: an unreachable machine's
     config is incomplete, and would make a wrong fly.toml."""
     new_by_id = {u.machine.id: u.new_config for u in updates}

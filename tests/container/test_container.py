@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,48 +61,6 @@ def dockerfile_on(base: str) -> str:
     )
     assert count == 1, "the Dockerfile has a single FROM line"
     return text
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in {"true", "1", "yes"}
-
-
-@pytest.fixture(scope="session")
-def docker_daemon() -> None:
-    problem = ""
-    if shutil.which("docker") is None:
-        problem = "the docker CLI is not installed"
-    else:
-        info = docker("info", "--format", "{{.ServerVersion}}", timeout=60)
-        if info.returncode != 0:
-            problem = f"no Docker daemon answers: {info.stderr.strip()[:300]}"
-    if problem:
-        if in_ci():
-            pytest.fail(f"CI is set but {problem}; .ci/run installs and starts Docker.")
-        pytest.skip(f"container tests need Docker and {problem} (CI would fail here)")
-
-
-@pytest.fixture(scope="session")
-def base_image(docker_daemon: None) -> str | None:
-    """The base image to build on, or None for the Dockerfile's own."""
-    choice = os.environ.get("FLY_PG_EXTERNAL_BASE_IMAGE", "standin")
-    if choice == "dockerfile-default":
-        return None
-    if choice != "standin":
-        return choice
-    proc = subprocess.run(
-        [str(ROOT / "scripts" / "build-standin-base.sh")],
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        check=False,
-    )
-    if proc.returncode != 0:
-        pytest.fail(
-            "could not build the stand-in base image (scripts/build-standin-base.sh; it needs "
-            f"root for debootstrap, e.g. `sudo make standin-base`):\n{proc.stderr[-3000:]}"
-        )
-    return proc.stdout.strip().splitlines()[-1]
 
 
 @pytest.fixture(scope="session")

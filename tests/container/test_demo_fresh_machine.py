@@ -16,10 +16,8 @@ the virtual environment installs the whole dev extra, as on any fresh clone.
 from __future__ import annotations
 
 import io
-import os
 import re
 import secrets
-import shutil
 import subprocess
 import tarfile
 import time
@@ -54,10 +52,6 @@ def docker(
     )
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in {"true", "1", "yes"}
-
-
 def dockerfile_base() -> str:
     match = re.search(r"^FROM[ \t]+(\S+)", (ROOT / "Dockerfile").read_text(), flags=re.M)
     assert match, "the Dockerfile has a FROM line"
@@ -65,35 +59,9 @@ def dockerfile_base() -> str:
 
 
 @pytest.fixture(scope="module")
-def fresh_image() -> str:
+def fresh_image(base_image: str | None) -> str:
     """A Debian with Python, pip and venv only: the base the action's image test builds on."""
-    problem = ""
-    if shutil.which("docker") is None:
-        problem = "the docker CLI is not installed"
-    elif (info := docker("info", "--format", "{{.ServerVersion}}", timeout=60)).returncode:
-        problem = f"no Docker daemon answers: {info.stdout.strip()[:300]}"
-    if problem:
-        if in_ci():
-            pytest.fail(f"CI is set but {problem}; .ci/run installs and starts Docker.")
-        pytest.skip(f"this test needs Docker and {problem} (CI would fail here)")
-    choice = os.environ.get("FLY_PG_EXTERNAL_BASE_IMAGE", "standin")
-    if choice == "dockerfile-default":
-        return dockerfile_base()
-    if choice != "standin":
-        return choice
-    proc = subprocess.run(
-        [str(ROOT / "scripts" / "build-standin-base.sh")],
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        check=False,
-    )
-    if proc.returncode != 0:
-        pytest.fail(
-            "could not build the stand-in base image (scripts/build-standin-base.sh; it needs "
-            f"root for debootstrap, e.g. `sudo make standin-base`):\n{proc.stderr[-3000:]}"
-        )
-    return proc.stdout.strip().splitlines()[-1]
+    return base_image if base_image is not None else dockerfile_base()
 
 
 def checkout_tar() -> bytes:
